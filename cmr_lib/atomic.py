@@ -1,0 +1,69 @@
+"""Atomic writes: every result, table, figure and checkpoint goes to a temp file, then is renamed.
+
+A run killed mid-write leaves the previous file intact (os.replace is atomic on POSIX and Windows).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from cmr_lib.errors import CmrError
+
+
+def _full_suffix(path: Path) -> str:
+    """'.nii.gz' for a.nii.gz, '.png' for a.png: writers such as nibabel choose the format from it."""
+    suffixes = path.suffixes
+    return "".join(suffixes[-2:]) if suffixes[-2:] == [".nii", ".gz"] else path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success rename it onto `path`, on error remove it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + _full_suffix(path), dir=path.parent)
+    except OSError as exc:
+        raise CmrError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path, obj) -> Path:
+    """Write `obj` as indented JSON atomically (NaN is written as null, so any JSON reader accepts it)."""
+    return write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=False) + "\n")
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def save_figure(fig, path, **kwargs) -> Path:
+    """Save a matplotlib figure atomically (PNG by default, 150 dpi)."""
+    kwargs.setdefault("dpi", 150)
+    kwargs.setdefault("bbox_inches", "tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return Path(path)

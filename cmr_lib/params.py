@@ -1,0 +1,324 @@
+"""Profiles and parameters: notebook parameters + a profile -> one validated, immutable config.
+
+Profiles (`params/{smoke,demo,paper}.yaml`, or a path to a YAML file with the same keys) set sizes and
+iteration counts only. `params/settings.yaml` is the paper's Table 1 as data. A wrong value is a
+one-line CmrError naming the parameter and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cmr_lib.errors import CmrError
+
+PROFILES = ("smoke", "demo", "paper")
+STYLIZERS = ("rain", "adaconv", "none")
+SETTINGS = (0, 1, 2, 3)
+SEQUENCES = ("C0", "LGE", "T2")
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding `params/`); CMR_REPO overrides it."""
+    env = os.environ.get("CMR_REPO")
+    return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    """Where generated data (the phantom) live: `<repo>/data`, or CMR_DATA_ROOT."""
+    env = os.environ.get("CMR_DATA_ROOT")
+    return Path(env).resolve() if env else repo_root() / "data"
+
+
+# ---------------------------------------------------------------------------------------------
+# small validators: each returns the cleaned value or raises CmrError naming `name`
+
+def _fail(name, value, why):
+    raise CmrError(f"parameter '{name}' = {value!r}: {why}")
+
+
+def _int(name, value, *, minimum=None):
+    if isinstance(value, bool):
+        _fail(name, value, "must be an integer")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        _fail(name, value, "must be an integer")
+    if minimum is not None and value < minimum:
+        _fail(name, value, f"must be >= {minimum}")
+    return value
+
+
+def _float(name, value, *, minimum=None, maximum=None, strict_min=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(name, value, "must be a number")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        _fail(name, value, "must be finite")
+    if minimum is not None and (value <= minimum if strict_min else value < minimum):
+        _fail(name, value, f"must be {'>' if strict_min else '>='} {minimum}")
+    if maximum is not None and value > maximum:
+        _fail(name, value, f"must be <= {maximum}")
+    return value
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        _fail(name, value, "choose one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def _pos_int(name, v):
+    return _int(name, v, minimum=1)
+
+
+def _opt_pos_int(name, v):
+    return None if v is None else _int(name, v, minimum=1)
+
+
+def _opt_pos_float(name, v):
+    return None if v is None else _float(name, v, minimum=0.0, strict_min=True)
+
+
+def _nonneg_float(name, v):
+    return _float(name, v, minimum=0.0)
+
+
+def _probability(name, v):
+    return _float(name, v, minimum=0.0, maximum=1.0)
+
+
+def _fraction(name, v):
+    return _float(name, v, minimum=0.0, maximum=0.5)
+
+
+def _percentiles(name, v):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        _fail(name, v, "must be a pair [low, high]")
+    lo, hi = (_float(name, x, minimum=0.0, maximum=100.0) for x in v)
+    if lo >= hi:
+        _fail(name, v, "low must be below high")
+    return [lo, hi]
+
+
+def _scale_range(name, v):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        _fail(name, v, "must be a pair [min, max]")
+    lo, hi = (_float(name, x, minimum=0.0, strict_min=True) for x in v)
+    if lo > hi:
+        _fail(name, v, "min must not exceed max")
+    return [lo, hi]
+
+
+# The key tree every profile must have, with a validator per leaf.
+PROFILE_SCHEMA = {
+    "profile": lambda n, v: v if isinstance(v, str) else _fail(n, v, "must be a name"),
+    "data": {
+        "phantom_patients": _pos_int,
+        "phantom_seed": lambda n, v: _int(n, v, minimum=0),
+        "calibration_patients": _opt_pos_int,
+    },
+    "preprocess": {
+        "spacing_mm": _opt_pos_float,
+        "percentiles": _percentiles,
+        "crop": {"rain": _pos_int, "adaconv": _pos_int, "none": _pos_int},
+    },
+    "augment": {
+        "probability": _probability,
+        "scale": _scale_range,
+        "rotation_deg": _nonneg_float,
+        "translation": _fraction,
+        "shear_deg": _nonneg_float,
+    },
+    "analysis": {"hist_bins": _pos_int},
+}
+
+
+def _validate_tree(tree, schema, where, prefix=""):
+    if not isinstance(tree, Mapping):
+        raise CmrError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
+    missing = [k for k in schema if k not in tree]
+    unknown = [k for k in tree if k not in schema]
+    if missing:
+        raise CmrError(f"{where}: missing key '{prefix}{missing[0]}'")
+    if unknown:
+        raise CmrError(f"{where}: unknown key '{prefix}{unknown[0]}' (known: {', '.join(schema)})")
+    out = {}
+    for key, rule in schema.items():
+        name = prefix + key
+        if isinstance(rule, dict):
+            out[key] = _validate_tree(tree[key], rule, where, name + ".")
+        else:
+            try:
+                out[key] = rule(name, tree[key])
+            except CmrError as exc:
+                raise CmrError(f"{where}: {exc}") from None
+    return out
+
+
+def load_yaml(path) -> dict:
+    """Read a YAML file; a missing or malformed file is a one-line CmrError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CmrError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CmrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def load_profile(profile: str) -> tuple[str, dict]:
+    """Return (name, validated sizes) of a profile name in PROFILES or a path to a profile YAML file."""
+    if not isinstance(profile, (str, os.PathLike)):
+        _fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
+    text = str(profile)
+    if text in PROFILES:
+        path = repo_root() / "params" / f"{text}.yaml"
+    elif text.endswith((".yaml", ".yml")):
+        path = Path(text).expanduser().resolve()
+    else:
+        _fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
+    tree = _validate_tree(load_yaml(path), PROFILE_SCHEMA, str(path))
+    return tree["profile"], tree
+
+
+def load_settings() -> dict[int, dict]:
+    """Table 1 of the paper (`params/settings.yaml`), validated: setting -> its description."""
+    path = repo_root() / "params" / "settings.yaml"
+    raw = load_yaml(path)
+    if not isinstance(raw, Mapping) or sorted(raw) != list(SETTINGS):
+        raise CmrError(f"{path}: must define exactly the settings {list(SETTINGS)}")
+    out = {}
+    for key, spec in raw.items():
+        for need in ("name", "stylize", "pretrain", "style_sequence", "style_pairing"):
+            if need not in spec:
+                raise CmrError(f"{path}: setting {key} lacks '{need}'")
+        if spec["stylize"]:
+            pre = spec["pretrain"] or {}
+            if pre.get("content") not in SEQUENCES or pre.get("style") not in SEQUENCES:
+                raise CmrError(f"{path}: setting {key} pretrain must name content and style sequences")
+            _choice(f"settings.{key}.style_sequence", spec["style_sequence"], SEQUENCES)
+            _choice(f"settings.{key}.style_pairing", spec["style_pairing"], ("random", "same_patient_level"))
+        out[int(key)] = dict(spec)
+    return out
+
+
+class Section(Mapping):
+    """A read-only nested mapping with attribute access: cfg.preprocess.crop.rain."""
+
+    def __init__(self, data: Mapping):
+        self._data = {k: Section(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __getattr__(self, key):
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Section) else v for k, v in self._data.items()}
+
+    def __repr__(self):
+        return f"Section({self.to_dict()!r})"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a notebook or run needs: parameters, the profile's sizes, the setting, the paths."""
+
+    profile: str
+    setting: int
+    stylizer: str
+    seed: int
+    data_dir: Path | None          # None: the built-in phantom (see `phantom_dir`)
+    output_root: Path
+    sizes: Section
+    setting_spec: Section
+    extra: Section = field(default_factory=lambda: Section({}))
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.output_root / "figures"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.output_root / "results"
+
+    @property
+    def phantom_dir(self) -> Path:
+        d = self.sizes.data
+        return data_root() / "phantom" / f"n{d.phantom_patients}_seed{d.phantom_seed}"
+
+    @property
+    def crop(self) -> int:
+        """Centre-crop size of this run's stylizer (setting 0 uses the 'none' size)."""
+        return self.sizes.preprocess.crop[self.stylizer if self.setting else "none"]
+
+    def to_dict(self) -> dict:
+        return {
+            "profile": self.profile, "setting": self.setting, "stylizer": self.stylizer, "seed": self.seed,
+            "data_dir": str(self.data_dir) if self.data_dir else None, "output_root": str(self.output_root),
+            "sizes": self.sizes.to_dict(), "setting_spec": self.setting_spec.to_dict(),
+            "extra": self.extra.to_dict(),
+        }
+
+    def summary(self) -> str:
+        """A few readable lines for the top of a notebook."""
+        data = str(self.data_dir) if self.data_dir else f"built-in phantom ({self.phantom_dir})"
+        return "\n".join([
+            f"profile   {self.profile}",
+            f"setting   {self.setting}: {self.setting_spec.name}",
+            f"stylizer  {self.stylizer}",
+            f"seed      {self.seed}",
+            f"data      {data}",
+            f"outputs   {self.output_root}",
+        ])
+
+
+def _dir_param(name, value, *, must_exist):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        _fail(name, value, "must be a folder path or None")
+    path = Path(value).expanduser().resolve()
+    if must_exist and not path.is_dir():
+        _fail(name, str(value), "no such folder")
+    return path
+
+
+def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, output_root=None,
+                **extra) -> Config:
+    """Validate notebook parameters against a profile and return one immutable Config.
+
+    `data_dir=None` selects the built-in phantom; `output_root=None` writes figures/ and results/ in the
+    repository. `extra` holds notebook-specific parameters (plain literals), kept for run records.
+    """
+    name, sizes = load_profile(profile)
+    setting = _choice("setting", _int("setting", setting), SETTINGS)
+    stylizer = _choice("stylizer", stylizer, STYLIZERS)
+    if setting == 0:
+        stylizer = "none"
+    elif stylizer == "none":
+        _fail("stylizer", stylizer, f"setting {setting} stylizes: choose 'rain' or 'adaconv'")
+    seed = _int("seed", seed, minimum=0)
+    data = _dir_param("data_dir", data_dir, must_exist=True)
+    out = _dir_param("output_root", output_root, must_exist=False) or repo_root()
+    for key, value in extra.items():
+        if not (value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))):
+            _fail(key, value, "must be a plain literal (str, number, bool, list, dict or None)")
+    return Config(profile=name, setting=setting, stylizer=stylizer, seed=seed, data_dir=data, output_root=out,
+                  sizes=Section(sizes), setting_spec=Section(load_settings()[setting]), extra=Section(extra))
