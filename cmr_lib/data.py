@@ -163,11 +163,14 @@ class CMRSource:
     >>> vol = src.load(1, "LGE")                 # Volume with .image, .label, .spacing
     """
 
-    def __init__(self, root: Path, layout: str, images: dict, labels: dict):
+    def __init__(self, root: Path, layout: str, images: dict, labels: dict, *, c0_spacing: str = "header"):
         self.root = root
         self.layout = layout
         self._images = images      # (patient, sequence) -> Path
         self._labels = labels      # (patient, sequence) -> Path
+        if c0_spacing not in ("header", "lge"):
+            raise CmrError(f"parameter 'c0_spacing' = {c0_spacing!r}: choose 'header' or 'lge'")
+        self.c0_spacing = c0_spacing
 
     def __repr__(self):
         seqs = ", ".join(f"{s}: {len(self.patients_with(s))}" for s in self.sequences)
@@ -216,6 +219,8 @@ class CMRSource:
             raise CmrError(f"parameter 'label' = {label!r}: choose 'require', 'optional' or 'skip'")
         ipath = self.image_path(patient, sequence)
         image, zooms, affine = read_image(ipath)
+        if sequence == "C0" and self.c0_spacing == "lge":
+            zooms = self._lge_inplane(patient) + zooms[2:]
         lab, lpath = None, None
         if label == "require" or (label == "optional" and self.has_label(patient, sequence)):
             lpath = self.label_path(patient, sequence)
@@ -224,14 +229,29 @@ class CMRSource:
         return Volume(image=image, label=lab, spacing=zooms, affine=affine, patient=patient,
                       sequence=sequence, image_path=ipath, label_path=lpath)
 
+    def _lge_inplane(self, patient: int) -> tuple:
+        """The in-plane voxel size of this patient's LGE header (for c0_spacing='lge')."""
+        if not self.has(patient, "LGE"):
+            raise CmrError(f"{self.root}: c0_spacing='lge' needs patient {patient}'s LGE image for its voxel size")
+        try:
+            zooms = nib.load(str(self.image_path(patient, "LGE"))).header.get_zooms()
+        except Exception as exc:
+            raise CmrError(f"{self.image_path(patient, 'LGE')}: not a readable NIfTI file ({exc})") from None
+        return (float(zooms[0]), float(zooms[1]))
+
     def volumes(self, patients, sequence: str, *, label: str = "optional"):
         """Iterate over `load(p, sequence)` for each patient."""
         for p in patients:
             yield self.load(p, sequence, label=label)
 
 
-def detect_layout(root) -> CMRSource:
-    """Scan a folder, detect its layout and index its files (nothing is read yet)."""
+def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
+    """Scan a folder, detect its layout and index its files (nothing is read yet).
+
+    c0_spacing='lge' takes each patient's C0 in-plane voxel size from its LGE header: the cropped
+    MS-CMRSeg 2019 copy stores C0 resampled to the LGE grid but keeps the original 1.19-1.25 mm in
+    the header (measured: the heart spans the same pixels in both, so the true C0 size is ~0.73 mm).
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CmrError(f"{root}: data folder not found")
@@ -270,23 +290,36 @@ def detect_layout(root) -> CMRSource:
     orphans = [lab for key, lab in labels.items() if key not in images]
     if orphans:
         raise CmrError(f"{orphans[0]}: label file without its image")
-    return CMRSource(root.resolve(), layout, images, labels)
+    return CMRSource(root.resolve(), layout, images, labels, c0_spacing=c0_spacing)
 
 
-def open_source(data_dir) -> CMRSource:
-    """Open a data folder in either layout (alias of detect_layout, the name notebooks use)."""
-    return detect_layout(data_dir)
+def open_source(data_dir, *, c0_spacing: str = "header") -> CMRSource:
+    """Open a data folder in either layout (see detect_layout)."""
+    return detect_layout(data_dir, c0_spacing=c0_spacing)
 
 
-def find_real_data() -> dict[str, Path]:
-    """Locate the real sample sets for tests and calibration: CMR_REAL_DATA, else <repo>/../shared/data.
+def source_for(cfg, *, progress=True) -> CMRSource:
+    """The data of a run: `cfg.data_dir`, or the built-in phantom (generated once, then reused)."""
+    if cfg.data_dir is not None:
+        return open_source(cfg.data_dir, c0_spacing=cfg.c0_spacing)
+    from cmr_lib import phantom
 
-    Returns {'mscmrseg': path, 'myops': path} for the subfolders that exist (possibly empty).
+    d = cfg.sizes.data
+    phantom.ensure(cfg.phantom_dir, patients=d.phantom_patients, seed=d.phantom_seed, progress=progress)
+    return open_source(cfg.phantom_dir)
+
+
+def find_real_data(base=None) -> dict[str, Path]:
+    """Locate the real sample sets (tests, calibration): `base`, else CMR_REAL_DATA, else <repo>/../shared/data.
+
+    Returns {'mscmrseg': path, 'myops': path} for the subfolders `mscmrseg2019/`, `myops2020/` that exist.
     """
     from cmr_lib.params import repo_root
 
-    env = os.environ.get("CMR_REAL_DATA")
-    base = Path(env) if env else repo_root().parent / "shared" / "data"
+    if base is None:
+        env = os.environ.get("CMR_REAL_DATA")
+        base = Path(env) if env else repo_root().parent / "shared" / "data"
+    base = Path(base).expanduser()
     found = {}
     for key, sub in (("mscmrseg", "mscmrseg2019"), ("myops", "myops2020")):
         if (base / sub).is_dir() and any((base / sub).iterdir()):

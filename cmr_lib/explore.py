@@ -55,3 +55,69 @@ def kl_table(pools: dict[str, dict[str, dict]], pairs=(("C0", "LGE"), ("C0", "T2
                 row[r] = intensity_kl(va, vb, bins) if len(va) and len(vb) else float("nan")
             rows.append(row)
     return pd.DataFrame(rows, columns=["data", "pair", *REGIONS])
+
+
+def example_slice(volume, level: float = 0.5, percentiles=(0.5, 99.5)):
+    """(normalised 2-D image, label or None, slice index) at a relative level between base and apex."""
+    from cmr_lib.slices import heart_extent, nearest_level, relative_levels
+
+    img = normalise(volume.image, percentiles, name=str(volume.image_path))
+    extent = None if volume.label is None else heart_extent(volume.label)
+    z = nearest_level(relative_levels(img.shape[2], extent), level)
+    return img[:, :, z], None if volume.label is None else volume.label[:, :, z], z
+
+
+def calibration_statement(kl: pd.DataFrame, region: str = "heart", pair: str = "C0->LGE") -> str:
+    """One sentence comparing the phantom's sequence shift with the real data sets' (order of magnitude)."""
+    sub = kl[kl["pair"] == pair].set_index("data")[region]
+    if "phantom" not in sub.index:
+        return "no phantom row to compare"
+    real = sub.drop("phantom", errors="ignore").dropna()
+    if real.empty:
+        return (f"phantom KL({pair}, {region}) = {sub['phantom']:.3f}; no real data found to compare with "
+                "(set CMR_REAL_DATA or place the samples in ../shared/data)")
+    ph = float(sub["phantom"])
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in real.items())
+    ratios = ph / real
+    same_order = bool(((ratios > 0.1) & (ratios < 10)).any())
+    verdict = "the same order of magnitude as" if same_order else "NOT of the same order as"
+    return (f"KL({pair}) in the {region} region: phantom {ph:.3f} vs real {parts} "
+            f"(phantom/real {', '.join(f'{r:.1f}x' for r in ratios)}): {verdict} at least one real set.")
+
+
+def tissue_table(**acquisition) -> pd.DataFrame:
+    """Tissue parameters and noiseless signal per sequence, each relative to that sequence's brightest tissue."""
+    from cmr_lib.phantom import TISSUES, tissue_signals
+
+    table = pd.DataFrame({seq: tissue_signals(seq, **acquisition) for seq in ("C0", "LGE", "T2")})
+    table = table / table.max(axis=0)
+    params = pd.DataFrame(TISSUES, index=["PD", "T1 (ms)", "T2 (ms)", "T1 post-Gd (ms)"]).T
+    return pd.concat([params, table.add_prefix("signal ")], axis=1).drop(index="air")
+
+
+def load_pools(sources: dict, *, patients=None, percentiles=(0.5, 99.5), progress=True):
+    """Pooled cardiac intensities for every data set and labelled sequence: {name: {seq: {region: values}}}."""
+    from tqdm.auto import tqdm
+
+    pools, used = {}, {}
+    for name, src in tqdm(sources.items(), desc="intensities", disable=not progress):
+        pools[name], used[name] = {}, {}
+        for seq in src.sequences:
+            if src.patients_with(seq, labelled=True):
+                pools[name][seq], used[name][seq] = pooled_intensities(src, seq, patients, percentiles)
+    return pools, used
+
+
+def examples(sources: dict, *, level=0.5, percentiles=(0.5, 99.5)) -> dict:
+    """One mid-ventricular example per data set and sequence, from the first patient labelled in all of them."""
+    out = {}
+    for name, src in sources.items():
+        seqs = [s for s in src.sequences if src.patients_with(s, labelled=True)]
+        common = set.intersection(*(set(src.patients_with(s, labelled=True)) for s in seqs)) if seqs else set()
+        patient = min(common) if common else None
+        out[name] = {}
+        for seq in seqs:
+            p = patient if patient is not None else src.patients_with(seq, labelled=True)[0]
+            img, lab, _ = example_slice(src.load(p, seq, label="require"), level, percentiles)
+            out[name][seq] = (img, lab)
+    return out

@@ -4,7 +4,7 @@ Surface voxels: the mask minus its erosion with connectivity 1 (face neighbours)
 Euclidean in mm using the voxel spacing. For masks A (prediction) and B (reference):
   HD    = max(max_a d(a, B), max_b d(b, A))                       (both directed maxima)
   HD95  = 95th percentile of both directed distance sets pooled   (medpy's hd95)
-  ASSD  = mean(mean_a d(a, B), mean_b d(b, A))                     (medpy's assd)
+  ASSD  = mean of both directed distance sets pooled               (medpy 0.5's assd, = MONAI's symmetric ASD)
 Dice is 2|A n B| / (|A| + |B|); NaN when both are empty. When either mask is empty the distances are
 NaN (undefined), never a made-up number; summaries count them. Distance transforms run on the union's
 bounding box (plus a margin), which gives the same values as the whole volume, much faster.
@@ -56,8 +56,9 @@ def surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing) -> dict:
     if a.any() and b.any():
         d_ab, d_ba = surface_distances(a, b, spacing)
         out["hd"] = float(max(d_ab.max(), d_ba.max()))
-        out["hd95"] = float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
-        out["assd"] = float((d_ab.mean() + d_ba.mean()) / 2.0)
+        both = np.concatenate([d_ab, d_ba])
+        out["hd95"] = float(np.percentile(both, 95))
+        out["assd"] = float(both.mean())
     return out
 
 

@@ -245,6 +245,7 @@ class Config:
     stylizer: str
     seed: int
     data_dir: Path | None          # None: the built-in phantom (see `phantom_dir`)
+    c0_spacing: str                # 'header', or 'lge' for the cropped MS-CMRSeg copy (see data.detect_layout)
     output_root: Path
     sizes: Section
     setting_spec: Section
@@ -271,7 +272,8 @@ class Config:
     def to_dict(self) -> dict:
         return {
             "profile": self.profile, "setting": self.setting, "stylizer": self.stylizer, "seed": self.seed,
-            "data_dir": str(self.data_dir) if self.data_dir else None, "output_root": str(self.output_root),
+            "data_dir": str(self.data_dir) if self.data_dir else None, "c0_spacing": self.c0_spacing,
+            "output_root": str(self.output_root),
             "sizes": self.sizes.to_dict(), "setting_spec": self.setting_spec.to_dict(),
             "extra": self.extra.to_dict(),
         }
@@ -300,12 +302,13 @@ def _dir_param(name, value, *, must_exist):
     return path
 
 
-def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, output_root=None,
-                **extra) -> Config:
+def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, c0_spacing="header",
+                output_root=None, **extra) -> Config:
     """Validate notebook parameters against a profile and return one immutable Config.
 
-    `data_dir=None` selects the built-in phantom; `output_root=None` writes figures/ and results/ in the
-    repository. `extra` holds notebook-specific parameters (plain literals), kept for run records.
+    `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
+    C0 voxel size; `output_root=None` writes figures/ and results/ in the repository. `extra` holds
+    notebook-specific parameters (plain literals), kept for run records.
     """
     name, sizes = load_profile(profile)
     setting = _choice("setting", _int("setting", setting), SETTINGS)
@@ -316,9 +319,11 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
         _fail("stylizer", stylizer, f"setting {setting} stylizes: choose 'rain' or 'adaconv'")
     seed = _int("seed", seed, minimum=0)
     data = _dir_param("data_dir", data_dir, must_exist=True)
+    c0_spacing = _choice("c0_spacing", c0_spacing, ("header", "lge"))
     out = _dir_param("output_root", output_root, must_exist=False) or repo_root()
     for key, value in extra.items():
         if not (value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))):
             _fail(key, value, "must be a plain literal (str, number, bool, list, dict or None)")
-    return Config(profile=name, setting=setting, stylizer=stylizer, seed=seed, data_dir=data, output_root=out,
+    return Config(profile=name, setting=setting, stylizer=stylizer, seed=seed, data_dir=data,
+                  c0_spacing=c0_spacing, output_root=out,
                   sizes=Section(sizes), setting_spec=Section(load_settings()[setting]), extra=Section(extra))

@@ -144,9 +144,10 @@ def _u(rng, lo, hi):
 
 def sample_anatomy(rng: np.random.Generator, *, infarct_probability=0.5) -> dict:
     """Draw one patient's anatomy (mm, radians). z runs along the LV long axis: 0 = epicardial apex."""
-    R = _u(rng, 17.0, 25.0)                       # LV cavity radius at mid level
-    t = _u(rng, 7.0, 11.0)                        # mean wall thickness
-    L = _u(rng, 75.0, 95.0)                       # apex -> base
+    # sizes calibrated on the real labels (mid-basal LV cavity ~44 mm, epicardium ~67 mm across, ~80 mm long)
+    R = _u(rng, 19.0, 26.0)                       # LV cavity radius at mid level
+    t = _u(rng, 8.0, 12.0)                        # mean wall thickness
+    L = _u(rng, 70.0, 90.0)                       # apex -> base
     theta_rv = np.pi + _u(rng, -0.35, 0.35)       # RV toward decreasing axis 0 (as in the real data)
     a = dict(
         R=R, t=t, L=L, theta_rv=theta_rv,
@@ -329,8 +330,11 @@ def _texture(rng, shape, sigma_px, amplitude):
 
 
 def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bias=True, supersample=2,
-            sub_slice_mm=4.0):
-    """Simulate one sequence of one patient. Returns (image float32, label classes uint8, spacing, info)."""
+            sub_slice_mm=4.0, track=()):
+    """Simulate one sequence of one patient. Returns (image float32, label classes uint8, spacing, info).
+
+    track: region names (see REGIONS) whose per-voxel volume fraction is returned in info['fractions'].
+    """
     acq = ACQUISITIONS[sequence]
     n = acq.matrix
     ds = _u(rng, *acq.spacing)
@@ -359,9 +363,9 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
     xb, yb = x[box], y[box]
 
     # TI is set on a TI scout minutes before the LGE acquisition; gadolinium washes out meanwhile and T1
-    # rises, so the TI falls 3-22 % short of the myocardial null: healthy myocardium is dark, not black.
-    params = dict(flip_deg=_u(rng, 50.0, 70.0), ti_factor=_u(rng, 0.78, 0.97), te=_u(rng, 60.0, 80.0),
-                  t1_post_scale=_u(rng, 0.9, 1.1), blood_t1_post_scale=_u(rng, 0.8, 1.25),
+    # rises, so the TI falls 4-16 % short of the myocardial null: healthy myocardium is dark, not black.
+    params = dict(flip_deg=_u(rng, 50.0, 70.0), ti_factor=_u(rng, 0.84, 0.96), te=_u(rng, 60.0, 80.0),
+                  t1_post_scale=_u(rng, 0.9, 1.1), blood_t1_post_scale=_u(rng, 0.8, 1.05),
                   blood_flow=_u(rng, 0.85, 1.15))
     signals = tissue_signals(sequence, **params)
     signal_lut = np.array(list(signals.values()), dtype=np.float32)[REGION_TISSUE]
@@ -370,6 +374,7 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
     pixel = pixel.reshape(n * k, n * k) * 4                        # sub-sample -> 4 * its voxel index
     signal = np.zeros((n, n, nz), dtype=np.float32)
     label = np.zeros((n, n, nz), dtype=np.uint8)
+    fractions = {name: np.zeros((n, n, nz), dtype=np.float32) for name in track}
     for iz, zc in enumerate(z_centres):
         chest = np.zeros(x.shape, dtype=np.int8)
         draw_chest(chest, a, x, y, float(zc))                       # the chest barely changes within a slice
@@ -381,6 +386,8 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
             draw_heart(sub, a, xb, yb, float(zc + off))
             acc += signal_lut[reg]
             votes += np.bincount((pixel + class_lut[reg]).ravel(), minlength=4 * n * n)
+            for name, frac in fractions.items():
+                frac[:, :, iz] += (reg == _R[name]).reshape(n, k, n, k).mean(axis=(1, 3)) / n_sub
         signal[:, :, iz] = acc.reshape(n, k, n, k).sum(axis=(1, 3)) / (k * k * n_sub)
         label[:, :, iz] = votes.reshape(n, n, 4).argmax(axis=2)
     ref = signals[acq.ref]
@@ -394,16 +401,18 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
         im = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
         signal = np.hypot(re, im)                                   # Rician magnitude
     info = dict(spacing=(ds, ds, dz), slices=nz, snr=snr, z_centres=[float(z) for z in z_centres], **params)
+    if track:
+        info["fractions"] = fractions
     return signal, label, (ds, ds, dz), info
 
 
-def simulate_patient(seed_seq, *, noise=True, bias=True, infarct_probability=0.5) -> dict:
+def simulate_patient(seed_seq, *, noise=True, bias=True, infarct_probability=0.5, track=()) -> dict:
     """All three sequences of one patient: {'anatomy': ..., 'C0'|'LGE'|'T2': (image, label, spacing, info)}."""
     rng = np.random.default_rng(seed_seq)
     anatomy = sample_anatomy(rng, infarct_probability=infarct_probability)
     out = {"anatomy": anatomy}
     for seq in ("C0", "LGE", "T2"):
-        out[seq] = acquire(anatomy, seq, rng, noise=noise, bias=bias)
+        out[seq] = acquire(anatomy, seq, rng, noise=noise, bias=bias, track=track)
     return out
 
 

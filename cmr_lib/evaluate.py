@@ -1,0 +1,142 @@
+"""Evaluation: Dice, HD, HD95, ASSD per structure (mm), per case; a Table-2-form summary; the CLI.
+
+    python -m cmr_lib.evaluate PRED_DIR GT_DIR [--out FILE.csv]
+
+Each prediction file is scored against the ground-truth file of the same name (a ground-truth
+name with `_manual` or `_gd` before the extension also matches). Either layout's label values are
+accepted (0/200/500/600; MyoPS 1220/2221 count as myocardium). Voxel sizes come from the ground
+truth's header. Errors (missing file, shape mismatch, unknown label value): one line, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cmr_lib.atomic import atomic_path
+from cmr_lib.data import CLASSES, read_label
+from cmr_lib.errors import CmrError, cli_main
+from cmr_lib.metrics import evaluate_volume
+
+COLUMNS = ["case", "structure", "dice", "hd", "hd95", "assd"]
+METRICS = ["dice", "hd", "hd95", "assd"]
+STRUCTURES = list(CLASSES.values())
+_NII = re.compile(r"\.nii(\.gz)?$")
+
+
+def _stem(name: str) -> str:
+    return _NII.sub("", name)
+
+
+def match_files(pred_dir, gt_dir) -> list[tuple[str, Path, Path]]:
+    """Pair each prediction with its ground truth by file name: [(case, pred_path, gt_path)]."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for d, what in ((pred_dir, "prediction"), (gt_dir, "ground-truth")):
+        if not d.is_dir():
+            raise CmrError(f"{d}: {what} folder not found")
+    preds = sorted(p for p in pred_dir.iterdir() if _NII.search(p.name))
+    if not preds:
+        raise CmrError(f"{pred_dir}: no .nii or .nii.gz prediction files")
+    gts = {}
+    for g in gt_dir.iterdir():
+        if _NII.search(g.name):
+            stem = _stem(g.name)
+            gts.setdefault(stem, g)
+            gts.setdefault(re.sub(r"_(manual|gd)$", "", stem), g)
+    pairs = []
+    for p in preds:
+        stem = _stem(p.name)
+        g = gts.get(stem) or gts.get(re.sub(r"_(manual|gd)$", "", stem))
+        if g is None:
+            raise CmrError(f"{p}: no ground truth of the same name in {gt_dir}")
+        pairs.append((re.sub(r"_(manual|gd)$", "", stem), p, g))
+    return pairs
+
+
+def evaluate_case(pred_path, gt_path) -> list[dict]:
+    """Rows (case, structure, dice, hd, hd95, assd) of one prediction against its ground truth."""
+    gt, spacing, _ = read_label(gt_path)
+    pred, pred_spacing, _ = read_label(pred_path, allow_empty=True)
+    if pred.shape != gt.shape:
+        raise CmrError(f"{pred_path}: shape {pred.shape} differs from ground truth {Path(gt_path).name} {gt.shape}")
+    if not np.allclose(pred_spacing, spacing, rtol=1e-3, atol=1e-4):
+        raise CmrError(f"{pred_path}: voxel size {tuple(round(s, 4) for s in pred_spacing)} differs from ground "
+                       f"truth {Path(gt_path).name} {tuple(round(s, 4) for s in spacing)}")
+    case = re.sub(r"_(manual|gd)$", "", _stem(Path(pred_path).name))
+    return [{"case": case, "structure": s, **m} for s, m in evaluate_volume(pred, gt, spacing).items()]
+
+
+def evaluate_dirs(pred_dir, gt_dir, *, progress=False) -> pd.DataFrame:
+    """Evaluate every prediction in `pred_dir` against `gt_dir`; one row per case and structure."""
+    pairs = match_files(pred_dir, gt_dir)
+    rows = []
+    from tqdm.auto import tqdm
+
+    for _, p, g in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
+        rows.extend(evaluate_case(p, g))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 form: per metric, the mean per structure (NaN excluded), then AVG and STD (population) over
+    the three structure means, and how many cases had NaN (empty prediction or empty reference)."""
+    rows = []
+    for metric in METRICS:
+        row = {"metric": metric}
+        means = []
+        for s in STRUCTURES:
+            vals = df.loc[df["structure"] == s, metric].to_numpy(dtype=float)
+            m = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+            row[s] = m
+            row[f"nan_{s}"] = int(np.isnan(vals).sum())
+            means.append(m)
+        row["AVG"] = float(np.mean(means))
+        row["STD"] = float(np.std(means))          # population std over the three structures
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def format_summary(summary: pd.DataFrame, n_cases: int) -> str:
+    """A plain-text Table 2 row block: Dice and distances per structure, AVG +- STD, NaN counts."""
+    names = {"dice": "Dice", "hd": "HD (mm)", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
+    lines = [f"{'':<10}" + "".join(f"{s:>9}" for s in STRUCTURES) + f"{'AVG ± STD':>17}"]
+    for metric, row in summary.iterrows():
+        fmt = "{:9.3f}" if metric == "dice" else "{:9.2f}"
+        avg = f"{row['AVG']:.3f} ± {row['STD']:.3f}" if metric == "dice" else f"{row['AVG']:.2f} ± {row['STD']:.2f}"
+        lines.append(f"{names[metric]:<10}" + "".join(fmt.format(row[s]) for s in STRUCTURES) + f"{avg:>17}")
+    nan = summary.loc["hd"]
+    lines.append(f"cases: {n_cases}; cases with undefined distances (empty prediction or reference): "
+                 + ", ".join(f"{s} {int(nan[f'nan_{s}'])}" for s in STRUCTURES))
+    return "\n".join(lines)
+
+
+def write_csv(df: pd.DataFrame, path) -> Path:
+    """Write per-case rows with exactly COLUMNS, atomically; NaN is written as 'nan'."""
+    with atomic_path(path) as tmp:
+        df[COLUMNS].to_csv(tmp, index=False, na_rep="nan", float_format="%.6f")
+    return Path(path)
+
+
+@cli_main
+def main(argv=None) -> int:
+    """python -m cmr_lib.evaluate PRED_DIR GT_DIR [--out FILE.csv]"""
+    ap = argparse.ArgumentParser(prog="python -m cmr_lib.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("pred_dir", help="folder of predicted label volumes (.nii / .nii.gz)")
+    ap.add_argument("gt_dir", help="folder of ground-truth label volumes with the same file names")
+    ap.add_argument("--out", help="write per-case metrics to this CSV file")
+    args = ap.parse_args(argv)
+    df = evaluate_dirs(args.pred_dir, args.gt_dir)
+    if args.out:
+        write_csv(df, args.out)
+    print(format_summary(summarize(df), df["case"].nunique()))
+    if args.out:
+        print(f"per-case metrics: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

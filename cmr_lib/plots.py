@@ -1,0 +1,91 @@
+"""Figures. Plots read arrays and result tables, never models.
+
+Display convention: slices are shown with axis 0 horizontal (`imshow(slice.T)`), which puts the RV on
+the left as in radiological short-axis views, for every data set (the stored array order is consistent).
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cmr_lib.explore import REGIONS
+
+CLASS_COLORS = {1: "#2ca02c", 2: "#d62728", 3: "#1f77b4"}   # MYO green, LV red, RV blue
+SEQ_COLORS = {"C0": "#1f77b4", "LGE": "#d62728", "T2": "#2ca02c"}
+SEQ_NAMES = {"C0": "bSSFP (C0)", "LGE": "LGE", "T2": "T2"}
+
+
+def show_slice(ax, image, label=None, title=None, vmax=1.0):
+    """A grey slice (axis 0 horizontal) with optional label contours (MYO green, LV red, RV blue)."""
+    ax.imshow(np.asarray(image).T, cmap="gray", vmin=0.0, vmax=vmax, interpolation="nearest")
+    if label is not None:
+        for cls, color in CLASS_COLORS.items():
+            m = (np.asarray(label) == cls).T
+            if m.any():
+                ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=0.8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def fig1_appearance(examples: dict[str, dict[str, tuple]]):
+    """Rows = data sets, columns = sequences: {'phantom': {'C0': (image, label), ...}, ...} (Fig. 1, left)."""
+    seqs = [s for s in ("C0", "LGE", "T2") if any(s in e for e in examples.values())]
+    fig, axes = plt.subplots(len(examples), 2 * len(seqs), figsize=(2.6 * 2 * len(seqs), 2.7 * len(examples)),
+                             squeeze=False)
+    for r, (name, by_seq) in enumerate(examples.items()):
+        for c, seq in enumerate(seqs):
+            ax_img, ax_lab = axes[r, 2 * c], axes[r, 2 * c + 1]
+            if seq not in by_seq:
+                ax_img.set_axis_off(), ax_lab.set_axis_off()
+                ax_img.text(0.5, 0.5, f"no {seq}", ha="center", va="center", transform=ax_img.transAxes)
+                continue
+            image, label = by_seq[seq]
+            show_slice(ax_img, image, title=f"{name}: {SEQ_NAMES[seq]}")
+            show_slice(ax_lab, image, label, title="MYO / LV / RV")
+    fig.tight_layout()
+    return fig
+
+
+def fig1_intensity(pools: dict, kl=None, regions=("heart", "MYO"), bins: int = 64):
+    """Histograms of normalised intensity per region (rows) and data set (columns), KL to C0 in the legend."""
+    names = list(pools)
+    fig, axes = plt.subplots(len(regions), len(names), figsize=(4.2 * len(names), 2.9 * len(regions)), squeeze=False)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for c, name in enumerate(names):
+        for r, region in enumerate(regions):
+            ax = axes[r, c]
+            for seq, by_region in pools[name].items():
+                vals = by_region[region]
+                if not len(vals):
+                    continue
+                label = SEQ_NAMES[seq]
+                if kl is not None and seq != "C0":
+                    row = kl[(kl["data"] == name) & (kl["pair"] == f"C0->{seq}")]
+                    if len(row):
+                        label += f"  (KL from C0 {float(row[region].iloc[0]):.2f})"
+                ax.hist(vals, bins=edges, density=True, histtype="stepfilled", alpha=0.35, color=SEQ_COLORS[seq],
+                        label=label)
+                ax.hist(vals, bins=edges, density=True, histtype="step", color=SEQ_COLORS[seq])
+            region_name = "LV ∪ MYO ∪ RV" if region == "heart" else region
+            ax.set_title(f"{name}: {region_name}", fontsize=10)
+            ax.set_xlabel("normalised intensity")
+            ax.legend(fontsize=7)
+            if c == 0:
+                ax.set_ylabel("density")
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_grid(samples: list[dict], ncols: int = 4):
+    """Show dataset items (image + label contours) in a grid: what the network sees after augmentation."""
+    n = len(samples)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_axis_off()
+    for ax, s in zip(axes.ravel(), samples):
+        show_slice(ax, s["image"][0].numpy(), s["label"].numpy() if s["has_label"] else None,
+                   title=f"p{s['patient']} {s['sequence']} z{s['slice']}")
+    fig.tight_layout()
+    return fig
