@@ -121,3 +121,26 @@ def examples(sources: dict, *, level=0.5, percentiles=(0.5, 99.5)) -> dict:
             img, lab, _ = example_slice(src.load(p, seq, label="require"), level, percentiles)
             out[name][seq] = (img, lab)
     return out
+
+
+def heart_sizes(sources: dict, patients: int | None = 5) -> pd.DataFrame:
+    """Mean largest epicardial diameter per data set and sequence, in pixels and in mm by the header.
+
+    If two sequences of one data set show the same heart at very different sizes in mm but the same
+    size in pixels, a header voxel size is wrong (the cropped MS-CMRSeg copy's C0: see data.detect_layout).
+    """
+    rows = []
+    for name, src in sources.items():
+        for seq in src.sequences:
+            pats = src.patients_with(seq, labelled=True)[:patients]
+            px, mm = [], []
+            for vol in src.volumes(pats, seq, label="require"):
+                area = max(int((vol.label[:, :, z] > 0).sum() - (vol.label[:, :, z] == 3).sum())
+                           for z in range(vol.label.shape[2]))
+                d = 2.0 * np.sqrt(area / np.pi)
+                px.append(d)
+                mm.append(d * np.sqrt(vol.spacing[0] * vol.spacing[1]))
+            if px:
+                rows.append({"data": name, "sequence": seq, "patients": len(px), "header mm/px": vol.spacing[0],
+                             "epicardial diameter px": float(np.mean(px)), "epicardial diameter mm": float(np.mean(mm))})
+    return pd.DataFrame(rows)

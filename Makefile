@@ -1,0 +1,48 @@
+# cmr-stylize: the two commands are `make reproduce` and `make test` (both create .venv on first use).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= demo
+DATA_DIR ?=
+SEED ?= 0
+NBVAL := build/nbval
+
+.PHONY: venv reproduce test unit nbval sync-check sync bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
+	@touch $(STAMP)
+
+## Regenerate the phantom (if needed), run every notebook with papermill, write results/ and figures/.
+reproduce: $(STAMP)
+	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.
+test: $(STAMP)
+	@rm -rf $(NBVAL) && mkdir -p $(NBVAL)
+	@for nb in notebooks/*.ipynb; do \
+	  $(BIN)/papermill --prepare-only -k python3 $$nb $(NBVAL)/$$(basename $$nb) \
+	    -p profile smoke -p output_root $(CURDIR)/$(NBVAL)/out >/dev/null 2>&1 || exit 1; \
+	done
+	$(BIN)/python -m pytest -q tests $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+## Write each notebook's .ipynb from its .py (the .py is the reviewed source), then check nothing drifted.
+sync: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.py
+
+sync-check: sync
+	git diff --exit-code -- notebooks
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf build results/notebooks results/runs
