@@ -1,0 +1,59 @@
+"""Shared fixtures: the real sample sets (skipped with a reason when absent), a tiny phantom, NIfTI writers."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cmr_lib import phantom
+from cmr_lib.data import find_real_data
+
+REAL = find_real_data()
+_WHERE = "set CMR_REAL_DATA to the folder holding mscmrseg2019/ and myops2020/, or place it at ../shared/data"
+
+
+@pytest.fixture(scope="session")
+def mscmrseg_dir():
+    if "mscmrseg" not in REAL:
+        pytest.skip(f"real MS-CMRSeg 2019 sample not found: {_WHERE}")
+    return REAL["mscmrseg"]
+
+
+@pytest.fixture(scope="session")
+def myops_dir():
+    if "myops" not in REAL:
+        pytest.skip(f"real MyoPS 2020 sample not found: {_WHERE}")
+    return REAL["myops"]
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """A 3-patient phantom written once per test session."""
+    out = tmp_path_factory.mktemp("phantom")
+    phantom.generate(out, patients=3, seed=7, workers=1, progress=False)
+    return out
+
+
+def write_nifti(path, array, spacing=(1.0, 1.0, 5.0), affine=None):
+    """Write an array as NIfTI with the given voxel size (test helper)."""
+    if affine is None:
+        affine = np.diag(list(spacing) + [1.0])
+    array = np.asarray(array)
+    if array.dtype == np.int64:
+        array = array.astype(np.int32)
+    img = nib.Nifti1Image(array, affine)
+    ndim = np.asarray(array).ndim
+    img.header.set_zooms((tuple(spacing) + (1.0,) * ndim)[:ndim])
+    nib.save(img, str(path))
+    return path
+
+
+def heart_label(shape=(32, 32, 4), *, codes=(200, 500, 600), dtype=np.int16):
+    """A small label volume with concentric MYO/LV discs and an RV blob, in dataset codes."""
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    r = np.hypot(x - shape[0] * 0.6, y - shape[1] / 2)
+    lab2 = np.zeros(shape[:2], dtype=dtype)
+    lab2[r < 9] = codes[0]
+    lab2[r < 6] = codes[1]
+    lab2[(np.hypot(x - shape[0] * 0.2, y - shape[1] / 2) < 5) & (r >= 9)] = codes[2]
+    return np.repeat(lab2[:, :, None], shape[2], axis=2)

@@ -1,0 +1,95 @@
+import pytest
+
+from cmr_lib.errors import CmrError
+from cmr_lib.params import PROFILES, Section, load_profile, load_settings, make_config
+
+
+def test_defaults_run_as_is():
+    cfg = make_config()
+    assert (cfg.profile, cfg.setting, cfg.stylizer, cfg.seed, cfg.data_dir) == ("demo", 0, "none", 0, None)
+    assert cfg.crop == cfg.sizes.preprocess.crop.none
+    assert "no stylization" in cfg.summary()
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profiles_have_the_same_keys(name):
+    _, sizes = load_profile(name)
+    _, demo = load_profile("demo")
+
+    def keys(d, p=""):
+        return {p + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) for x in keys(v, p + k + ".")}
+    assert keys(sizes) == keys(demo)
+
+
+def test_paper_profile_keeps_the_papers_crops():
+    sizes = make_config(profile="paper", setting=2, stylizer="adaconv").sizes
+    assert sizes.preprocess.crop.rain == 224 and sizes.preprocess.crop.adaconv == 256
+    assert make_config(profile="paper", setting=2, stylizer="adaconv").crop == 256
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"setting": 7}, "parameter 'setting' = 7: choose one of 0, 1, 2, 3"),
+    ({"profile": "fast"}, "parameter 'profile' = 'fast': choose one of 'smoke', 'demo', 'paper'"),
+    ({"data_dir": "/no/such/folder"}, "parameter 'data_dir' = '/no/such/folder': no such folder"),
+    ({"setting": 2, "stylizer": "none"}, "parameter 'stylizer' = 'none': setting 2 stylizes"),
+    ({"stylizer": "cyclegan"}, "parameter 'stylizer' = 'cyclegan': choose one of"),
+    ({"seed": -1}, "parameter 'seed' = -1: must be >= 0"),
+    ({"seed": 1.5}, "parameter 'seed' = 1.5: must be an integer"),
+    ({"setting": True}, "parameter 'setting' = True: must be an integer"),
+    ({"c0_spacing": "guess"}, "parameter 'c0_spacing' = 'guess': choose one of 'header', 'lge'"),
+    ({"notes": object()}, "parameter 'notes'"),
+])
+def test_bad_parameters_are_one_line_errors(kwargs, message):
+    with pytest.raises(CmrError) as err:
+        make_config(**kwargs)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_papermill_strings_are_accepted_for_integers():
+    assert make_config(setting="3", stylizer="rain").setting == 3
+
+
+def test_setting_zero_has_no_stylizer():
+    assert make_config(setting=0, stylizer="adaconv").stylizer == "none"
+
+
+def test_profile_from_a_yaml_file_and_its_errors(tmp_path):
+    text = (load_profile("smoke")[1])
+    import yaml
+    good = tmp_path / "mine.yaml"
+    text = dict(text, profile="mine")
+    good.write_text(yaml.safe_dump(text))
+    assert make_config(profile=str(good)).profile == "mine"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(dict(text, preprocess=dict(text["preprocess"], crop={"rain": -1, "adaconv": 8, "none": 8}))))
+    with pytest.raises(CmrError, match=r"bad.yaml: parameter 'preprocess.crop.rain' = -1: must be >= 1"):
+        make_config(profile=str(bad))
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump(dict(text, epochs=3)))
+    with pytest.raises(CmrError, match="unknown key 'epochs'"):
+        make_config(profile=str(extra))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("profile: [unclosed")
+    with pytest.raises(CmrError, match="not valid YAML"):
+        make_config(profile=str(broken))
+
+
+def test_settings_are_table_1():
+    s = load_settings()
+    assert sorted(s) == [0, 1, 2, 3]
+    assert not s[0]["stylize"]
+    assert s[1]["pretrain"] == {"content": "C0", "style": "T2"}
+    assert s[2]["pretrain"] == s[3]["pretrain"] == {"content": "C0", "style": "LGE"}
+    assert [s[k]["style_pairing"] for k in (1, 2, 3)] == ["random", "random", "same_patient_level"]
+    assert all(s[k]["style_sequence"] == "LGE" for k in (1, 2, 3))
+
+
+def test_config_is_immutable_and_serialisable(tmp_path):
+    cfg = make_config(output_root=tmp_path, note="x")
+    with pytest.raises(AttributeError):
+        cfg.seed = 3
+    d = cfg.to_dict()
+    assert d["extra"] == {"note": "x"} and d["output_root"] == str(tmp_path.resolve())
+    assert cfg.figures_dir == tmp_path.resolve() / "figures"
+    assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 128
