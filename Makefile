@@ -27,7 +27,8 @@ test: $(STAMP)
 	@rm -rf $(NBVAL) && mkdir -p $(NBVAL)
 	@for nb in notebooks/*.ipynb; do \
 	  $(BIN)/papermill --prepare-only -k python3 $$nb $(NBVAL)/$$(basename $$nb) \
-	    -p profile smoke -p output_root $(CURDIR)/$(NBVAL)/out >/dev/null 2>&1 || exit 1; \
+	    -p profile smoke -p output_root $(CURDIR)/$(NBVAL)/out >/dev/null 2>$(NBVAL)/prepare.log \
+	    || { cat $(NBVAL)/prepare.log; echo "papermill could not prepare $$nb"; exit 1; }; \
 	done
 	$(BIN)/python -m pytest -q tests $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider
 

@@ -270,10 +270,11 @@ class Config:
         return self.sizes.preprocess.crop[self.stylizer if self.setting else "none"]
 
     def to_dict(self) -> dict:
+        """Plain data for run records; paths inside the repository are written relative to it."""
         return {
             "profile": self.profile, "setting": self.setting, "stylizer": self.stylizer, "seed": self.seed,
-            "data_dir": str(self.data_dir) if self.data_dir else None, "c0_spacing": self.c0_spacing,
-            "output_root": str(self.output_root),
+            "data_dir": display_path(self.data_dir), "c0_spacing": self.c0_spacing,
+            "output_root": display_path(self.output_root),
             "sizes": self.sizes.to_dict(), "setting_spec": self.setting_spec.to_dict(),
             "extra": self.extra.to_dict(),
         }
@@ -289,6 +290,17 @@ class Config:
             f"data      {data}",
             f"outputs   {self.output_root}",
         ])
+
+
+def display_path(path) -> str | None:
+    """A path for records: relative to the repository when inside it ('.' for the root), else absolute."""
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
 
 
 def _dir_param(name, value, *, must_exist):

@@ -91,5 +91,17 @@ def test_config_is_immutable_and_serialisable(tmp_path):
         cfg.seed = 3
     d = cfg.to_dict()
     assert d["extra"] == {"note": "x"} and d["output_root"] == str(tmp_path.resolve())
+    assert make_config().to_dict()["output_root"] == "."          # repository paths are recorded relative
     assert cfg.figures_dir == tmp_path.resolve() / "figures"
     assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 128
+
+
+def test_notebook_readers_see_one_line_not_a_traceback(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    result = shell.run_cell("from cmr_lib.params import make_config\nmake_config(setting=9)")
+    assert not result.success
+    out = capsys.readouterr()
+    text = (out.out + out.err).strip()
+    assert text == "CmrError: parameter 'setting' = 9: choose one of 0, 1, 2, 3"
