@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from cmr_lib.errors import CmrError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _full_suffix(path: Path) -> str:
@@ -32,6 +38,7 @@ def atomic_path(path):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)           # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -46,17 +53,23 @@ def write_text(path, text: str) -> Path:
 
 
 def write_json(path, obj) -> Path:
-    """Write `obj` as indented JSON atomically (NaN is written as null, so any JSON reader accepts it)."""
-    return write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=False) + "\n")
+    """Write `obj` as indented, strict JSON atomically: NaN and infinities become null, numpy values plain."""
+    return write_text(path, json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, float) and obj != obj:
+def _plain(obj):
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
     return obj
 
 

@@ -146,8 +146,10 @@ def write_label(path, label: np.ndarray, *, like: Volume) -> Path:
     codes = np.zeros(label.shape, dtype=np.int16)
     for cls, value in CLASS_TO_LABEL.items():
         codes[label == cls] = value
-    img = nib.Nifti1Image(codes, like.affine)
-    img.header.set_zooms(like.spacing)
+    header = nib.load(str(like.image_path)).header.copy()    # the image's own header: same grid, same zooms
+    header.set_data_dtype(np.int16)
+    header.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(codes, like.affine, header=header)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
@@ -280,12 +282,17 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
             if (patient, seq) in table:
                 raise CmrError(f"{path}: duplicate {seq} file for patient {patient} ({table[(patient, seq)].name})")
             table[(patient, seq)] = path
-        elif token == "gd":
-            labels[(patient, "gd")] = path
         else:
-            images[(patient, _CANONICAL[token])] = path
+            key = (patient, "gd") if token == "gd" else (patient, _CANONICAL[token])
+            table = labels if token == "gd" else images
+            if key in table:
+                raise CmrError(f"{path}: duplicate {key[1]} file for patient {patient} ({table[key].name})")
+            table[key] = path
     if layout == "myops":   # one co-registered label for all three sequences
         gd = {p: path for (p, _), path in labels.items()}
+        no_image = [path for p, path in gd.items() if not any(q == p for q, _ in images)]
+        if no_image:
+            raise CmrError(f"{no_image[0]}: label file without its images")
         labels = {(p, s): gd[p] for (p, s) in images if p in gd}
     orphans = [lab for key, lab in labels.items() if key not in images]
     if orphans:

@@ -32,8 +32,18 @@ def _stem(name: str) -> str:
     return _NII.sub("", name)
 
 
+def _case_name(stem: str) -> str:
+    """patient1_LGE_manual -> patient1_LGE; myops_training_101_gd -> myops_training_101."""
+    return re.sub(r"_(manual|gd)$", "", stem)
+
+
 def match_files(pred_dir, gt_dir) -> list[tuple[str, Path, Path]]:
-    """Pair each prediction with its ground truth by file name: [(case, pred_path, gt_path)]."""
+    """Pair each prediction with its ground truth by file name: [(case, pred_path, gt_path)].
+
+    A ground-truth folder may also hold the images (a data set folder): label files (`_manual`, `_gd`)
+    always win over a plain name, and a MyoPS prediction named after a sequence
+    (`myops_training_101_DE`) is scored against that patient's `_gd` label.
+    """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, what in ((pred_dir, "prediction"), (gt_dir, "ground-truth")):
         if not d.is_dir():
@@ -41,19 +51,27 @@ def match_files(pred_dir, gt_dir) -> list[tuple[str, Path, Path]]:
     preds = sorted(p for p in pred_dir.iterdir() if _NII.search(p.name))
     if not preds:
         raise CmrError(f"{pred_dir}: no .nii or .nii.gz prediction files")
-    gts = {}
-    for g in gt_dir.iterdir():
+    seen = {}
+    for p in preds:
+        if _stem(p.name) in seen:
+            raise CmrError(f"{p}: duplicate prediction for case {_stem(p.name)} (also {seen[_stem(p.name)].name})")
+        seen[_stem(p.name)] = p
+    labels, plain = {}, {}
+    for g in sorted(gt_dir.iterdir()):
         if _NII.search(g.name):
             stem = _stem(g.name)
-            gts.setdefault(stem, g)
-            gts.setdefault(re.sub(r"_(manual|gd)$", "", stem), g)
+            if re.search(r"_(manual|gd)$", stem):
+                labels[_case_name(stem)] = g
+            plain[stem] = g
     pairs = []
     for p in preds:
         stem = _stem(p.name)
-        g = gts.get(stem) or gts.get(re.sub(r"_(manual|gd)$", "", stem))
+        case = _case_name(stem)
+        myops_patient = re.sub(r"_(C0|DE|T2|LGE)$", "", case) if case.startswith("myops_") else None
+        g = labels.get(case) or (labels.get(myops_patient) if myops_patient else None) or plain.get(stem)
         if g is None:
             raise CmrError(f"{p}: no ground truth of the same name in {gt_dir}")
-        pairs.append((re.sub(r"_(manual|gd)$", "", stem), p, g))
+        pairs.append((case, p, g))
     return pairs
 
 
@@ -66,7 +84,7 @@ def evaluate_case(pred_path, gt_path) -> list[dict]:
     if not np.allclose(pred_spacing, spacing, rtol=1e-3, atol=1e-4):
         raise CmrError(f"{pred_path}: voxel size {tuple(round(s, 4) for s in pred_spacing)} differs from ground "
                        f"truth {Path(gt_path).name} {tuple(round(s, 4) for s in spacing)}")
-    case = re.sub(r"_(manual|gd)$", "", _stem(Path(pred_path).name))
+    case = _case_name(_stem(Path(pred_path).name))
     return [{"case": case, "structure": s, **m} for s, m in evaluate_volume(pred, gt, spacing).items()]
 
 

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from cmr_lib.data import CLASSES
 
-_FOOTPRINT = {n: ndimage.generate_binary_structure(n, 1) for n in (2, 3)}
+_FOOTPRINT = {n: ndimage.generate_binary_structure(n, 1) for n in (1, 2, 3)}
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -41,7 +41,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.nd
     box = _bbox(a | b)
     a, b = a[box], b[box]
     ba, bb = _border(a), _border(b)
-    spacing = tuple(float(s) for s in spacing)
+    spacing = (float(spacing),) * a.ndim if np.isscalar(spacing) else tuple(float(s) for s in spacing)
     d_to_b = ndimage.distance_transform_edt(~bb, sampling=spacing)
     d_to_a = ndimage.distance_transform_edt(~ba, sampling=spacing)
     return d_to_b[ba], d_to_a[bb]

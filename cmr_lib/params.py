@@ -218,6 +218,8 @@ class Section(Mapping):
         return self._data[key]
 
     def __getattr__(self, key):
+        if key.startswith("__") or key == "_data":      # pickle/copy probe these before __init__ ran
+            raise AttributeError(key)
         try:
             return self._data[key]
         except KeyError:

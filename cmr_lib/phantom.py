@@ -30,7 +30,7 @@ from scipy import ndimage
 from cmr_lib.atomic import atomic_path, write_json
 from cmr_lib.errors import CmrError, cli_main
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 
 # ---------------------------------------------------------------------------------------------
 # tissues: proton density, native T1/T2 (ms, 1.5 T) and T1 after gadolinium (ms)
@@ -435,7 +435,8 @@ def _save(array, affine, spacing, path):
 def write_patient(out_dir, patient: int, seed_seq) -> dict:
     """Simulate and write one patient's three sequences and labels (int16, MS-CMRSeg names)."""
     sim = simulate_patient(seed_seq)
-    rng = np.random.default_rng(seed_seq.spawn(1)[0])
+    # storage draws (scale, affine) from a fixed child key, without advancing the caller's SeedSequence
+    rng = np.random.default_rng(np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, 1 << 20)))
     orientation = list(_ORIENTATIONS)[int(rng.integers(2))]
     meta = {"patient": patient, "orientation": "".join(orientation), "sequences": {}}
     for seq in ("C0", "LGE", "T2"):

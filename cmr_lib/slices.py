@@ -58,7 +58,8 @@ def prepare_volume(vol: Volume, *, spacing_mm=None, percentiles=(0.5, 99.5)) -> 
     img = normalise(vol.image, percentiles, name=str(vol.image_path))
     img = resample_inplane(img, vol.spacing, spacing_mm, order=1)
     lab = None if vol.label is None else resample_inplane(vol.label, vol.spacing, spacing_mm, order=0)
-    new_spacing = vol.spacing if spacing_mm is None else (spacing_mm, spacing_mm, vol.spacing[2])
+    # the exact spacing after rounding to whole pixels (e.g. 192 px at 0.73 mm -> 93 px at 1.507 mm)
+    new_spacing = tuple(vol.spacing[i] * vol.image.shape[i] / img.shape[i] for i in range(2)) + (vol.spacing[2],)
     levels = relative_levels(vol.image.shape[2], None if vol.label is None else heart_extent(vol.label))
     return PreparedVolume(image=img.astype(np.float32), label=lab, patient=vol.patient, sequence=vol.sequence,
                           spacing=tuple(new_spacing), original_shape=vol.image.shape,

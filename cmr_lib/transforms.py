@@ -54,25 +54,43 @@ def resize(volume: np.ndarray, shape, *, order: int) -> np.ndarray:
 
 
 def center_crop(arr: np.ndarray, size, *, anchor: str = "center") -> np.ndarray:
-    """Crop (or zero-pad) axes 0 and 1 to `size` (int or pair), centred: the paper's 224/256 input crops."""
+    """Crop (or zero-pad) axes 0 and 1 to `size` (int or pair), centred: the paper's 224/256 input crops.
+
+    Cropping and padding use the same offset, (n - m) // 2, so uncrop(center_crop(a, s), a.shape) puts
+    every kept pixel back where it was. anchor='start' crops or pads at the end instead.
+    """
     size = (size, size) if isinstance(size, int) else tuple(size)
     out = np.zeros(tuple(size) + arr.shape[2:], dtype=arr.dtype)
     src, dst = [], []
     for n, m in zip(arr.shape[:2], size):
-        start = (n - m) // 2 if anchor == "center" else 0
-        if start >= 0:
+        if n >= m:                                   # crop: keep m of n
+            start = (n - m) // 2 if anchor == "center" else 0
             src.append(slice(start, start + m))
             dst.append(slice(0, m))
-        else:
+        else:                                        # pad: place n inside m
+            start = (m - n) // 2 if anchor == "center" else 0
             src.append(slice(0, n))
-            dst.append(slice(-start, -start + n))
+            dst.append(slice(start, start + n))
     out[tuple(dst)] = arr[tuple(src)]
     return out
 
 
 def uncrop(arr: np.ndarray, shape) -> np.ndarray:
-    """Inverse of center_crop: place a cropped array back onto a zero array of `shape` (axes 0, 1)."""
-    return center_crop(arr, shape[:2])
+    """Inverse of center_crop: put a cropped (or padded) array back on a zero array of `shape` (axes 0, 1)."""
+    size = (arr.shape[0], arr.shape[1])
+    out = np.zeros(tuple(shape[:2]) + arr.shape[2:], dtype=arr.dtype)
+    src, dst = [], []
+    for n, m in zip(shape[:2], size):                # n: original size, m: cropped size
+        if n >= m:
+            start = (n - m) // 2
+            src.append(slice(0, m))
+            dst.append(slice(start, start + m))
+        else:
+            start = (m - n) // 2
+            src.append(slice(start, start + n))
+            dst.append(slice(0, n))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +120,7 @@ def apply_affine(image: torch.Tensor, label: torch.Tensor | None, matrix: np.nda
     h, w = image.shape[-2:]
     m = torch.as_tensor(matrix, dtype=torch.float32)
     # convert pixel-space linear part to torch's normalised coordinates ([-1, 1] across each axis)
-    to_norm = torch.tensor([[2.0 / w, 0.0], [0.0, 2.0 / h]])
+    to_norm = torch.tensor([[2.0 / h, 0.0], [0.0, 2.0 / w]])          # (row, col) order, like the matrix
     theta = torch.zeros(1, 2, 3)
     theta[0, :, :2] = to_norm @ m[:, :2] @ torch.linalg.inv(to_norm)
     theta[0, :, 2] = 2.0 * m[:, 2]

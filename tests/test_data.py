@@ -177,3 +177,24 @@ def test_write_label_round_trip(tmp_path):
     lab, zooms, _ = read_label(out)
     assert np.array_equal(lab, vol.label) and zooms == vol.spacing
     assert not list((tmp_path / "pred").glob(".*"))   # no temp files left behind
+
+
+@pytest.mark.parametrize("names, message", [
+    (("myops_training_101_C0.nii.gz", "myops_training_101_C0.nii"), "duplicate C0 file for patient 101"),
+    (("myops_training_101_C0.nii.gz", "myops_test_101_C0.nii.gz"), "duplicate C0 file for patient 101"),
+    (("myops_training_101_C0.nii.gz", "myops_training_102_gd.nii.gz"), "label file without its images"),
+    (("patient1_LGE.nii.gz", "patient1_DE.nii.gz"), "duplicate LGE file for patient 1"),
+])
+def test_duplicates_and_orphans(tmp_path, names, message):
+    for n in names:
+        write_nifti(tmp_path / n, heart_label((8, 8, 2)))
+    with pytest.raises(CmrError, match=message):
+        open_source(tmp_path)
+
+
+def test_written_label_keeps_the_image_header(mscmrseg_dir, tmp_path):
+    vol = open_source(mscmrseg_dir, c0_spacing="lge").load(1, "C0")      # spacing overridden from LGE
+    out = write_label(tmp_path / "patient1_C0.nii.gz", vol.label, like=vol)
+    written, original = nib.load(str(out)), nib.load(str(vol.image_path))
+    assert np.allclose(written.header.get_zooms(), original.header.get_zooms())
+    assert np.allclose(written.affine, original.affine, atol=1e-4)

@@ -91,3 +91,13 @@ def test_histogram_kl():
     h = metrics.histogram(np.array([0.1, 0.1]), bins=4)
     assert (h > 0).all() and h.sum() == pytest.approx(1.0)      # smoothing keeps empty bins finite
     assert np.isfinite(metrics.intensity_kl(np.array([0.05]), np.array([0.95])))
+
+
+def test_scalar_spacing_and_lower_dimensions_like_medpy():
+    rng = np.random.default_rng(5)
+    a, b = (ndimage.gaussian_filter(rng.normal(size=(40, 50)), 3) > 0.02 for _ in range(2))
+    ours = metrics.surface_metrics(a, b, 0.8)
+    assert ours["hd"] == pytest.approx(medpy.hd(a, b, 0.8)) and ours["assd"] == pytest.approx(medpy.assd(a, b, 0.8))
+    line_a, line_b = np.zeros(20, bool), np.zeros(20, bool)
+    line_a[2:6], line_b[10:15] = True, True
+    assert metrics.surface_metrics(line_a, line_b, 2.0)["hd"] == pytest.approx(medpy.hd(line_a, line_b, 2.0))

@@ -105,3 +105,14 @@ def test_notebook_readers_see_one_line_not_a_traceback(capsys):
     out = capsys.readouterr()
     text = (out.out + out.err).strip()
     assert text == "CmrError: parameter 'setting' = 9: choose one of 0, 1, 2, 3"
+
+
+def test_config_pickles_and_copies():
+    import copy
+    import pickle
+
+    cfg = make_config(profile="smoke")
+    for clone in (pickle.loads(pickle.dumps(cfg)), copy.deepcopy(cfg)):
+        assert clone.to_dict() == cfg.to_dict() and clone.sizes.preprocess.crop.rain == 64
+    with pytest.raises(AttributeError):
+        cfg.sizes.no_such_key

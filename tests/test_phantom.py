@@ -171,3 +171,10 @@ def test_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cmr_lib.phantom", str(tmp_path / "x"), "--patients", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: parameter 'patients' = 0: must be a positive integer"
+
+
+def test_writing_does_not_advance_the_callers_seed(tmp_path):
+    seed = np.random.SeedSequence(11)
+    a = phantom.write_patient(tmp_path / "a", 1, seed)
+    b = phantom.write_patient(tmp_path / "b", 1, seed)
+    assert a == b

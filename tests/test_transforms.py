@@ -40,13 +40,19 @@ def test_resample_keeps_the_field_of_view():
 
 
 def test_center_crop_pads_and_inverts():
-    a = np.arange(10 * 12).reshape(10, 12)
+    a = np.arange(10 * 12).reshape(10, 12) + 1
     c = center_crop(a, 6)
     assert c.shape == (6, 6) and c[0, 0] == a[2, 3]
     p = center_crop(a, 16)                                         # 16x16 from 10x12: zero padding
     assert p.shape == (16, 16) and p[3, 2] == a[0, 0] and p[0, 0] == 0
     assert np.array_equal(uncrop(center_crop(a, 16), a.shape), a)
     assert center_crop(np.ones((16, 16)), 224).sum() == 256        # a 16x16 image smaller than the crop
+    for shape, size in (((8, 9), (5, 5)), ((5, 5), (8, 8)), ((9, 4), (6, 7)), ((7, 7), (4, 10))):
+        b = np.arange(np.prod(shape)).reshape(shape) + 1           # odd differences: one offset both ways
+        back = uncrop(center_crop(b, size), shape)
+        kept = back > 0
+        assert kept.any() and np.array_equal(back[kept], b[kept])
+    assert center_crop(np.ones((3, 5)), (4, 4), anchor="start").sum() == 12
 
 
 def test_identity_affine_changes_nothing():
@@ -69,6 +75,22 @@ def test_translation_and_rotation_move_pixels_where_expected():
     rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
     _, r_lab = apply_affine(img, lab, rot)
     assert tuple(torch.nonzero(r_lab)[0].tolist()) == (20, 21)
+
+
+@pytest.mark.parametrize("shape", [(48, 96), (96, 48), (64, 64)])
+def test_affine_matches_scipy_on_non_square_images(shape):
+    """Rotation, shear and scale agree with scipy.ndimage.affine_transform, also when H != W."""
+    from scipy import ndimage
+
+    h, w = shape
+    img = np.zeros(shape, np.float32)
+    img[h // 4: h // 2, w // 3: w // 2] = 1.0
+    img[h // 2 + 3, w // 2 - 5] = 2.0
+    m = random_affine(np.random.default_rng(3), scale=(0.9, 1.1), rotation_deg=25, translation=0.0, shear_deg=8)
+    centre = np.array([(h - 1) / 2, (w - 1) / 2])
+    ref = ndimage.affine_transform(img, m[:, :2], offset=centre - m[:, :2] @ centre, order=1, mode="constant")
+    ours, _ = apply_affine(torch.from_numpy(img)[None], None, m)
+    assert np.abs(ours[0].numpy() - ref)[2:-2, 2:-2].max() < 1e-4
 
 
 def test_random_affine_keeps_labels_as_labels():
@@ -112,7 +134,9 @@ def test_slice_dataset(tiny_phantom, tmp_path):
     assert len(ev) == src.load(1, "LGE").shape[2]
     assert torch.equal(ev[3]["image"], ev[3]["image"])
     prep = prepare_volume(src.load(1, "LGE"), spacing_mm=2.5)
-    assert prep.spacing[:2] == (2.5, 2.5) and prep.original_shape[2] == prep.image.shape[2]
+    assert prep.spacing[:2] == pytest.approx((2.5, 2.5), rel=0.02) and prep.original_shape[2] == prep.image.shape[2]
+    vol = src.load(1, "LGE")
+    assert prep.spacing[0] * prep.image.shape[0] == pytest.approx(vol.spacing[0] * vol.shape[0])   # same FOV
     assert 0.0 <= prep.image.min() and prep.image.max() <= 1.0
     nolab = SliceDataset([prepare_volume(src.load(1, "T2", label="skip"))], crop=32)
     assert not nolab[0]["has_label"] and nolab[0]["label"].sum() == 0
