@@ -98,7 +98,7 @@ if not real:
 
 pct = tuple(cfg.sizes.preprocess.percentiles)
 fig = plots.fig1_appearance(explore.examples(sources, percentiles=pct))
-save_figure(fig, cfg.figures_dir / "fig1_appearance.png")
+print("saved", save_figure(fig, cfg.figures_dir / "fig1_appearance.png"))
 
 # %% [markdown]
 # ## Intensity distributions in the cardiac region (Fig. 1, histograms)
@@ -112,7 +112,7 @@ save_figure(fig, cfg.figures_dir / "fig1_appearance.png")
 pools, used = explore.load_pools(sources, patients=cfg.sizes.data.calibration_patients, percentiles=pct)
 kl = explore.kl_table(pools, bins=cfg.sizes.analysis.hist_bins)
 fig = plots.fig1_intensity(pools, kl, bins=cfg.sizes.analysis.hist_bins)
-save_figure(fig, cfg.figures_dir / "fig1_intensity.png")
+print("saved", save_figure(fig, cfg.figures_dir / "fig1_intensity.png"))
 kl.round(3)
 
 # %% [markdown]
@@ -173,5 +173,4 @@ write_text(cfg.results_dir / "fig1_kl.csv", kl.to_csv(index=False, float_format=
 write_text(cfg.results_dir / "fig1_kl.md", kl.to_markdown(index=False, floatfmt=".3f") + "\n")
 write_json(cfg.results_dir / "fig1_kl.json", {"config": cfg.to_dict(), "patients": used,
                                               "kl": kl.to_dict(orient="records")})
-print("wrote", cfg.figures_dir / "fig1_appearance.png", cfg.figures_dir / "fig1_intensity.png",
-      cfg.results_dir / "fig1_kl.csv")
+print("wrote", cfg.results_dir / "fig1_kl.csv", "(and .md, .json)")
