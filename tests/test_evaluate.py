@@ -101,28 +101,21 @@ def test_missing_folders(tmp_path):
         evaluate.match_files(tmp_path / "p", tmp_path)
 
 
-def test_label_files_win_over_images_in_a_dataset_folder(tmp_path):
-    """A ground-truth folder that is a data set folder: patient1_LGE.nii.gz (image) beside its _manual label."""
+@pytest.mark.parametrize("image, label, prediction, case", [
+    ("patient1_LGE", "patient1_LGE_manual", "patient1_LGE", "patient1_LGE"),                   # MS-CMRSeg
+    ("myops_training_101_DE", "myops_training_101_gd", "myops_training_101_DE", "myops_training_101_DE"),
+])
+def test_label_files_win_over_images_in_a_dataset_folder(tmp_path, image, label, prediction, case):
+    """A ground-truth folder that is a data set folder: the image sits beside its label file."""
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir(), pred.mkdir()
     ref = heart_label((30, 30, 3))
-    write_nifti(gt / "patient1_LGE.nii.gz", np.random.default_rng(0).random((30, 30, 3)).astype(np.float32), SP)
-    write_nifti(gt / "patient1_LGE_manual.nii.gz", ref, SP)
-    write_nifti(pred / "patient1_LGE.nii.gz", ref, SP)
-    [(case, _, g)] = evaluate.match_files(pred, gt)
-    assert case == "patient1_LGE" and g.name == "patient1_LGE_manual.nii.gz"
+    write_nifti(gt / f"{image}.nii.gz", np.random.default_rng(0).random((30, 30, 3)).astype(np.float32), SP)
+    write_nifti(gt / f"{label}.nii.gz", ref, SP)
+    write_nifti(pred / f"{prediction}.nii.gz", ref, SP)
+    [(found_case, _, g)] = evaluate.match_files(pred, gt)
+    assert found_case == case and g.name == f"{label}.nii.gz"
     assert (evaluate.evaluate_dirs(pred, gt)["dice"] == 1.0).all()
-
-
-def test_myops_prediction_named_after_its_sequence(tmp_path):
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    gt.mkdir(), pred.mkdir()
-    ref = heart_label((30, 30, 3))
-    write_nifti(gt / "myops_training_101_DE.nii.gz", np.random.default_rng(0).random((30, 30, 3)).astype(np.float32), SP)
-    write_nifti(gt / "myops_training_101_gd.nii.gz", ref, SP)
-    write_nifti(pred / "myops_training_101_DE.nii.gz", ref, SP)
-    [(case, _, g)] = evaluate.match_files(pred, gt)
-    assert g.name == "myops_training_101_gd.nii.gz" and case == "myops_training_101_DE"
 
 
 def test_duplicate_predictions_are_refused(dirs):
