@@ -141,6 +141,6 @@ def heart_sizes(sources: dict, patients: int | None = 5) -> pd.DataFrame:
                 px.append(d)
                 mm.append(d * np.sqrt(vol.spacing[0] * vol.spacing[1]))
             if px:
-                rows.append({"data": name, "sequence": seq, "patients": len(px), "header mm/px": vol.spacing[0],
+                rows.append({"data": name, "sequence": seq, "patients": len(px), "voxel size mm": vol.spacing[0],
                              "epicardial diameter px": float(np.mean(px)), "epicardial diameter mm": float(np.mean(mm))})
     return pd.DataFrame(rows)

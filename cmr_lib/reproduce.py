@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     cfg = make_config(profile=args.profile, data_dir=args.data_dir, seed=args.seed)   # validates early
+    os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
     root = repo_root()
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
     params = {"profile": args.profile, "seed": cfg.seed,

@@ -31,6 +31,7 @@
 # %% tags=["parameters"]
 profile = "demo"        # smoke | demo | paper, or the path of a profile YAML file
 data_dir = None         # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
+c0_spacing = "header"   # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 seed = 0
 output_root = None      # None: figures/ and results/ of the repository
 real_data_dir = None    # folder holding mscmrseg2019/ and myops2020/; None: $CMR_REAL_DATA or ../shared/data
@@ -46,8 +47,8 @@ from cmr_lib import data, explore, params, plots
 from cmr_lib.atomic import save_figure, write_json, write_text
 from cmr_lib.slices import SliceDataset
 
-cfg = params.make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
-                         real_data_dir=real_data_dir)
+cfg = params.make_config(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
+                         output_root=output_root, real_data_dir=real_data_dir)
 print(cfg.summary())
 source = data.source_for(cfg)
 print(source)
