@@ -332,3 +332,32 @@ def find_real_data(base=None) -> dict[str, Path]:
         if (base / sub).is_dir() and any((base / sub).iterdir()):
             found[key] = (base / sub).resolve()
     return found
+
+
+def default_split(source: CMRSource) -> dict[str, list[int]]:
+    """Patients per role, by data source (LGE labels are only ever used for validation and test).
+
+    train: labelled bSSFP (C0) for segmentation training; val / test: LGE with labels (test labels may be
+    withheld); style: patients whose LGE/T2 images may serve as unlabelled styles.
+    - MS-CMRSeg 2019 (the paper's split): train C0 1-35 (validation is on the LGE of 1-5, another domain),
+      val LGE 1-5, test LGE 6-45; every LGE image is an unlabelled style (the challenge released all LGE
+      images, and setting 3 needs the training patients' own LGE).
+    - MyoPS 2020: the last 25 % of patients are test and appear in no training step (not even as styles);
+      the 3 before them are validation; the rest train.
+    - The phantom: 25 / 5 / 15 of 45 (scaled to its size); test patients appear in no training step.
+    """
+    c0 = source.patients_with("C0", labelled=True)
+    lge = source.patients_with("LGE")
+    if source.layout == "mscmrseg" and source.name != "phantom":
+        val = [p for p in source.patients_with("LGE", labelled=True) if p <= 5] or \
+            source.patients_with("LGE", labelled=True)[:5]
+        test = [p for p in lge if p not in val]
+        return {"train": c0, "val": val, "test": test, "style": lge}
+    patients = sorted(set(c0) & set(lge)) or c0
+    n = len(patients)
+    n_test = max(1, round(n / 3)) if source.name == "phantom" else max(1, round(n / 4))
+    n_val = max(1, round(n / 9)) if source.name == "phantom" else min(3, max(1, n - n_test - 1))
+    if n < 3:
+        raise CmrError(f"{source.root}: {n} patients with labelled C0 and LGE; need at least 3 to split")
+    train, val, test = patients[: n - n_test - n_val], patients[n - n_test - n_val: n - n_test], patients[n - n_test:]
+    return {"train": train, "val": val, "test": test, "style": train + val}
