@@ -115,6 +115,19 @@ def _scale_range(name, v):
     return [lo, hi]
 
 
+def _encoder_weights(name, v):
+    if isinstance(v, str) and (v in ("auto", "imagenet", "random", "mr") or v.endswith((".pth", ".pt"))):
+        return v
+    _fail(name, v, "choose 'auto', 'imagenet', 'random', 'mr' or a path to a .pth file")
+
+
+def _odd_kernel(name, v):
+    v = _int(name, v, minimum=1)
+    if v % 2 == 0:
+        _fail(name, v, "must be odd (3, 5, 7, ...)")
+    return v
+
+
 # The key tree every profile must have, with a validator per leaf.
 PROFILE_SCHEMA = {
     "profile": lambda n, v: v if isinstance(v, str) else _fail(n, v, "must be a name"),
@@ -135,7 +148,26 @@ PROFILE_SCHEMA = {
         "translation": _fraction,
         "shear_deg": _nonneg_float,
     },
-    "analysis": {"hist_bins": _pos_int},
+    "stylizer": {
+        "encoder_weights": _encoder_weights,
+        "offline_fallback": lambda n, v: _choice(n, v, ("random", "mr")),
+        "encoder_width": lambda n, v: _float(n, v, minimum=0.0, maximum=1.0, strict_min=True),
+        "batch": _pos_int,
+        "iterations": _pos_int,
+        "checkpoint_every": _pos_int,
+        "lr": lambda n, v: _float(n, v, minimum=0.0, strict_min=True),
+        "precision": lambda n, v: _choice(n, v, ("auto", "bf16", "fp32")),
+        "warm_start": lambda n, v: v if isinstance(v, bool) else _fail(n, v, "must be true or false"),
+        "rain": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
+                 "kl_weight": _nonneg_float, "rec_weight": _nonneg_float},
+        "adaconv": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
+                    "kernel_size": lambda n, v: _odd_kernel(n, v), "style_dim": _pos_int},
+        "explore": {"step": lambda n, v: _float(n, v, minimum=0.0, strict_min=True),
+                    "rule": lambda n, v: _choice(n, v, ("asm", "sign", "plain"))},
+        "autoencoder": {"iterations": _pos_int, "batch": _pos_int,
+                        "lr": lambda n, v: _float(n, v, minimum=0.0, strict_min=True)},
+    },
+    "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
 }
 
 

@@ -30,7 +30,7 @@ from scipy import ndimage
 from cmr_lib.atomic import atomic_path, write_json
 from cmr_lib.errors import CmrError, cli_main
 
-PHANTOM_VERSION = 2
+PHANTOM_VERSION = 3
 
 # ---------------------------------------------------------------------------------------------
 # tissues: proton density, native T1/T2 (ms, 1.5 T) and T1 after gadolinium (ms)
@@ -383,7 +383,12 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
         for off in offsets:
             reg = chest.copy()
             sub = reg[box]
-            draw_heart(sub, a, xb, yb, float(zc + off))
+            # each in-plane sub-sample phase gets its own height (stratified within the sub-slice), so a thick
+            # slice integrates over k*k*n_sub heights: smooth partial volume, no discrete rings at the apex
+            for q in range(k * k):
+                qi, qj = divmod(q, k)
+                dzq = ((q + 0.5) / (k * k) - 0.5) * dz / n_sub
+                draw_heart(sub[qi::k, qj::k], a, xb[qi::k, qj::k], yb[qi::k, qj::k], float(zc + off + dzq))
             acc += signal_lut[reg]
             votes += np.bincount((pixel + class_lut[reg]).ravel(), minlength=4 * n * n)
             for name, frac in fractions.items():

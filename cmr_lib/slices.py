@@ -89,13 +89,13 @@ class SliceDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_source(cls, source: CMRSource, patients, sequence: str, cfg, *, train: bool, label="optional",
-                    heart_only=False):
-        """Build from a data source with the profile's preprocessing, crop and (if `train`) augmentation."""
+                    heart_only=False, crop: int | None = None):
+        """Build from a data source with the profile's preprocessing, crop (or `crop`) and augmentation (`train`)."""
         pre = cfg.sizes.preprocess
         vols = [prepare_volume(v, spacing_mm=pre.spacing_mm, percentiles=tuple(pre.percentiles))
                 for v in source.volumes(patients, sequence, label=label)]
-        return cls(vols, crop=cfg.crop, augment=cfg.sizes.augment.to_dict() if train else None, seed=cfg.seed,
-                   heart_only=heart_only)
+        return cls(vols, crop=crop or cfg.crop, augment=cfg.sizes.augment.to_dict() if train else None,
+                   seed=cfg.seed, heart_only=heart_only)
 
     def set_epoch(self, epoch: int):
         """Change the augmentation draw (call once per epoch)."""

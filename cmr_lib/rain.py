@@ -1,0 +1,170 @@
+"""RAIN: random AdaIN with a style VAE (Luo et al., the RoyalVane/ASM design), paper eq. (2)-(6).
+
+The style of an image is the 1024-d vector [mean ⊕ std] of its relu4_1 features. A VAE maps it to a
+512-d latent z (and back); any z decodes to a style that AdaIN applies to the content, so styles can
+be sampled around a real one and *mined*: `explore` pushes z along the gradient of a downstream
+(segmentation) loss to find harder styles (ASM's rule z <- z + (20 / loss) * grad).
+
+Design choice (differs from the reference): the VAE predicts the log-variance, so sigma = exp(logvar/2)
+is always positive and the KL term always defined; the reference uses a raw linear sigma that can be
+negative. Decoded stds are clamped at 1e-5 for the same reason.
+
+    L = L_c + lambda1 L_s + lambda2 L_KL + lambda3 L_rec      (reference weights 1, 1, 1, 5)
+
+The image decoder learns from L_c + L_s only and the VAE from L_KL + L_rec only (the decoded style is
+detached on the image path), which is what the reference's two-stage update does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmr_lib.adain import EPS, Decoder, adain_stats, content_loss, mean_std, style_loss
+from cmr_lib.vgg import VGGEncoder
+
+
+def style_vector(feat: torch.Tensor) -> torch.Tensor:
+    """relu4_1 features (B, C, H, W) -> style vector [mean ⊕ std] (B, 2C)."""
+    m, s = mean_std(feat)
+    return torch.cat([m.flatten(1), s.flatten(1)], dim=1)
+
+
+def split_style(vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Style vector (B, 2C) -> mean, std as (B, C, 1, 1); std clamped positive."""
+    c = vec.shape[1] // 2
+    return vec[:, :c, None, None], vec[:, c:, None, None].clamp_min(EPS)
+
+
+def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Paper eq. (5): KL(N(mu, sigma^2) || N(0, 1)) averaged over batch and dimensions; zero at mu=0, sigma=1."""
+    return 0.5 * torch.mean(mu.pow(2) + logvar.exp() - logvar - 1.0)
+
+
+class StyleVAE(nn.Module):
+    """Style vector (B, 2C) <-> latent (B, C): three Linear layers each way (1024-1024-1024-512 at width 1)."""
+
+    def __init__(self, *, style_dim: int = 1024, latent_dim: int = 512, hidden: int = 1024):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(nn.Linear(style_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, 2 * latent_dim))           # -> [mu | logvar]
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, style_dim))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def encode(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(vec).chunk(2, dim=1)                             # (B, C), (B, C)
+        return mu, logvar.clamp(-20.0, 10.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)                                                      # (B, 2C)
+
+    @staticmethod
+    def sample(mu, logvar, generator=None) -> torch.Tensor:
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        return mu + eps * (0.5 * logvar).exp()
+
+
+@dataclass
+class Exploration:
+    """What `RAIN.explore` found: the final latent, the stylized images after each iteration, the losses."""
+
+    z: torch.Tensor
+    images: list            # [(B, 1, H, W)] after iterations 0..N (index 0: before any step)
+    losses: list            # downstream loss at each of those
+
+
+class RAIN(nn.Module):
+    """VGG encoder (frozen) + style VAE + AdaIN + mirror decoder."""
+
+    kind = "rain"
+
+    def __init__(self, encoder: VGGEncoder, *, content_weight=1.0, style_weight=1.0, kl_weight=1.0,
+                 rec_weight=5.0):
+        super().__init__()
+        self.encoder = encoder
+        c4 = encoder.out_channels["relu4_1"]
+        self.decoder = Decoder(width=encoder.width)
+        self.vae = StyleVAE(style_dim=2 * c4, latent_dim=c4, hidden=2 * c4)
+        self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight)
+
+    def trainable(self):
+        """Parameters the optimizer updates (the encoder stays frozen)."""
+        return list(self.decoder.parameters()) + list(self.vae.parameters())
+
+    def losses(self, content: torch.Tensor, style: torch.Tensor, *, generator=None) -> dict:
+        """One training step's losses (eq. 2-6): content (B,1,H,W) and style (B,1,H,W) in [0, 1]."""
+        f_c = self.encoder(content, last_only=True)                                # (B, C, H/8, W/8)
+        f_s = self.encoder(style)                                                  # 4 levels
+        vec = style_vector(f_s[-1]).detach()                                       # (B, 2C)
+        mu, logvar = self.vae.encode(vec)
+        vec_hat = self.vae.decode(self.vae.sample(mu, logvar, generator))
+        l_kl = kl_loss(mu, logvar)
+        l_rec = F.mse_loss(vec_hat, vec)
+        t = adain_stats(f_c, *split_style(vec_hat.detach()))                      # AdaIN with the VAE's style
+        out = self.decoder(t)                                                      # (B, 1, H, W)
+        f_o = self.encoder(out)
+        l_c = content_loss(f_o[-1], t.detach())
+        l_s = style_loss(f_o, f_s)
+        w = self.weights
+        total = w["content"] * l_c + w["style"] * l_s + w["kl"] * l_kl + w["rec"] * l_rec
+        return {"total": total, "content": l_c, "style": l_s, "kl": l_kl, "rec": l_rec}
+
+    # ---- stylization -------------------------------------------------------------------------
+    def style_code(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of the style images' latent: (B, C) each."""
+        return self.vae.encode(style_vector(self.encoder(style, last_only=True)))
+
+    def render(self, content_feat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Decode latent z (B, C) to a style and apply it to content relu4_1 features; image in [0, 1]."""
+        t = adain_stats(content_feat, *split_style(self.vae.decode(z)))
+        return self.decoder(t).clamp(0.0, 1.0)                                     # (B, 1, H, W)
+
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, *, sample: bool = False, generator=None):
+        """Content restyled like `style` (same batch size, or one style for all): the latent mean, or a sample."""
+        mu, logvar = self.style_code(style)
+        z = self.vae.sample(mu, logvar, generator) if sample else mu
+        if z.shape[0] == 1 and content.shape[0] > 1:
+            z = z.expand(content.shape[0], -1)
+        return self.render(self.encoder(content, last_only=True), z)
+
+    def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int = 1, step: float = 20.0,
+                rule: str = "asm", content_feat: torch.Tensor | None = None) -> Exploration:
+        """Adversarial style search: move z up the gradient of `loss_fn(stylized)` `iterations` times.
+
+        rule 'asm': z <- z + (step / loss) * dL/dz (the ASM reference, step 20); 'sign': z <- z + step *
+        sign(dL/dz) (FGSM-like); 'plain': z <- z + step * dL/dz. The image decoder and VAE are not updated;
+        `loss_fn` must be differentiable in the image (e.g. a segmentation loss of a fixed network).
+        """
+        if rule not in ("asm", "sign", "plain"):
+            raise ValueError(f"parameter 'rule' = {rule!r}: choose 'asm', 'sign' or 'plain'")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"parameter 'iterations' = {iterations!r}: must be a non-negative integer")
+        if content_feat is None:
+            with torch.no_grad():
+                content_feat = self.encoder(content, last_only=True)
+        z = z.detach().clone()
+        images, losses = [], []
+        for i in range(iterations + 1):
+            z.requires_grad_(True)
+            img = self.render(content_feat, z)
+            loss = loss_fn(img)
+            images.append(img.detach())
+            losses.append(float(loss.detach()))
+            if i == iterations:
+                break
+            (grad,) = torch.autograd.grad(loss, z)
+            with torch.no_grad():
+                if rule == "asm":
+                    z = z + (step / max(float(loss), 1e-8)) * grad
+                elif rule == "sign":
+                    z = z + step * grad.sign()
+                else:
+                    z = z + step * grad
+        return Exploration(z=z.detach(), images=images, losses=losses)
