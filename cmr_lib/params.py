@@ -167,6 +167,20 @@ PROFILE_SCHEMA = {
         "autoencoder": {"iterations": _pos_int, "batch": _pos_int,
                         "lr": lambda n, v: _float(n, v, minimum=0.0, strict_min=True)},
     },
+    "segmenter": {
+        "depth": lambda n, v: _int(n, v, minimum=2),
+        "root": _pos_int,
+        "head_relu": lambda n, v: v if isinstance(v, bool) else _fail(n, v, "must be true or false"),
+        "batch": _pos_int,
+        "iterations": _pos_int,
+        "checkpoint_every": _pos_int,
+        "lr": lambda n, v: _float(n, v, minimum=0.0, strict_min=True),
+        "lr_halve_every": _pos_int,
+        "val_every": _pos_int,
+        "ce_weight": _nonneg_float,
+        "dice_weight": _nonneg_float,
+        "precision": lambda n, v: _choice(n, v, ("auto", "bf16", "fp32")),
+    },
     "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
 }
 
@@ -348,15 +362,37 @@ def _dir_param(name, value, *, must_exist):
     return path
 
 
+def apply_overrides(tree: dict, overrides, where: str) -> dict:
+    """Set dotted keys of a profile tree (e.g. {'stylizer.adaconv.kernel_size': 5}); unknown keys are errors."""
+    if overrides is None:
+        return tree
+    if not isinstance(overrides, Mapping):
+        _fail("overrides", overrides, "must be a mapping of dotted profile keys to values")
+    import copy
+
+    tree = copy.deepcopy(tree)
+    for key, value in overrides.items():
+        node, parts = tree, str(key).split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                _fail("overrides", key, f"no such profile key (in {where})")
+            node = node[part]
+        if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+            _fail("overrides", key, f"no such profile value (in {where})")
+        node[parts[-1]] = value
+    return _validate_tree(tree, PROFILE_SCHEMA, f"{where} + overrides")
+
+
 def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, c0_spacing="header",
-                output_root=None, **extra) -> Config:
+                output_root=None, overrides=None, **extra) -> Config:
     """Validate notebook parameters against a profile and return one immutable Config.
 
     `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
-    C0 voxel size; `output_root=None` writes figures/ and results/ in the repository. `extra` holds
-    notebook-specific parameters (plain literals), kept for run records.
+    C0 voxel size; `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
+    dotted profile keys. `extra` holds notebook-specific parameters (plain literals), kept for records.
     """
     name, sizes = load_profile(profile)
+    sizes = apply_overrides(sizes, overrides, name)
     setting = _choice("setting", _int("setting", setting), SETTINGS)
     stylizer = _choice("stylizer", stylizer, STYLIZERS)
     if setting == 0:

@@ -89,3 +89,93 @@ def augmentation_grid(samples: list[dict], ncols: int = 4):
                    title=f"p{s['patient']} {s['sequence']} z{s['slice']}")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# stylizers (notebooks 02, 03)
+
+def _pick(n_total: int, n: int) -> list[int]:
+    return sorted({int(i) for i in np.linspace(0, n_total - 1, min(n, n_total))})
+
+
+def stylization_grid(st, n: int = 6, title: str = ""):
+    """Rows: content (bSSFP), style, stylized, for n examples (Fig. 7)."""
+    idx = _pick(st.content.shape[0], n)
+    fig, axes = plt.subplots(3, len(idx), figsize=(2.3 * len(idx), 7.2), squeeze=False)
+    for c, i in enumerate(idx):
+        for r, (name, imgs) in enumerate((("content", st.content), ("style", st.style), ("stylized", st.stylized))):
+            show_slice(axes[r, c], imgs[i, 0].numpy(), title=name if c == 0 else None)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def stylization_histograms(values: dict, kl: dict, bins: int = 64, title: str = ""):
+    """Intensity histograms of content, style and stylized images in the myocardium and in LV ∪ MYO ∪ RV,
+    with the KL divergences in the legends (Fig. 8). values: {region: {'content'|'style'|'stylized': array}}."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    colors = {"content": "#1f77b4", "style": "#d62728", "stylized": "#2ca02c"}
+    for ax, region in zip(axes, ("MYO", "heart")):
+        suffix = "_myo" if region == "MYO" else ""
+        legend = {"content": f"content (KL to style {kl['kl_content_to_style' + suffix]:.2f})",
+                  "style": "style",
+                  "stylized": f"stylized (KL to style {kl['kl_stylized_to_style' + suffix]:.2f}, "
+                              f"to content {kl['kl_stylized_to_content' + suffix]:.2f})"}
+        for name, vals in values[region].items():
+            ax.hist(vals, bins=edges, density=True, histtype="step", lw=1.6, color=colors[name], label=legend[name])
+        ax.set_title("myocardium" if region == "MYO" else "LV ∪ MYO ∪ RV", fontsize=10)
+        ax.set_xlabel("normalised intensity")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("density")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def contour_overlay(st, n: int = 6, title: str = ""):
+    """The content's label contours drawn on the stylized image (Fig. 9): is the structure still there?"""
+    idx = _pick(st.content.shape[0], n)
+    fig, axes = plt.subplots(2, len(idx), figsize=(2.3 * len(idx), 4.9), squeeze=False)
+    for c, i in enumerate(idx):
+        lab = st.content_label[i].numpy()
+        show_slice(axes[0, c], st.content[i, 0].numpy(), lab, title="content" if c == 0 else None)
+        show_slice(axes[1, c], st.stylized[i, 0].numpy(), lab, title="stylized" if c == 0 else None)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def exploration_strip(content, label, exploration, show=(0, 1, 3, 5), title: str = ""):
+    """The same content under increasing exploration iterations (Fig. 5): one row per example, the batch's
+    segmentation loss after each number of iterations in the column titles."""
+    show = [i for i in show if i < len(exploration.images)]
+    n = content.shape[0]
+    fig, axes = plt.subplots(n, len(show) + 1, figsize=(2.3 * (len(show) + 1), 2.4 * n), squeeze=False)
+    for r in range(n):
+        show_slice(axes[r, 0], content[r, 0].numpy(), label[r].numpy(), title="content" if r == 0 else None)
+        for c, it in enumerate(show, 1):
+            head = f"{it} iteration{'s' if it != 1 else ''}\nloss {exploration.losses[it]:.3f}" if r == 0 else None
+            show_slice(axes[r, c], exploration.images[it][r, 0].float().numpy(), title=head)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: dict, title: str = ""):
+    """Training losses per step (log scale), smoothed over 20 steps."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps = np.asarray(history["step"])
+    for k, v in history.items():
+        if k == "step" or not len(v):
+            continue
+        v = np.asarray(v, dtype=float)
+        w = min(20, len(v))
+        smooth = np.convolve(v, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, label=k)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

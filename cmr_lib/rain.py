@@ -5,9 +5,13 @@ The style of an image is the 1024-d vector [mean ⊕ std] of its relu4_1 feature
 be sampled around a real one and *mined*: `explore` pushes z along the gradient of a downstream
 (segmentation) loss to find harder styles (ASM's rule z <- z + (20 / loss) * grad).
 
-Design choice (differs from the reference): the VAE predicts the log-variance, so sigma = exp(logvar/2)
-is always positive and the KL term always defined; the reference uses a raw linear sigma that can be
-negative. Decoded stds are clamped at 1e-5 for the same reason.
+Design choices (differ from the reference), both about keeping the VAE well-defined on MR data:
+- the VAE predicts the log-variance, so sigma = exp(logvar/2) is always positive and the KL term always
+  defined; the reference uses a raw linear sigma that can be negative. Decoded stds are clamped at 1e-5.
+- the VAE sees *standardised* style vectors (per-dimension shift and scale measured once on the training
+  styles, kept as buffers) and L_rec is measured in those units. MR styles vary far less than the
+  reference's paintings (per-dimension variance ~0.01), and on raw vectors the KL term won: the posterior
+  collapsed to the prior (measured: sigma ~ 1, every style decoded to the same washed-out average).
 
     L = L_c + lambda1 L_s + lambda2 L_KL + lambda3 L_rec      (reference weights 1, 1, 1, 5)
 
@@ -57,13 +61,27 @@ class StyleVAE(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
                 nn.init.zeros_(m.bias)
+        self.register_buffer("shift", torch.zeros(style_dim))                      # style standardisation
+        self.register_buffer("scale", torch.ones(style_dim))
+
+    def calibrate(self, vecs: torch.Tensor) -> None:
+        """Set the standardisation from style vectors (B, 2C) of training styles."""
+        with torch.no_grad():
+            self.shift.copy_(vecs.float().mean(0))
+            self.scale.copy_(vecs.float().std(0).clamp_min(1e-3))
+
+    def standardise(self, vec: torch.Tensor) -> torch.Tensor:
+        return (vec - self.shift) / self.scale
 
     def encode(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(vec).chunk(2, dim=1)                             # (B, C), (B, C)
+        mu, logvar = self.encoder(self.standardise(vec)).chunk(2, dim=1)           # (B, C), (B, C)
         return mu, logvar.clamp(-20.0, 10.0)
 
+    def decode_standardised(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)                                                      # (B, 2C) standardised
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)                                                      # (B, 2C)
+        return self.decoder(z) * self.scale + self.shift                            # (B, 2C) style vector
 
     @staticmethod
     def sample(mu, logvar, generator=None) -> torch.Tensor:
@@ -98,15 +116,21 @@ class RAIN(nn.Module):
         """Parameters the optimizer updates (the encoder stays frozen)."""
         return list(self.decoder.parameters()) + list(self.vae.parameters())
 
+    def calibrate(self, styles: torch.Tensor) -> None:
+        """Measure the style standardisation on training style images (B, 1, H, W); call before training."""
+        with torch.no_grad():
+            self.vae.calibrate(style_vector(self.encoder(styles, last_only=True)))
+
     def losses(self, content: torch.Tensor, style: torch.Tensor, *, generator=None) -> dict:
         """One training step's losses (eq. 2-6): content (B,1,H,W) and style (B,1,H,W) in [0, 1]."""
         f_c = self.encoder(content, last_only=True)                                # (B, C, H/8, W/8)
         f_s = self.encoder(style)                                                  # 4 levels
         vec = style_vector(f_s[-1]).detach()                                       # (B, 2C)
         mu, logvar = self.vae.encode(vec)
-        vec_hat = self.vae.decode(self.vae.sample(mu, logvar, generator))
+        rec_std = self.vae.decode_standardised(self.vae.sample(mu, logvar, generator))
+        vec_hat = rec_std * self.vae.scale + self.vae.shift
         l_kl = kl_loss(mu, logvar)
-        l_rec = F.mse_loss(vec_hat, vec)
+        l_rec = F.mse_loss(rec_std.float(), self.vae.standardise(vec).float())     # in standardised units
         t = adain_stats(f_c, *split_style(vec_hat.detach()))                      # AdaIN with the VAE's style
         out = self.decoder(t)                                                      # (B, 1, H, W)
         f_o = self.encoder(out)

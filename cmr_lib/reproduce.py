@@ -22,6 +22,8 @@ from cmr_lib.params import make_config, repo_root
 # (step name, notebook, extra parameters): grows with the study (stylizers, DRU-Net, settings, analysis)
 STEPS = [
     ("data exploration (Fig. 1)", "01_data_exploration.ipynb", {}),
+    ("RAIN stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 5, 7-9)", "02_rain.ipynb", {}),
+    ("AdaConv stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 7-9)", "03_adaconv.ipynb", {}),
 ]
 
 

@@ -26,7 +26,7 @@ from cmr_lib.errors import CmrError
 from cmr_lib.slices import SliceDataset
 from cmr_lib.vgg import VGGEncoder, build_encoder, imagenet_available, load_weights_file
 
-STYLIZER_VERSION = 1            # bump when a change makes old stylizer checkpoints invalid
+STYLIZER_VERSION = 2            # bump when a change makes old stylizer checkpoints invalid
 STYLIZERS = {"rain": "RAIN", "adaconv": "AdaConv"}
 
 
@@ -111,10 +111,12 @@ def data_fingerprint(source: CMRSource, patients: dict) -> dict:
             "files": dict(sorted(files.items()))}
 
 
-def _batch(ds: SliceDataset, rng: np.random.Generator, batch: int, step: int) -> torch.Tensor:
+def _batch(ds: SliceDataset, rng: np.random.Generator, batch: int, step: int, *, labels=False):
+    """A random batch drawn by `rng` with augmentation epoch `step`: images (B, 1, S, S) [, labels (B, S, S)]."""
     ds.set_epoch(step)
-    idx = rng.integers(len(ds), size=batch)
-    return torch.stack([ds[int(i)]["image"] for i in idx])                  # (B, 1, S, S)
+    items = [ds[int(i)] for i in rng.integers(len(ds), size=batch)]
+    images = torch.stack([it["image"] for it in items])
+    return (images, torch.stack([it["label"] for it in items])) if labels else images
 
 
 def checkpoint_root(cfg) -> Path:
@@ -291,9 +293,8 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
                 else pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=enc_record, progress=progress))
         warm_start(model, path)
         enc_record = {**enc_record, "decoder_warm_start": path.name}
-    final, last = run_dir / "final.pt", run_dir / "last.pt"
-    if final.is_file():
-        state = load_checkpoint(final, model=model, config=config)
+    if (run_dir / "final.pt").is_file():
+        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
         return TrainedStylizer(model.to(dev).eval(), kind, tuple(pretrain), run_dir, state["history"],
                                {"config": config, "encoder": enc_record, "reused": True,
                                 **json.loads((run_dir / "meta.json").read_text())})
@@ -304,20 +305,11 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
                                      crop=crop)
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
-    history = {k: [] for k in ("step", "total", *("content", "style", "kl", "rec")[: 4 if kind == "rain" else 2])}
-    start = 0
-    if last.is_file():
-        state = load_checkpoint(last, model=model, optimizer=optimizer, config=config)
-        start, history = state["step"], state["history"]
-    model.to(dev).train()
     decay = sub["lr_decay"]
-    from tqdm.auto import tqdm
+    if hasattr(model, "calibrate"):          # RAIN: standardise style vectors on 64 training styles (seeded)
+        model.calibrate(_batch(style, np.random.default_rng([cfg.seed, 7]), 64, 0))
 
-    t1 = time.perf_counter()
-    done_here = 0
-    bar = tqdm(range(start, st.iterations), desc=f"{STYLIZERS[kind]} {pretrain[0]}->{pretrain[1]}",
-               initial=start, total=st.iterations, disable=not progress)
-    for step in bar:
+    def step_fn(step):
         rng = np.random.default_rng([cfg.seed, step, 1])
         c = _batch(content, rng, st.batch, step).to(dev)
         s = _batch(style, rng, st.batch, step).to(dev)
@@ -329,28 +321,298 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
+        return losses
+
+    keys = ("total", "content", "style", "kl", "rec") if kind == "rain" else ("total", "content", "style")
+    model.to(dev).train()
+    history, meta = _run_loop(run_dir, config, model, optimizer, step_fn, keys=keys, iterations=st.iterations,
+                              checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {pretrain[0]}->{pretrain[1]}",
+                              progress=progress, stop_after=stop_after)
+    meta.update({"seconds_data": round(t_data, 2), "device": str(dev), "precision": precision_used(st.precision, dev),
+                 "content_slices": len(content), "style_slices": len(style)})
+    write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
+    return TrainedStylizer(model.eval(), kind, tuple(pretrain), run_dir, history,
+                           {"config": config, "encoder": enc_record, "reused": False, **meta})
+
+
+def _run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, iterations: int,
+              checkpoint_every: int, desc: str, progress: bool, stop_after: int | None, after_step=None):
+    """The loop every training shares: resume from last.pt, step, checkpoint, write losses and final.pt.
+
+    step_fn(step) does one optimisation step and returns its losses (dict with `keys`); after_step(step,
+    history), if given, runs after it (validation) and may add to `history`, which checkpoints keep.
+    """
+    from tqdm.auto import tqdm
+
+    last, final = run_dir / "last.pt", run_dir / "final.pt"
+    history = {k: [] for k in ("step", *keys)}
+    start = 0
+    if last.is_file():
+        state = load_checkpoint(last, model=model, optimizer=optimizer, config=config)
+        start, history = state["step"], state["history"]
+    t1 = time.perf_counter()
+    done_here = 0
+    bar = tqdm(range(start, iterations), desc=desc, initial=start, total=iterations, disable=not progress)
+    for step in bar:
+        losses = step_fn(step)
         history["step"].append(step)
-        for k in history:
-            if k != "step":
-                history[k].append(float(losses[k].detach()))
-        bar.set_postfix(loss=f"{history['total'][-1]:.3g}", refresh=False)
+        for k in keys:
+            history[k].append(float(losses[k].detach()))
+        if after_step is not None:
+            after_step(step, history)
+        bar.set_postfix(loss=f"{history[keys[0]][-1]:.3g}", refresh=False)
         done_here += 1
-        at_end = step + 1 == st.iterations
-        if (step + 1) % st.checkpoint_every == 0 or at_end or (stop_after and done_here >= stop_after):
+        at_end = step + 1 == iterations
+        stopping = bool(stop_after) and done_here >= stop_after and not at_end
+        if (step + 1) % checkpoint_every == 0 or at_end or stopping:
             save_checkpoint(last, model=model, optimizer=optimizer, step=step + 1, config=config, history=history)
-        if stop_after and done_here >= stop_after and not at_end:
+        if stopping:
             bar.close()
             raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
     bar.close()
-    t_train = time.perf_counter() - t1
-    meta = {"seconds_data": round(t_data, 2), "seconds_train": round(t_train, 2), "steps_this_run": done_here,
-            "resumed_from": start, "device": str(dev), "precision": precision_used(st.precision, dev),
-            "content_slices": len(content), "style_slices": len(style)}
-    write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
+    cols = ["step", *keys]
     write_text(run_dir / "losses.csv", "\n".join(
-        [",".join(history)] + [",".join(f"{history[k][i]:.6g}" for k in history) for i in range(len(history["step"]))]) + "\n")
-    save_checkpoint(final, model=model, optimizer=None, step=st.iterations, config=config, history=history)
+        [",".join(cols)] + [",".join(f"{history[k][i]:.6g}" for k in cols) for i in range(len(history["step"]))]) + "\n")
+    save_checkpoint(final, model=model, optimizer=None, step=iterations, config=config, history=history)
     if last.is_file():
         last.unlink()
-    return TrainedStylizer(model.eval(), kind, tuple(pretrain), run_dir, history,
-                           {"config": config, "encoder": enc_record, "reused": False, **meta})
+    return history, {"seconds_train": round(time.perf_counter() - t1, 2), "steps_this_run": done_here,
+                     "resumed_from": start}
+
+
+# ---------------------------------------------------------------------------------------------
+# segmentation (DRU-Net)
+
+@dataclass
+class TrainedSegmenter:
+    """A trained (or reused) DRU-Net with where it lives and how it got there."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    history: dict
+    info: dict
+
+
+def build_segmenter(cfg):
+    from cmr_lib.drunet import DRUNet
+
+    sg = cfg.sizes.segmenter
+    return DRUNet(depth=sg.depth, root=sg.root, head_relu=sg.head_relu)
+
+
+def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", progress=True,
+                    stop_after: int | None = None) -> TrainedSegmenter:
+    """Train (or reuse, or resume) a DRU-Net on the training patients' labelled bSSFP slices.
+
+    Loss: cross-entropy + soft Dice (profile weights); Adam, lr halved every `lr_halve_every` steps.
+    """
+    from cmr_lib.drunet import segmentation_loss
+
+    sg = cfg.sizes.segmenter
+    split = default_split(source)
+    crop = cfg.crop
+    config = {"version": STYLIZER_VERSION, "kind": "segmenter", "name": name, "crop": crop,
+              "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
+              "segmenter": sg.to_dict(), "seed": cfg.seed,
+              "data": data_fingerprint(source, {"train": ("C0", split["train"])})}
+    run_dir = checkpoint_root(cfg) / "segmenters" / f"{name}_{config_key(config)}"
+    dev = device()
+    torch.manual_seed(cfg.seed)
+    model = build_segmenter(cfg)
+    if (run_dir / "final.pt").is_file():
+        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+        return TrainedSegmenter(model.to(dev).eval(), run_dir, state["history"], {"config": config, "reused": True})
+    data = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
+    optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
+
+    def step_fn(step):
+        rng = np.random.default_rng([cfg.seed, step, 2])
+        x, y = _batch(data, rng, sg.batch, step, labels=True)
+        for group in optimizer.param_groups:
+            group["lr"] = sg.lr * 0.5 ** (step // sg.lr_halve_every)
+        with autocast(sg.precision, dev):
+            logits = model(x.to(dev))
+        loss = segmentation_loss(logits, y.to(dev), ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss}
+
+    model.to(dev).train()
+    history, meta = _run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
+                              checkpoint_every=sg.checkpoint_every, desc=f"DRU-Net ({name})", progress=progress,
+                              stop_after=stop_after)
+    write_json(run_dir / "meta.json", {**meta, "config": config})
+    return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
+
+
+def _items(ds: SliceDataset, rng: np.random.Generator, batch: int, step: int) -> list[dict]:
+    ds.set_epoch(step)
+    return [ds[int(i)] for i in rng.integers(len(ds), size=batch)]
+
+
+class StylePicker:
+    """Style slices for a batch, per Table 1's pairing: 'random' (any style slice) or 'same_patient_level'
+    (the same patient's slice at the nearest relative level between base and apex; unlabelled style
+    volumes take their level from the stack position, since their labels must not be used in training)."""
+
+    def __init__(self, styles: SliceDataset, pairing: str):
+        self.styles, self.pairing = styles, pairing
+        self.by_patient: dict[int, list] = {}
+        for idx, (vi, z) in enumerate(styles.items):
+            v = styles.volumes[vi]
+            self.by_patient.setdefault(v.patient, []).append((idx, float(v.levels[z])))
+        self.fallbacks = 0
+
+    def __call__(self, content_items: list[dict], rng: np.random.Generator, step: int) -> torch.Tensor:
+        self.styles.set_epoch(step)
+        picks = []
+        for it in content_items:
+            options = self.by_patient.get(it["patient"]) if self.pairing == "same_patient_level" else None
+            if options:
+                picks.append(min(options, key=lambda o: abs(o[1] - it["level"]))[0])
+            else:
+                self.fallbacks += self.pairing == "same_patient_level"
+                picks.append(int(rng.integers(len(self.styles))))
+        return torch.stack([self.styles[i]["image"] for i in picks])
+
+
+def validation_dice(model, volumes, cfg, crop: int) -> float:
+    """Mean Dice over MYO, LV, RV and validation volumes (3-D, original grids): model selection."""
+    from cmr_lib.inference import predict_volume
+    from cmr_lib.metrics import evaluate_volume
+
+    pre = cfg.sizes.preprocess
+    scores = []
+    for vol in volumes:
+        pred = predict_volume(model, vol, crop=crop, spacing_mm=pre.spacing_mm, percentiles=tuple(pre.percentiles))
+        m = evaluate_volume(pred, vol.label, vol.spacing)
+        scores.extend(v["dice"] for v in m.values())
+    return float(np.nanmean(scores))
+
+
+def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = None,
+                  style_source: CMRSource | None = None, epsilon_iterations: int = 1, include_original: bool = True,
+                  progress=True, stop_after: int | None = None) -> TrainedSegmenter:
+    """Train a DRU-Net for cfg.setting (Table 1): bSSFP batches, stylized with the pre-trained `stylizer`.
+
+    RAIN: each batch's style code (sampled around its LGE style) is pushed `epsilon_iterations` times up the
+    gradient of the current network's loss (adversarial style search); the network then learns from the
+    mined style, and from the unstylized batch too if `include_original`. AdaConv: the batch is restyled.
+    The weights with the best validation Dice (LGE of validation patients) are kept.
+    """
+    from cmr_lib.drunet import segmentation_loss
+
+    spec, sg = cfg.setting_spec, cfg.sizes.segmenter
+    if spec.stylize and stylizer is None:
+        raise CmrError(f"setting {cfg.setting} stylizes: pass a stylizer pre-trained on "
+                       f"{spec.pretrain.content}->{spec.pretrain.style}")
+    if stylizer is not None and tuple(stylizer.pretrain) != (spec.pretrain.content, spec.pretrain.style):
+        raise CmrError(f"setting {cfg.setting} needs a {spec.pretrain.content}->{spec.pretrain.style} stylizer, "
+                       f"got {'->'.join(stylizer.pretrain)}")
+    if isinstance(epsilon_iterations, bool) or not isinstance(epsilon_iterations, int) or epsilon_iterations < 0:
+        raise CmrError(f"parameter 'epsilon_iterations' = {epsilon_iterations!r}: must be a non-negative integer")
+    split = default_split(source)
+    style_src = style_source or source
+    crop = cfg.crop
+    style_patients = [p for p in default_split(style_src)["style"] if style_src.has(p, "LGE")] if spec.stylize else []
+    config = {"version": STYLIZER_VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
+              "stylizer_run": stylizer.run_dir.name if stylizer else None,
+              "epsilon_iterations": epsilon_iterations if cfg.stylizer == "rain" else 0,
+              "include_original": include_original if spec.stylize else False, "crop": crop,
+              "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
+              "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
+              "data": data_fingerprint(source, {"train": ("C0", split["train"]), "val": ("LGE", split["val"])})}
+    if spec.stylize:
+        config["data"]["style"] = data_fingerprint(style_src, {"style": ("LGE", style_patients)})
+    name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if cfg.stylizer == "rain" else "")
+    run_dir = checkpoint_root(cfg) / "settings" / f"{name}_{config_key(config)}"
+    dev = device()
+    torch.manual_seed(cfg.seed)
+    model = build_segmenter(cfg).to(dev)
+    if (run_dir / "final.pt").is_file():
+        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+        return TrainedSegmenter(model.eval(), run_dir, state["history"],
+                                {"config": config, "reused": True, **json.loads((run_dir / "meta.json").read_text())})
+    t0 = time.perf_counter()
+    content = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
+    picker = None
+    if spec.stylize:
+        styles = SliceDataset.from_source(style_src, style_patients, "LGE", cfg, train=True, label="skip", crop=crop)
+        picker = StylePicker(styles, spec.style_pairing)
+    val_volumes = [source.load(p, "LGE", label="require") for p in split["val"] if source.has_label(p, "LGE")]
+    t_data = time.perf_counter() - t0
+    optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
+    sty = stylizer.model.to(dev).eval() if stylizer else None
+    ex = cfg.sizes.stylizer.explore
+    stats = {"seconds_stylize": 0.0, "seconds_validate": 0.0}
+
+    def seg_loss(logits, y):
+        return segmentation_loss(logits, y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
+
+    def stylize(items, x, y, rng, step):
+        s = picker(items, rng, step).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
+        if cfg.stylizer == "adaconv":
+            with torch.no_grad(), autocast(cfg.sizes.stylizer.precision, dev):
+                return sty.stylize(x, s).float()
+        with torch.no_grad(), autocast(cfg.sizes.stylizer.precision, dev):
+            feat = sty.encoder(x, last_only=True)
+            mu, logvar = sty.style_code(s)
+            z0 = sty.vae.sample(mu.float(), logvar.float(), gen)            # a random style around the anchor
+        if epsilon_iterations == 0:
+            with torch.no_grad():
+                return sty.render(feat.float(), z0)
+        model.eval()                                                        # mining must not move BN statistics
+        found = sty.explore(x, z0, lambda img: seg_loss(model(img), y), iterations=epsilon_iterations,
+                            step=ex.step, rule=ex.rule, content_feat=feat.float())
+        model.train()
+        return found.images[-1]
+
+    def step_fn(step):
+        rng = np.random.default_rng([cfg.seed, step, 3])
+        items = _items(content, rng, sg.batch, step)
+        x = torch.stack([it["image"] for it in items]).to(dev)
+        y = torch.stack([it["label"] for it in items]).to(dev)
+        if spec.stylize:
+            t = time.perf_counter()
+            xs = stylize(items, x, y, rng, step)
+            stats["seconds_stylize"] += time.perf_counter() - t
+            x, y = (torch.cat([xs, x]), torch.cat([y, y])) if include_original else (xs, y)
+        for group in optimizer.param_groups:
+            group["lr"] = sg.lr * 0.5 ** (step // sg.lr_halve_every)
+        with autocast(sg.precision, dev):
+            logits = model(x)
+        loss = seg_loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss}
+
+    def after_step(step, history):
+        if not val_volumes or ((step + 1) % sg.val_every and step + 1 != sg.iterations):
+            return
+        t = time.perf_counter()
+        dice = validation_dice(model, val_volumes, cfg, crop)
+        stats["seconds_validate"] += time.perf_counter() - t
+        history.setdefault("val_step", []).append(step + 1)
+        history.setdefault("val_dice", []).append(dice)
+        if dice >= max(history["val_dice"]):
+            save_checkpoint(run_dir / "best.pt", model=model, optimizer=None, step=step + 1, config=config,
+                            history={"val_dice": dice})
+
+    model.train()
+    history, meta = _run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
+                              checkpoint_every=sg.checkpoint_every, desc=f"DRU-Net {name}", progress=progress,
+                              stop_after=stop_after, after_step=after_step)
+    best = None
+    if (run_dir / "best.pt").is_file():
+        best = load_checkpoint(run_dir / "best.pt", model=model, config=config)["step"]
+        save_checkpoint(run_dir / "final.pt", model=model, optimizer=None, step=sg.iterations, config=config,
+                        history=history)
+    meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
+                 "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
+                 "style_fallbacks": picker.fallbacks if picker else 0, "device": str(dev),
+                 "precision": precision_used(sg.precision, dev)})
+    write_json(run_dir / "meta.json", {**meta, "config": config})
+    return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})

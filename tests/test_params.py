@@ -116,3 +116,14 @@ def test_config_pickles_and_copies():
         assert clone.to_dict() == cfg.to_dict() and clone.sizes.preprocess.crop.rain == 64
     with pytest.raises(AttributeError):
         cfg.sizes.no_such_key
+
+
+def test_overrides_set_validated_profile_values():
+    cfg = make_config(profile="smoke", overrides={"stylizer.adaconv.kernel_size": 5, "preprocess.crop.rain": 96})
+    assert cfg.sizes.stylizer.adaconv.kernel_size == 5 and cfg.sizes.preprocess.crop.rain == 96
+    with pytest.raises(CmrError, match="kernel_size' = 4: must be odd"):
+        make_config(profile="smoke", overrides={"stylizer.adaconv.kernel_size": 4})
+    with pytest.raises(CmrError, match="no such profile"):
+        make_config(profile="smoke", overrides={"stylizer.adaconv.kernel": 5})
+    with pytest.raises(CmrError, match="must be a mapping"):
+        make_config(profile="smoke", overrides=[1])

@@ -1,0 +1,255 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cmr_lib import train
+from cmr_lib.adaconv import AdaConv, _adaptive_conv, adaptive_conv
+from cmr_lib.adain import Decoder, adain, mean_std, style_loss
+from cmr_lib.data import open_source
+from cmr_lib.drunet import DRUNet, segmentation_loss
+from cmr_lib.errors import CmrError
+from cmr_lib.experiment import geometry_kept, stylize_examples
+from cmr_lib.params import make_config
+from cmr_lib.rain import RAIN, StyleVAE, kl_loss, split_style, style_vector
+from cmr_lib.vgg import VGGEncoder, build_encoder, load_state, load_weights_file
+
+
+def _encoder(width=0.25, seed=0):
+    return build_encoder("random", width=width, seed=seed)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaIN
+
+def test_adain_output_has_the_styles_channel_statistics():
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(2, 16, 12, 12, generator=g) * 3 + 1
+    style = torch.randn(2, 16, 10, 14, generator=g) * 0.5 - 2
+    out = adain(content, style)
+    (mo, so), (ms, ss) = mean_std(out), mean_std(style)
+    assert torch.allclose(mo, ms, atol=1e-4) and torch.allclose(so, ss, atol=1e-4)
+
+
+def test_constant_and_black_inputs_stay_finite():
+    black = torch.zeros(2, 8, 6, 6)
+    assert torch.isfinite(adain(black, torch.randn(2, 8, 6, 6))).all()
+    assert torch.isfinite(adain(torch.randn(2, 8, 6, 6), black)).all()
+    enc = _encoder()
+    for model in (RAIN(enc), AdaConv(enc, image_size=64)):
+        for img in (torch.zeros(2, 1, 64, 64), torch.full((2, 1, 64, 64), 0.7)):
+            with torch.no_grad():
+                assert torch.isfinite(model.stylize(img, img)).all()
+            assert torch.isfinite(model.losses(img, torch.rand(2, 1, 64, 64))["total"])
+
+
+def test_style_loss_is_zero_for_identical_features():
+    feats = [torch.rand(1, 4, 8, 8), torch.rand(1, 8, 4, 4)]
+    assert float(style_loss(feats, feats)) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# RAIN
+
+def test_kl_is_zero_at_the_prior():
+    assert float(kl_loss(torch.zeros(4, 8), torch.zeros(4, 8))) == 0.0
+    assert float(kl_loss(torch.ones(4, 8), torch.zeros(4, 8))) > 0.0
+
+
+def test_vae_reconstructs_style_vectors_after_training():
+    torch.manual_seed(0)
+    base = torch.rand(6, 32) + torch.cat([torch.zeros(6, 16), torch.ones(6, 16)], 1)     # means | positive stds
+    vae = StyleVAE(style_dim=32, latent_dim=8, hidden=64)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for _ in range(400):
+        mu, logvar = vae.encode(base)
+        loss = 5 * F.mse_loss(vae.decode(vae.sample(mu, logvar)), base) + 0.01 * kl_loss(mu, logvar)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        err = F.mse_loss(vae.decode(vae.encode(base)[0]), base)
+    assert float(err) < 0.05 * float(base.var())
+
+
+def test_style_vector_round_trip():
+    feat = torch.rand(3, 8, 5, 5)
+    mean, std = split_style(style_vector(feat))
+    ref_mean, ref_std = mean_std(feat)
+    assert torch.allclose(mean, ref_mean) and torch.allclose(std, ref_std)
+
+
+def test_exploration_raises_the_loss_it_follows():
+    torch.manual_seed(0)
+    model = RAIN(_encoder()).eval()
+    seg = DRUNet(depth=3, root=4).eval()
+    content = torch.rand(2, 1, 64, 64)
+    label = (content[:, 0] > 0.5).long()
+    z0 = torch.zeros(2, model.vae.latent_dim)
+
+    def loss_fn(img):
+        return segmentation_loss(seg(img), label)
+    for rule, step in (("asm", 20.0), ("plain", 0.5), ("sign", 0.05)):
+        ex = model.explore(content, z0, loss_fn, iterations=3, step=step, rule=rule)
+        assert len(ex.images) == len(ex.losses) == 4
+        assert ex.losses[-1] > ex.losses[0], (rule, ex.losses)
+        assert all(0.0 <= float(im.min()) and float(im.max()) <= 1.0 for im in ex.images)   # clipped
+    assert not any(p.grad is not None for p in list(seg.parameters()) + list(model.parameters()))
+    with pytest.raises(ValueError, match="iterations"):
+        model.explore(content, z0, loss_fn, iterations=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaConv
+
+def test_identity_kernels_pass_content_through():
+    b, c, g, k = 3, 8, 4, 3
+    x = torch.randn(b, c, 10, 12)
+    cg = c // g
+    depthwise = torch.zeros(b, c, cg, k, k)
+    pointwise = torch.zeros(b, c, cg, 1, 1)
+    for o in range(c):
+        depthwise[:, o, o % cg, k // 2, k // 2] = 1.0
+        pointwise[:, o, o % cg] = 1.0
+    out = adaptive_conv(x, depthwise, pointwise, torch.zeros(b, c), groups=g)
+    assert torch.allclose(out, F.instance_norm(x), atol=1e-5)
+
+
+def test_grouped_batch_equals_a_loop_over_samples():
+    torch.manual_seed(1)
+    b, c, g, k = 4, 8, 2, 5
+    x = torch.randn(b, c, 9, 9)
+    dw, pw, bias = torch.randn(b, c, c // g, k, k), torch.randn(b, c, c // g, 1, 1), torch.randn(b, c)
+    batched = _adaptive_conv(x, dw, pw, bias, g)
+    for i in range(b):
+        xi = F.pad(F.instance_norm(x[i:i + 1]), (k // 2,) * 4, mode="reflect")
+        ref = F.conv2d(F.conv2d(xi, dw[i], groups=g), pw[i], bias[i], groups=g)
+        assert torch.allclose(batched[i:i + 1], ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_adaconv_kernel_size_and_fixed_style_size(k):
+    model = AdaConv(_encoder(), image_size=64, kernel_size=k)
+    w = model.style_descriptor(torch.rand(2, 1, 64, 64))
+    assert w.shape == (2, model.style_dim, k, k)
+    assert model.stylize(torch.rand(2, 1, 96, 96), torch.rand(2, 1, 64, 64)).shape == (2, 1, 96, 96)
+    with pytest.raises(ValueError, match="must be 64x64"):
+        model.style_descriptor(torch.rand(1, 1, 128, 128))
+    with pytest.raises(ValueError, match="odd"):
+        AdaConv(_encoder(), image_size=64, kernel_size=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# encoder weights
+
+def _torchvision_state(width=1.0, seed=0):
+    """A state dict shaped like torchvision's vgg19(): features 0..34 and a classifier."""
+    full = VGGEncoder(width=width).state_dict()
+    g = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=g) for k, v in full.items()}
+    for i, (cin, cout) in {21: (512, 512), 23: (512, 512), 25: (512, 512), 28: (512, 512)}.items():
+        state[f"features.{i}.weight"] = torch.zeros(cout, cin, 1, 1)
+    state["classifier.0.weight"] = torch.zeros(4, 8)
+    return state
+
+
+def test_loader_accepts_a_torchvision_state_dict(tmp_path):
+    state = _torchvision_state()
+    path = tmp_path / "vgg19.pth"
+    torch.save(state, path)
+    enc = load_weights_file(VGGEncoder(), path)
+    assert torch.equal(enc.features[19].weight, state["features.19.weight"])
+    enc2, record = build_encoder(str(path))
+    assert record["weights"] == "file" and len(record["sha256"]) == 16
+    wrapped = load_state(VGGEncoder(), {"state_dict": {f"module.{k}": v for k, v in state.items()}}, "wrapped")
+    assert torch.equal(wrapped.features[0].bias, state["features.0.bias"])
+
+
+def test_loader_rejects_wrong_or_unsafe_files(tmp_path):
+    with pytest.raises(CmrError, match=r"'features.0.weight' has shape \(64, 3, 3, 3\), the encoder \(width 0.5\)"):
+        load_state(VGGEncoder(width=0.5), _torchvision_state(), "tv")
+    partial = {k: v for k, v in _torchvision_state().items() if not k.startswith("features.19")}
+    with pytest.raises(CmrError, match="missing 'features.19.weight'"):
+        load_state(VGGEncoder(), partial, "partial")
+    good = tmp_path / "good.pth"
+    torch.save(_torchvision_state(), good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CmrError, match="truncated.pth: cannot be loaded as weights"):
+        load_weights_file(VGGEncoder(), truncated)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"features.0.weight": Evil()}))
+    with pytest.raises(CmrError, match="evil.pth: cannot be loaded as weights"):
+        load_weights_file(VGGEncoder(), evil)
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(CmrError, match="imagenet' needs encoder width 1"):
+        build_encoder("imagenet", width=0.5)
+    with pytest.raises(CmrError, match="encoder_weights' = 'resnet'"):
+        build_encoder("resnet")
+
+
+def test_encoder_is_frozen_and_channels_follow_the_width():
+    enc = VGGEncoder(width=0.5)
+    enc.train()
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    feats = enc(torch.rand(1, 1, 32, 32))
+    assert [f.shape[1] for f in feats] == [32, 64, 128, 256] and feats[-1].shape[-1] == 4
+    assert list(VGGEncoder().state_dict())[0] == "features.0.weight"
+    assert Decoder(width=0.5)(feats[-1]).shape == (1, 1, 32, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# training: resume, reuse, checkpoints
+
+def _smoke(tiny_phantom, out, **overrides):
+    return make_config(profile="smoke", data_dir=tiny_phantom, output_root=out,
+                       overrides={"stylizer.iterations": 6, "stylizer.checkpoint_every": 2, **overrides})
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny_phantom, tmp_path):
+    src = open_source(tiny_phantom)
+    whole = train.train_stylizer(_smoke(tiny_phantom, tmp_path / "a"), src, "rain", ("C0", "LGE"), progress=False)
+    cfg = _smoke(tiny_phantom, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train.train_stylizer(cfg, src, "rain", ("C0", "LGE"), progress=False, stop_after=3)
+    resumed = train.train_stylizer(cfg, src, "rain", ("C0", "LGE"), progress=False)
+    assert resumed.info["resumed_from"] == 3 and resumed.info["steps_this_run"] == 3
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert whole.history["total"] == resumed.history["total"]
+    again = train.train_stylizer(cfg, src, "rain", ("C0", "LGE"), progress=False)
+    assert again.info["reused"] and all(torch.equal(a[k], again.model.state_dict()[k]) for k in a)
+    assert (again.run_dir / "losses.csv").read_text().startswith("step,total,content,style,kl,rec")
+
+
+def test_checkpoints_refuse_other_configs_and_architectures(tiny_phantom, tmp_path):
+    src = open_source(tiny_phantom)
+    ts = train.train_stylizer(_smoke(tiny_phantom, tmp_path), src, "adaconv", ("C0", "T2"), progress=False)
+    final = ts.run_dir / "final.pt"
+    with pytest.raises(CmrError, match="another configuration"):
+        train.load_checkpoint(final, config={**ts.info["config"], "iterations": 7})
+    with pytest.raises(CmrError, match="another architecture"):
+        train.load_checkpoint(final, model=RAIN(_encoder()))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(final.read_bytes()[:2000])
+    with pytest.raises(CmrError, match="bad.pt: not a loadable checkpoint"):
+        train.load_checkpoint(bad)
+
+
+def test_stylizing_keeps_the_label_geometry(tiny_phantom, tmp_path):
+    """RAIN, warm-started from the MR autoencoder, keeps the content's boundaries (edge maps overlap)."""
+    cfg = _smoke(tiny_phantom, tmp_path, **{"stylizer.autoencoder.iterations": 150, "stylizer.iterations": 30,
+                                            "stylizer.checkpoint_every": 30})
+    src = open_source(tiny_phantom)
+    ts = train.train_stylizer(cfg, src, "rain", ("C0", "LGE"), progress=False)
+    st = stylize_examples(ts, cfg, src, max_slices=8)
+    kept = geometry_kept(st)
+    unrelated = geometry_kept(type(st)(st.content, st.style, st.stylized.flip(0), st.content_label, st.style_label))
+    assert kept > 0.45 and kept > unrelated + 0.15, (kept, unrelated)
