@@ -169,3 +169,37 @@ def explore_examples(cfg, source: CMRSource, ts: TrainedStylizer, segmenter, *, 
                        rule=cfg.sizes.stylizer.explore.rule)
     ex.images = [im.cpu() for im in ex.images]
     return content, label, ex
+
+
+def evaluate_segmenter(cfg, source: CMRSource, segmenter, patients, *, sequence: str = "LGE", pred_dir=None,
+                       progress=True):
+    """Predict each patient's `sequence` volume on its own grid; score those with labels (Dice, HD, HD95,
+    ASSD in mm). Returns (DataFrame of case/structure rows, list of patients without labels).
+
+    pred_dir: also write each prediction there as NIfTI in the dataset's label encoding.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from cmr_lib.data import write_label
+    from cmr_lib.evaluate import COLUMNS
+    from cmr_lib.inference import predict_volume
+    from cmr_lib.metrics import evaluate_volume
+    from cmr_lib.train import autocast as _autocast
+
+    pre = cfg.sizes.preprocess
+    dev = device()
+    model = segmenter.model.to(dev).eval()
+    rows, unlabelled = [], []
+    for p in tqdm(patients, desc="evaluate", disable=not progress):
+        vol = source.load(p, sequence, label="optional")
+        pred = predict_volume(model, vol, crop=cfg.crop, spacing_mm=pre.spacing_mm,
+                              percentiles=tuple(pre.percentiles), autocast=_autocast(cfg.sizes.segmenter.precision, dev))
+        if pred_dir is not None:
+            write_label(pred_dir / vol.image_path.name, pred, like=vol)
+        if vol.label is None:
+            unlabelled.append(p)
+            continue
+        for structure, m in evaluate_volume(pred, vol.label, vol.spacing).items():
+            rows.append({"case": vol.image_path.name.split(".nii")[0], "structure": structure, **m})
+    return pd.DataFrame(rows, columns=COLUMNS), unlabelled

@@ -93,7 +93,7 @@ def test_config_is_immutable_and_serialisable(tmp_path):
     assert d["extra"] == {"note": "x"} and d["output_root"] == str(tmp_path.resolve())
     assert make_config().to_dict()["output_root"] == "."          # repository paths are recorded relative
     assert cfg.figures_dir == tmp_path.resolve() / "figures"
-    assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 128
+    assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 96
 
 
 def test_notebook_readers_see_one_line_not_a_traceback(capsys):
