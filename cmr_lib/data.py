@@ -361,3 +361,35 @@ def default_split(source: CMRSource) -> dict[str, list[int]]:
         raise CmrError(f"{source.root}: {n} patients with labelled C0 and LGE; need at least 3 to split")
     train, val, test = patients[: n - n_test - n_val], patients[n - n_test - n_val: n - n_test], patients[n - n_test:]
     return {"train": train, "val": val, "test": test, "style": train + val}
+
+
+def split_for(source: CMRSource, given=None) -> dict[str, list[int]]:
+    """The run's split: `default_split(source)` with the roles in `given` ({'train'|'val'|'test': [...]})
+    replaced, checked against the data (training needs labelled C0, validation labelled LGE, test LGE).
+
+    Test patients never enter training, validation or the style pool, except in the MS-CMRSeg layout,
+    where the paper's protocol trains on C0 of patients whose (unlabelled) LGE is also the test set.
+    """
+    split = default_split(source)
+    given = dict(given or {})
+    if not given:
+        return split
+    need = {"train": ("C0", True), "val": ("LGE", True), "test": ("LGE", False)}
+    for role, patients in given.items():
+        seq, labelled = need[role]
+        have = set(source.patients_with(seq, labelled=labelled))
+        missing = [p for p in patients if p not in have]
+        if missing:
+            what = f"labelled {seq}" if labelled else f"{seq} image"
+            raise CmrError(f"parameter '{role}_patients' = {list(patients)}: patients {missing} have no {what} "
+                           f"in {source.root}")
+        split[role] = list(patients)
+    paper_protocol = source.layout == "mscmrseg" and source.name != "phantom"
+    test = set(split["test"])
+    clashes = [("val", set(split["val"]) & test)] + ([] if paper_protocol else [("train", set(split["train"]) & test)])
+    for role, both in clashes:
+        if both:
+            raise CmrError(f"parameter 'test_patients': patients {sorted(both)} are also {role} patients")
+    if not paper_protocol:
+        split["style"] = sorted((set(split["train"]) | set(split["val"])) & set(source.patients_with("LGE")))
+    return split

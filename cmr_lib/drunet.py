@@ -87,6 +87,27 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def layer_table(model: DRUNet, size: int = 96) -> list[dict]:
+    """One row per block (stem, down_l, up_l, head): output shape for a (1, 1, size, size) input and parameters."""
+    rows, hooks = [], []
+    blocks = [("stem", model.stem), *[(f"down{l}", b) for l, b in enumerate(model.down)],
+              *[(f"up{model.depth - 2 - l}", b) for l, b in enumerate(model.up)], ("head", model.head)]
+    for name, block in blocks:
+        def hook(_m, _inp, out, name=name, block=block):
+            rows.append({"block": name, "output": tuple(out.shape[1:]), "parameters": parameter_count(block)})
+        hooks.append(block.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, model.stem.in_channels, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, background: bool = False,
                    eps: float = 1e-5) -> torch.Tensor:
     """1 - mean soft Dice over classes (foreground only by default) and images: 2 sum(p y) / sum(p + y)."""

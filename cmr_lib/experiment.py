@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cmr_lib.atomic import write_json
-from cmr_lib.data import CMRSource, default_split, open_source
+from cmr_lib.data import CMRSource, default_split, open_source, split_for
 from cmr_lib.errors import CmrError
 from cmr_lib.metrics import edge_overlap, intensity_kl
 from cmr_lib.params import display_path, load_settings
@@ -69,10 +69,10 @@ def stylize_examples(ts: TrainedStylizer, cfg, source: CMRSource, *, max_slices:
     patients' labels select the style's cardiac region for analysis only; they never train anything)."""
     style_src = style_source_for(cfg, source, ts.pretrain[1])
     crop = cfg.sizes.preprocess.crop[ts.kind]
-    split = default_split(source)
+    split = split_for(source, cfg.split)
     content = SliceDataset.from_source(source, split["train"], ts.pretrain[0], cfg, train=False, heart_only=True,
                                        label="require", crop=crop)
-    style_split = default_split(style_src)
+    style_split = split_for(source, cfg.split) if style_src is source else default_split(style_src)
     style_pats = [p for p in style_split["val"] if style_src.has_label(p, ts.pretrain[1])] or \
         style_src.patients_with(ts.pretrain[1], labelled=True)[:5]
     style = SliceDataset.from_source(style_src, style_pats, ts.pretrain[1], cfg, train=False, heart_only=True,
@@ -203,3 +203,260 @@ def evaluate_segmenter(cfg, source: CMRSource, segmenter, patients, *, sequence:
         for structure, m in evaluate_volume(pred, vol.label, vol.spacing).items():
             rows.append({"case": vol.image_path.name.split(".nii")[0], "structure": structure, **m})
     return pd.DataFrame(rows, columns=COLUMNS), unlabelled
+
+
+# ---------------------------------------------------------------------------------------------
+# one row of Table 2 / 3: a setting run, its predictions and its run.json (notebook 05)
+
+@dataclass
+class SettingRun:
+    """A finished setting run: its folder, its record (run.json) and the trained networks."""
+
+    run_dir: object
+    record: dict
+    segmenter: object
+    stylizer: TrainedStylizer | None
+
+
+def run_name(cfg, epsilon_iterations: int, source: CMRSource) -> str:
+    """<profile>_<data>_setting<S>_<stylizer>[_eps<E>]_seed<seed>: one folder per Table 2/3 row and seed."""
+    data = "phantom" if source.name == "phantom" else source.root.name
+    eps = f"_eps{epsilon_iterations}" if cfg.stylizer == "rain" else ""
+    return f"{cfg.profile}_{data}_setting{cfg.setting}_{cfg.stylizer}{eps}_seed{cfg.seed}"
+
+
+def _git_commit() -> dict:
+    import subprocess
+
+    from cmr_lib.params import repo_root
+
+    def git(*args):
+        r = subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+def _versions() -> dict:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "scipy", "nibabel", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def table2_summary(df) -> dict:
+    """The paper's Table 2 form of per-case rows: per metric, the structure means and AVG / STD over them."""
+    from cmr_lib.evaluate import METRICS, STRUCTURES, summarize
+
+    if df.empty:
+        return {}
+    s = summarize(df)
+    return {m: {k: (None if not np.isfinite(s.loc[m, k]) else round(float(s.loc[m, k]), 4))
+                for k in (*STRUCTURES, "AVG", "STD")} | {"cases": int(df["case"].nunique())} for m in METRICS}
+
+
+def _records(df) -> list[dict]:
+    return df.to_dict("records")                       # NaN (empty masks) becomes null in run.json
+
+
+def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int = 5, include_original: bool = True,
+                progress=True) -> SettingRun:
+    """Run one row of Table 2/3 end to end: pre-train (or reuse) the setting's stylizer, train the DRU-Net
+    on stylized bSSFP, predict every test LGE volume on its own grid (saved as NIfTI in the data set's label
+    encoding), score the labelled ones and the validation patients, and write results/runs/<name>/run.json.
+
+    A finished run with the same configuration is reused; one with another configuration is never
+    overwritten (a one-line error says so).
+    """
+    import time
+
+    from cmr_lib.data import source_for
+    from cmr_lib.train import train_setting
+
+    t_start = time.perf_counter()
+    timings = {}
+    if source is None:
+        source = source_for(cfg, progress=progress)
+    timings["data"] = time.perf_counter() - t_start
+    spec = cfg.setting_spec
+    eps = epsilon_iterations if cfg.stylizer == "rain" else 0
+    name = run_name(cfg, eps, source)
+    run_dir = cfg.results_dir / "runs" / name
+    split = split_for(source, cfg.split)
+    identity = {"config": {k: v for k, v in cfg.to_dict().items() if k != "output_root"},
+                "epsilon_iterations": eps, "include_original": include_original if spec.stylize else False,
+                "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
+                         "split": split}}
+    record_path = run_dir / "run.json"
+    if record_path.is_file():
+        import json
+
+        old = json.loads(record_path.read_text())
+        if {k: old.get(k) for k in identity} != json.loads(json.dumps(identity, default=str)):
+            raise CmrError(f"{record_path}: a run with this name and another configuration exists; move it away "
+                           f"or choose another output_root (it is never overwritten)")
+    ts = None
+    t = time.perf_counter()
+    if spec.stylize:
+        ts = train_pair(cfg, source, cfg.stylizer, (spec.pretrain.content, spec.pretrain.style), progress=progress)
+    timings["stylizer"] = time.perf_counter() - t
+    t = time.perf_counter()
+    seg = train_setting(cfg, source, stylizer=ts, epsilon_iterations=eps, include_original=include_original,
+                        progress=progress)
+    timings["segmenter"] = time.perf_counter() - t
+    if record_path.is_file() and seg.info.get("reused"):
+        import json
+
+        old = json.loads(record_path.read_text())
+        if old.get("segmenter", {}).get("checkpoint") == display_path(seg.run_dir):
+            return SettingRun(run_dir, old, seg, ts)
+    t = time.perf_counter()
+    test_df, unlabelled = evaluate_segmenter(cfg, source, seg, split["test"], pred_dir=run_dir / "predictions",
+                                             progress=progress)
+    val_df, _ = evaluate_segmenter(cfg, source, seg, split["val"], progress=False)
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    hist = seg.history
+    record = {
+        "run_name": name, **identity, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
+        "setting_name": spec.name, "stylizer": cfg.stylizer, "git": _git_commit(), "versions": _versions(),
+        "encoder": ts.info["encoder"] if ts else None,
+        "stylizer_run": {"checkpoint": display_path(ts.run_dir), "reused": ts.info.get("reused"),
+                         "train_seconds": ts.info.get("seconds_train")} if ts else None,
+        "segmenter": {"checkpoint": display_path(seg.run_dir), "reused": seg.info.get("reused"),
+                      "best_step": seg.info.get("best_step"), "train_seconds": seg.info.get("seconds_train"),
+                      "seconds_stylize": seg.info.get("seconds_stylize"), "precision": seg.info.get("precision"),
+                      "device": seg.info.get("device"), "style_fallbacks": seg.info.get("style_fallbacks"),
+                      "val_step": hist.get("val_step", []), "val_dice": hist.get("val_dice", []),
+                      "mean_explore_gain": (float(np.mean(hist["explore_gain"])) if hist.get("explore_gain")
+                                            else None)},
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "test_patients_labelled": sorted({int(r) for r in split["test"]} - set(unlabelled)),
+        "test_patients_unlabelled": unlabelled,
+        "predictions": display_path(run_dir / "predictions"),
+        "metrics": {"test": _records(test_df), "val": _records(val_df)},
+        "summary": {"test": table2_summary(test_df), "val": table2_summary(val_df)},
+    }
+    write_json(record_path, record)
+    return SettingRun(run_dir, record, seg, ts)
+
+
+def check_epsilon_iterations(value) -> int:
+    """`epsilon_iterations` must be a non-negative int (Table 3 uses 1, 3, 5): a one-line error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CmrError(f"parameter 'epsilon_iterations' = {value!r}: must be a non-negative integer (1, 3, 5 in Table 3)")
+    return value
+
+
+def predict_examples(cfg, source: CMRSource, segmenter, patients, *, sequence: str = "LGE", per_patient: int = 1,
+                     crop: int | None = None) -> list[dict]:
+    """Labelled slices of `sequence` with the network's prediction, for figures: the mid-heart slice(s) of
+    each patient, on the stored grid (image normalised for display, label, prediction, per-slice Dice)."""
+    from cmr_lib.inference import predict_volume
+    from cmr_lib.slices import heart_extent
+    from cmr_lib.transforms import normalise
+
+    pre = cfg.sizes.preprocess
+    model = segmenter.model if hasattr(segmenter, "model") else segmenter
+    out = []
+    for p in patients:
+        if not source.has_label(p, sequence):
+            continue
+        vol = source.load(p, sequence, label="require")
+        pred = predict_volume(model, vol, crop=crop or cfg.crop, spacing_mm=pre.spacing_mm,
+                              percentiles=tuple(pre.percentiles))
+        lo, hi = heart_extent(vol.label)
+        for z in sorted({int(round(v)) for v in np.linspace(lo, hi, per_patient + 2)[1:-1]}):
+            lab, prd = vol.label[..., z], pred[..., z]
+            dice = [2 * np.sum((lab == c) & (prd == c)) / max(1, np.sum(lab == c) + np.sum(prd == c))
+                    for c in (1, 2, 3) if (lab == c).any()]
+            out.append({"patient": p, "sequence": sequence, "slice": z,
+                        "image": normalise(vol.image[..., z:z + 1], tuple(pre.percentiles))[..., 0],
+                        "label": lab, "pred": prd, "dice": float(np.mean(dice)) if dice else float("nan")})
+    return out
+
+
+def training_examples(cfg, source: CMRSource, run: SettingRun, *, n: int = 6, epsilon_iterations: int = 0
+                      ) -> Stylization:
+    """What the DRU-Net of a stylized setting trained on: bSSFP slices of training patients, the LGE style
+    slice the setting's pairing picks for each (random or same patient and level), and the stylized
+    image (RAIN: after `epsilon_iterations` of style search against the trained network)."""
+    from cmr_lib.drunet import segmentation_loss
+    from cmr_lib.train import StylePicker
+
+    spec = cfg.setting_spec
+    if not spec.stylize or run.stylizer is None:
+        raise CmrError(f"setting {cfg.setting} does not stylize: there are no stylized training examples")
+    split = split_for(source, cfg.split)
+    crop = cfg.crop
+    content = SliceDataset.from_source(source, split["train"], "C0", cfg, train=False, heart_only=True,
+                                       label="require", crop=crop)
+    styles = SliceDataset.from_source(source, [p for p in split["style"] if source.has(p, "LGE")], "LGE", cfg,
+                                      train=False, label="skip", crop=crop)
+    rng = np.random.default_rng([cfg.seed, 55])
+    items = [content[int(i)] for i in rng.choice(len(content), size=min(n, len(content)), replace=False)]
+    picker = StylePicker(styles, spec.style_pairing)
+    s = picker(items, rng, 0)
+    x = torch.stack([it["image"] for it in items])
+    y = torch.stack([it["label"] for it in items])
+    sty, seg = run.stylizer.model.cpu().eval(), run.segmenter.model.cpu().eval()
+    with torch.no_grad():
+        if run.stylizer.kind == "adaconv":
+            out = sty.stylize(x, s)
+        else:
+            z0 = sty.style_code(s)[0]
+    if run.stylizer.kind == "rain":
+        out = sty.explore(x, z0, lambda img: segmentation_loss(seg(img), y), iterations=epsilon_iterations,
+                          step=cfg.sizes.stylizer.explore.step, rule=cfg.sizes.stylizer.explore.rule).images[-1]
+    return Stylization(x, s, out.detach().float().clamp(0, 1), y, torch.zeros_like(y))
+
+
+def domain_gap(cfg, source: CMRSource, segmenter, patients) -> "pd.DataFrame":
+    """Dice per structure of one network on bSSFP and on LGE of the same patients (those labelled in both):
+    how much of the segmentation survives the change of sequence before any stylization."""
+    import pandas as pd
+
+    from cmr_lib.evaluate import STRUCTURES, summarize
+
+    rows = {}
+    for seq in ("C0", "LGE"):
+        pats = [p for p in patients if source.has_label(p, seq)]
+        df, _ = evaluate_segmenter(cfg, source, segmenter, pats, sequence=seq, progress=False)
+        if not df.empty:
+            s = summarize(df)
+            rows[f"{seq} ({df['case'].nunique()} patients)"] = {k: s.loc["dice", k] for k in (*STRUCTURES, "AVG")} | \
+                {"HD AVG (mm)": s.loc["hd", "AVG"]}
+    return pd.DataFrame(rows).T.round(3)
+
+
+def summary_table(record: dict) -> "pd.DataFrame":
+    """A run's Table 2 row(s): Dice and HD (mm) per structure and AVG ± STD, for the labelled test and
+    the validation patients, from its run.json record."""
+    import pandas as pd
+
+    from cmr_lib.evaluate import STRUCTURES
+
+    rows = {}
+    for part in ("test", "val"):
+        s = record["summary"].get(part) or {}
+        if not s:
+            continue
+        row = {}
+        for metric, name, fmt in (("dice", "DC", "{:.3f}"), ("hd", "HD", "{:.1f}")):
+            m = s[metric]
+            for k in STRUCTURES:
+                row[f"{name} {k}"] = fmt.format(m[k]) if m[k] is not None else "nan"
+            row[f"{name} AVG ± STD"] = (f"{fmt.format(m['AVG'])} ± {fmt.format(m['STD'])}"
+                                        if m["AVG"] is not None else "nan")
+        rows[f"{part} ({s['dice']['cases']} patients)"] = row
+    return pd.DataFrame(rows).T

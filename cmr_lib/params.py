@@ -298,6 +298,7 @@ class Config:
     sizes: Section
     setting_spec: Section
     extra: Section = field(default_factory=lambda: Section({}))
+    split: Section = field(default_factory=lambda: Section({}))   # train/val/test_patients given by the user
 
     @property
     def figures_dir(self) -> Path:
@@ -324,7 +325,7 @@ class Config:
             "data_dir": display_path(self.data_dir), "c0_spacing": self.c0_spacing,
             "output_root": display_path(self.output_root),
             "sizes": self.sizes.to_dict(), "setting_spec": self.setting_spec.to_dict(),
-            "extra": self.extra.to_dict(),
+            "split": self.split.to_dict(), "extra": self.extra.to_dict(),
         }
 
     def summary(self) -> str:
@@ -383,12 +384,25 @@ def apply_overrides(tree: dict, overrides, where: str) -> dict:
     return _validate_tree(tree, PROFILE_SCHEMA, f"{where} + overrides")
 
 
+def _patients(name, value):
+    """None (the data source's default) or a non-empty list of distinct patient numbers."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        _fail(name, value, "must be None (the data source's default) or a non-empty list of patient numbers")
+    out = [_int(name, v, minimum=1) for v in value]
+    if len(set(out)) != len(out):
+        _fail(name, value, "lists a patient twice")
+    return sorted(out)
+
+
 def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, c0_spacing="header",
-                output_root=None, overrides=None, **extra) -> Config:
+                output_root=None, overrides=None, train_patients=None, val_patients=None, test_patients=None,
+                **extra) -> Config:
     """Validate notebook parameters against a profile and return one immutable Config.
 
     `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
-    C0 voxel size; `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
+    C0 voxel size; `train/val/test_patients=None` keep the data source's default split (data.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
     dotted profile keys. `extra` holds notebook-specific parameters (plain literals), kept for records.
     """
     name, sizes = load_profile(profile)
@@ -406,6 +420,9 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     for key, value in extra.items():
         if not (value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))):
             _fail(key, value, "must be a plain literal (str, number, bool, list, dict or None)")
+    split = {k: v for k, v in (("train", _patients("train_patients", train_patients)),
+                               ("val", _patients("val_patients", val_patients)),
+                               ("test", _patients("test_patients", test_patients))) if v is not None}
     return Config(profile=name, setting=setting, stylizer=stylizer, seed=seed, data_dir=data,
-                  c0_spacing=c0_spacing, output_root=out,
-                  sizes=Section(sizes), setting_spec=Section(load_settings()[setting]), extra=Section(extra))
+                  c0_spacing=c0_spacing, output_root=out, sizes=Section(sizes),
+                  setting_spec=Section(load_settings()[setting]), extra=Section(extra), split=Section(split))

@@ -179,3 +179,43 @@ def loss_curves(history: dict, title: str = ""):
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def prediction_panels(rows: dict[str, list[dict]], title: str = ""):
+    """Fig. 6 style: for each named row (e.g. 'bSSFP', 'LGE', a setting), slices with the ground truth
+    (top) and the prediction (bottom) drawn as contours; the per-slice Dice in each title.
+    rows: {row name: [experiment.predict_examples item, ...]}, same number of slices per row."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(2 * len(rows), n, figsize=(2.3 * n, 4.7 * len(rows)), squeeze=False)
+    for r, (name, items) in enumerate(rows.items()):
+        for c in range(n):
+            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+            if c >= len(items):
+                top.set_axis_off()
+                bottom.set_axis_off()
+                continue
+            it = items[c]
+            show_slice(top, it["image"], it["label"], title=f"{name}: ground truth\npatient {it['patient']}")
+            show_slice(bottom, it["image"], it["pred"], title=f"prediction, Dice {it['dice']:.2f}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: dict, title: str = ""):
+    """Segmentation training: the loss per step (smoothed over 20 steps) and the validation Dice (LGE)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    loss = np.asarray(history["loss"], dtype=float)
+    w = min(20, len(loss))
+    a.plot(np.asarray(history["step"])[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"))
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.set_title("training loss (CE + soft Dice)", fontsize=10)
+    if history.get("val_dice"):
+        b.plot(history["val_step"], history["val_dice"], "o-")
+        b.set_ylim(0, 1)
+    b.set_xlabel("step")
+    b.set_title("validation Dice (LGE of validation patients)", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

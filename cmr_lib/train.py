@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from cmr_lib.adain import Decoder
 from cmr_lib.atomic import atomic_path, write_json, write_text
-from cmr_lib.data import CMRSource, default_split
+from cmr_lib.data import CMRSource, default_split, split_for
 from cmr_lib.errors import CmrError
 from cmr_lib.slices import SliceDataset
 from cmr_lib.vgg import VGGEncoder, build_encoder, imagenet_available, load_weights_file
@@ -136,7 +136,7 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
     torchvision names (`features.N.*`) plus `decoder.*`, cached by configuration.
     """
     st = cfg.sizes.stylizer
-    split = default_split(source)
+    split = split_for(source, cfg.split)
     roles = {"C0": ("C0", split["train"])}
     for seq in ("LGE", "T2"):
         pats = [p for p in split["style"] if source.has(p, seq)]
@@ -253,7 +253,7 @@ class TrainedStylizer:
 def stylizer_data(cfg, source: CMRSource, pretrain, *, style_source: CMRSource | None = None):
     """Content (bSSFP heart slices of training patients) and style (all slices of the style sequence) sets."""
     kind_crop = cfg.sizes.preprocess.crop
-    split = default_split(source)
+    split = split_for(source, cfg.split)
     content_seq, style_seq = pretrain
     style_src = style_source or source
     style_split = default_split(style_src) if style_source is not None else split
@@ -357,7 +357,8 @@ def _run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, i
         losses = step_fn(step)
         history["step"].append(step)
         for k in keys:
-            history[k].append(float(losses[k].detach()))
+            v = losses[k]
+            history[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
         if after_step is not None:
             after_step(step, history)
         bar.set_postfix(loss=f"{history[keys[0]][-1]:.3g}", refresh=False)
@@ -409,7 +410,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", progress=Tru
     from cmr_lib.drunet import segmentation_loss
 
     sg = cfg.sizes.segmenter
-    split = default_split(source)
+    split = split_for(source, cfg.split)
     crop = cfg.crop
     config = {"version": STYLIZER_VERSION, "kind": "segmenter", "name": name, "crop": crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
@@ -512,10 +513,11 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
                        f"got {'->'.join(stylizer.pretrain)}")
     if isinstance(epsilon_iterations, bool) or not isinstance(epsilon_iterations, int) or epsilon_iterations < 0:
         raise CmrError(f"parameter 'epsilon_iterations' = {epsilon_iterations!r}: must be a non-negative integer")
-    split = default_split(source)
+    split = split_for(source, cfg.split)
     style_src = style_source or source
     crop = cfg.crop
-    style_patients = [p for p in default_split(style_src)["style"] if style_src.has(p, "LGE")] if spec.stylize else []
+    style_split = default_split(style_src) if style_source is not None else split
+    style_patients = [p for p in style_split["style"] if style_src.has(p, "LGE")] if spec.stylize else []
     config = {"version": STYLIZER_VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
               "stylizer_run": stylizer.run_dir.name if stylizer else None,
               "epsilon_iterations": epsilon_iterations if cfg.stylizer == "rain" else 0,
@@ -546,6 +548,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     sty = stylizer.model.to(dev).eval() if stylizer else None
     ex = cfg.sizes.stylizer.explore
     stats = {"seconds_stylize": 0.0, "seconds_validate": 0.0}
+    mining = cfg.stylizer == "rain" and spec.stylize and epsilon_iterations > 0
 
     def seg_loss(logits, y):
         return segmentation_loss(logits, y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
@@ -567,6 +570,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         found = sty.explore(x, z0, lambda img: seg_loss(model(img), y), iterations=epsilon_iterations,
                             step=ex.step, rule=ex.rule, content_feat=feat.float())
         model.train()
+        stats["explore_gain"] = found.losses[-1] - found.losses[0]          # how much the search raised the loss
         return found.images[-1]
 
     def step_fn(step):
@@ -587,7 +591,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": loss}
+        return {"loss": loss, **({"explore_gain": stats["explore_gain"]} if mining else {})}
 
     def after_step(step, history):
         if not val_volumes or ((step + 1) % sg.val_every and step + 1 != sg.iterations):
@@ -602,7 +606,8 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
                             history={"val_dice": dice})
 
     model.train()
-    history, meta = _run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
+    history, meta = _run_loop(run_dir, config, model, optimizer, step_fn,
+                              keys=("loss", "explore_gain") if mining else ("loss",), iterations=sg.iterations,
                               checkpoint_every=sg.checkpoint_every, desc=f"DRU-Net {name}", progress=progress,
                               stop_after=stop_after, after_step=after_step)
     best = None

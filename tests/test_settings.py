@@ -53,16 +53,28 @@ def test_setting_needs_the_right_stylizer(tiny_phantom, tmp_path):
 
 
 def test_same_patient_level_pairing_picks_the_nearest_level(tiny_phantom):
+    """Setting 3: each bSSFP slice gets the LGE slice of the same patient whose stack position is nearest
+    its level between base and apex (computed here from the raw LGE slice count, independently)."""
     cfg = make_config(profile="smoke", data_dir=tiny_phantom)
     src = open_source(tiny_phantom)
     from cmr_lib.slices import SliceDataset
-    styles = SliceDataset.from_source(src, [1, 2], "LGE", cfg, train=False, label="skip")
+    content = SliceDataset.from_source(src, [1, 2, 3], "C0", cfg, train=False, label="require", heart_only=True)
+    styles = SliceDataset.from_source(src, [1, 2, 3], "LGE", cfg, train=False, label="skip")
     picker = train.StylePicker(styles, "same_patient_level")
     rng = np.random.default_rng(0)
-    for level in (0.0, 0.5, 1.0):
-        img = picker([{"patient": 2, "level": level}], rng, 0)[0]
-        want = min(picker.by_patient[2], key=lambda o: abs(o[1] - level))[0]
-        assert torch.equal(img, styles[want]["image"])
+    checked = set()
+    for i in range(0, len(content), 2):
+        item = content[i]
+        got = picker([item], rng, 0)[0]
+        n = src.load(item["patient"], "LGE", label="skip").image.shape[2]
+        z = int(np.argmin(np.abs((np.arange(n) + 0.5) / n - item["level"])))
+        want = next(k for k, (vi, zz) in enumerate(styles.items)
+                    if styles.volumes[vi].patient == item["patient"] and zz == z)
+        assert torch.equal(got, styles[want]["image"]), (item["patient"], item["level"], z)
+        others = [k for k, (vi, _) in enumerate(styles.items) if styles.volumes[vi].patient != item["patient"]]
+        assert not any(torch.equal(got, styles[k]["image"]) for k in others)
+        checked.add((item["patient"], z))
+    assert len(checked) >= 6 and {p for p, _ in checked} == {1, 2, 3}   # several levels of every patient
     picker([{"patient": 99, "level": 0.5}], rng, 0)                 # no LGE for that patient: random, counted
     assert picker.fallbacks == 1
 
@@ -77,3 +89,127 @@ def test_setting_zero_trains_validates_and_keeps_the_best(tiny_phantom, tmp_path
     assert again.info["reused"]
     a, b = res.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_drunet_shapes_and_parameter_count():
+    from cmr_lib.drunet import DRUNet, layer_table, parameter_count
+    ref = DRUNet(depth=5, root=16)
+    assert parameter_count(ref) == 3_113_280                       # the reference's ~3.1 M
+    out = ref.eval()(torch.rand(2, 1, 64, 48))
+    assert out.shape == (2, 4, 64, 48) and (out >= 0).all()         # head ReLU, as in the reference
+    rows = layer_table(DRUNet(depth=3, root=4), 32)
+    assert [r["block"] for r in rows] == ["stem", "down0", "down1", "down2", "up1", "up0", "head"]
+    assert rows[3]["output"] == (32, 8, 8) and rows[-1]["output"] == (4, 32, 32)
+    assert sum(r["parameters"] for r in rows) == parameter_count(DRUNet(depth=3, root=4))
+    assert parameter_count(DRUNet(depth=5, root=8)) < parameter_count(ref) / 3
+
+
+def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
+    from cmr_lib.drunet import DRUNet, segmentation_loss
+    torch.manual_seed(0)
+    net = DRUNet(depth=3, root=8)
+    x = torch.rand(4, 1, 32, 32)
+    y = (x[:, 0] * 4).long().clamp(max=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = segmentation_loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_splits_keep_test_patients_out_of_training_and_styles(tiny_phantom, myops_dir):
+    from cmr_lib.data import default_split, split_for
+    for src in (open_source(tiny_phantom), open_source(myops_dir)):
+        s = default_split(src)
+        test = set(s["test"])
+        assert test and not test & (set(s["train"]) | set(s["val"]) | set(s["style"])), src.root
+    src = open_source(tiny_phantom)
+    s = split_for(src, {"train": [1], "val": [2], "test": [3]})
+    assert s == {"train": [1], "val": [2], "test": [3], "style": [1, 2]}
+    with pytest.raises(CmrError, match=r"'test_patients': patients \[2\] are also val patients"):
+        split_for(src, {"val": [2], "test": [2, 3]})
+    with pytest.raises(CmrError, match=r"'test_patients': patients \[3\] are also train patients"):
+        split_for(src, {"train": [1, 3], "test": [3]})
+    with pytest.raises(CmrError, match=r"'train_patients' = \[1, 9\]: patients \[9\] have no labelled C0 in "):
+        split_for(src, {"train": [1, 9]})
+    for bad in ([], "1,2", [1, 1], [0]):
+        with pytest.raises(CmrError, match="train_patients"):
+            make_config(profile="smoke", train_patients=bad)
+
+
+def test_mscmrseg_split_is_the_papers(mscmrseg_dir):
+    from cmr_lib.data import default_split
+    s = default_split(open_source(mscmrseg_dir, c0_spacing="lge"))
+    assert s["train"] == list(range(1, 36)) and s["val"] == [1, 2, 3, 4, 5] and s["test"] == list(range(6, 46))
+
+
+def _run(tiny_phantom, out, setting=0, stylizer="rain", eps=1):
+    from cmr_lib.experiment import run_setting
+    cfg = make_config(profile="smoke", setting=setting, stylizer=stylizer, data_dir=tiny_phantom, output_root=out)
+    return run_setting(cfg, epsilon_iterations=eps, progress=False)
+
+
+def test_a_run_writes_its_record_and_predictions_and_is_deterministic(tiny_phantom, tmp_path):
+    import json
+
+    import nibabel as nib
+    a = _run(tiny_phantom, tmp_path / "a", setting=3, stylizer="rain", eps=1)
+    rec = json.loads((a.run_dir / "run.json").read_text())
+    assert rec["run_name"] == a.run_dir.name == "smoke_phantom_setting3_rain_eps1_seed0"
+    for key in ("config", "seed", "git", "encoder", "data", "timings_seconds", "metrics", "summary", "versions"):
+        assert rec[key] is not None, key
+    assert rec["encoder"]["weights"] in ("mr", "imagenet", "random") and rec["data"]["split"]["test"] == [3]
+    assert {r["structure"] for r in rec["metrics"]["test"]} == {"MYO", "LV", "RV"}
+    assert set(rec["summary"]["test"]["dice"]) >= {"MYO", "LV", "RV", "AVG", "STD"}
+    src = open_source(tiny_phantom)
+    pred = nib.load(a.run_dir / "predictions" / src.image_path(3, "LGE").name)
+    assert pred.shape == src.load(3, "LGE").image.shape
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 200, 500, 600}          # the data set's encoding
+    b = _run(tiny_phantom, tmp_path / "b", setting=3, stylizer="rain", eps=1)
+    assert b.record["metrics"] == rec["metrics"] and b.record["segmenter"]["val_dice"] == rec["segmenter"]["val_dice"]
+    again = _run(tiny_phantom, tmp_path / "a", setting=3, stylizer="rain", eps=1)
+    assert again.record == rec                                                    # reused, not redone
+
+
+def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_path):
+    from cmr_lib.experiment import run_setting
+    _run(tiny_phantom, tmp_path, setting=0)
+    cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path,
+                      overrides={"segmenter.iterations": 4})
+    with pytest.raises(CmrError, match="run.json: a run with this name and another configuration exists"):
+        run_setting(cfg, progress=False)
+
+
+@pytest.mark.parametrize("setting, stylizer", [(0, "rain"), (3, "adaconv")])
+def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
+    import papermill as pm
+
+    from cmr_lib.params import repo_root
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(str(repo_root() / "notebooks" / "05_settings.ipynb"), str(out), kernel_name="python3",
+                        parameters={"profile": "smoke", "setting": setting, "stylizer": stylizer,
+                                    "output_root": str(tmp_path)}, cwd=str(repo_root()), progress_bar=False)
+    runs = list((tmp_path / "results" / "runs").glob("*/run.json"))
+    assert len(runs) == 1 and f"setting{setting}_{'none' if setting == 0 else stylizer}" in runs[0].parent.name
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("setting", 7, "parameter 'setting' = 7: choose one of 0, 1, 2, 3"),
+    ("stylizer", "foo", "parameter 'stylizer' = 'foo': choose one of 'rain', 'adaconv'"),
+    ("epsilon_iterations", 1.5, "parameter 'epsilon_iterations' = 1.5: must be a non-negative integer")])
+def test_settings_notebook_stops_with_one_line_on_a_bad_parameter(tmp_path, name, value, message):
+    import papermill as pm
+
+    from cmr_lib.params import repo_root
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(repo_root() / "notebooks" / "05_settings.ipynb"), str(tmp_path / "o.ipynb"),
+                            kernel_name="python3", parameters={"profile": "smoke", name: value,
+                                                               "output_root": str(tmp_path)},
+                            cwd=str(repo_root()), progress_bar=False)
+    assert err.value.ename == "CmrError" and message in err.value.evalue
+    assert err.value.exec_count == 3                # parameters, papermill's injected cell, then this one
+    assert not (tmp_path / "results").exists()                      # nothing ran

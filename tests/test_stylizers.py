@@ -262,3 +262,14 @@ def test_exploration_raises_the_loss_it_follows(trained_rain):
     assert all(p.grad is None for p in list(seg.parameters()) + list(ts.model.parameters()))   # only z moved
     with pytest.raises(ValueError, match="iterations"):
         ts.model.explore(st.content, z0, loss_fn, iterations=1.5)
+
+
+def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_rain, tmp_path):
+    """In a RAIN setting, the epsilon loop raises the current network's loss on the batch before it learns."""
+    cfg, src, ts = trained_rain
+    cfg2 = make_config(profile="smoke", setting=2, stylizer="rain", data_dir=cfg.data_dir, output_root=tmp_path,
+                       overrides={"stylizer.autoencoder.iterations": 150, "stylizer.iterations": 30,
+                                  "stylizer.checkpoint_every": 30, "segmenter.iterations": 6})
+    seg = train.train_setting(cfg2, src, stylizer=ts, epsilon_iterations=2, progress=False)
+    gains = seg.history["explore_gain"]
+    assert len(gains) == 6 and min(gains) >= 0.0 and np.mean(gains) > 0.0, gains

@@ -1,0 +1,121 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %%
+
+# %% [markdown]
+# # 05 · One row of Table 2 or 3: a setting, a stylizer, a DRU-Net, LGE test scores
+#
+# The paper's experiments (Table 1) differ in where the stylized training images come from:
+#
+# | setting | stylizer pre-trained on | style image during segmentation training |
+# | --- | --- | --- |
+# | 0 | (no stylization) | none |
+# | 1 | bSSFP → T2 | a random LGE slice |
+# | 2 | bSSFP → LGE | a random LGE slice |
+# | 3 | bSSFP → LGE | the same patient's LGE slice at the nearest level between base and apex |
+#
+# This notebook runs **one** row: it pre-trains (or reuses) the stylizer, trains a DRU-Net on
+# stylized bSSFP slices, predicts every test LGE volume, scores it, and writes
+# `results/runs/<run>/run.json`, which notebook 06 turns into Tables 2 and 3. With RAIN, every
+# training batch first runs `epsilon_iterations` rounds of adversarial style search (Table 3 varies
+# it: 1, 3, 5). Run it from the repository root, for example:
+#
+# ```bash
+# papermill -k python3 notebooks/05_settings.ipynb out.ipynb -p setting 3 -p stylizer adaconv
+# ```
+
+# %% tags=["parameters"]
+profile = "demo"          # smoke | demo | paper, or the path of a profile YAML file
+setting = 1               # 0, 1, 2 or 3 (Table 1)
+stylizer = "rain"         # rain | adaconv (ignored in setting 0)
+epsilon_iterations = 5    # RAIN style-search rounds per batch (Table 3: 1, 3, 5)
+include_original = True   # also train on the unstylized batch
+seed = 0
+data_dir = None           # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
+c0_spacing = "header"     # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
+t2_dir = None             # T2 images for setting 1 when data_dir has none (the MS-CMRSeg copy): MyoPS 2020
+output_root = None        # None: figures/, results/ and checkpoints/ of the repository
+
+# %%
+from cmr_lib import data, experiment, plots
+from cmr_lib.atomic import save_figure
+from cmr_lib.params import make_config
+
+cfg = make_config(profile=profile, setting=setting, stylizer=stylizer, seed=seed, data_dir=data_dir,
+                  c0_spacing=c0_spacing, output_root=output_root, t2_dir=t2_dir)
+epsilon_iterations = experiment.check_epsilon_iterations(epsilon_iterations)
+print(cfg.summary())
+if cfg.stylizer == "rain":
+    print(f"epsilon iterations {epsilon_iterations}, also training on the original batch: {include_original}")
+
+# %% [markdown]
+# ## Train (or reuse) and evaluate
+#
+# Work already done with the same configuration is reused: the stylizer checkpoint, the DRU-Net
+# checkpoint and a finished `run.json`. A killed run resumes from its last checkpoint.
+
+# %%
+source = data.source_for(cfg)
+run = experiment.run_setting(cfg, source, epsilon_iterations=epsilon_iterations, include_original=include_original)
+rec = run.record
+print(f"run {rec['run_name']}: {run.run_dir}")
+print("timings (s):", rec["timings_seconds"])
+if rec["encoder"]:
+    print("encoder weights:", rec["encoder"]["weights"], rec["encoder"].get("source"))
+save_figure(plots.training_curves(run.segmenter.history, title=f"DRU-Net, {rec['run_name']}"),
+            cfg.figures_dir / "runs" / f"{rec['run_name']}_training.png")
+
+# %% [markdown]
+# ## What the network trained on
+#
+# Content: bSSFP slices of training patients. Style: the LGE slice that this setting's pairing
+# picks for each one. Stylized: what the DRU-Net saw. For RAIN this is after the style search
+# against the trained network, which looks for the styles it finds hardest.
+
+# %%
+if cfg.setting_spec.stylize:
+    examples = experiment.training_examples(cfg, source, run, n=cfg.sizes.analysis.examples,
+                                            epsilon_iterations=epsilon_iterations if cfg.stylizer == "rain" else 0)
+    save_figure(plots.stylization_grid(examples, title=f"setting {cfg.setting}, {cfg.stylizer}: training images"),
+                cfg.figures_dir / "runs" / f"{rec['run_name']}_stylized.png")
+else:
+    print("setting 0 trains on the bSSFP slices as they are")
+
+# %% [markdown]
+# ## Predictions on LGE (test patients with labels)
+
+# %%
+split = data.split_for(source, cfg.split)
+labelled = rec["test_patients_labelled"] or [p for p in split["val"] if source.has_label(p, "LGE")]
+shown = labelled[: cfg.sizes.analysis.examples]
+rows = {"LGE": experiment.predict_examples(cfg, source, run.segmenter, shown, sequence="LGE")}
+save_figure(plots.prediction_panels(rows, title=f"{rec['run_name']}: LGE ground truth and prediction"),
+            cfg.figures_dir / "runs" / f"{rec['run_name']}_predictions.png");
+
+# %% [markdown]
+# ## Metrics
+#
+# Dice and the Hausdorff distance (HD, in mm) per structure on the LGE test volumes. AVG ± STD is
+# the mean and spread over the three structures, as in the paper's Table 2. When the test labels
+# are withheld, as in the MS-CMRSeg challenge copy, the predictions are still saved (`predictions/`).
+# The scores are then those of the patients that have labels; the validation patients' scores
+# (used for model selection, so optimistic) are shown too.
+
+# %%
+if rec["test_patients_unlabelled"]:
+    print(f"test patients without labels (predicted, not scored): {rec['test_patients_unlabelled']}")
+experiment.summary_table(rec)
