@@ -293,7 +293,9 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name
     split = split_for(source, cfg.split)
-    identity = {"config": {k: v for k, v in cfg.to_dict().items() if k != "output_root"},
+    config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
+    config["extra"] = {k: v for k, v in config["extra"].items() if v is not None}    # unset notebook options
+    identity = {"config": config,
                 "epsilon_iterations": eps, "include_original": include_original if spec.stylize else False,
                 "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
                          "split": split}}

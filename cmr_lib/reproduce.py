@@ -24,7 +24,13 @@ STEPS = [
     ("data exploration (Fig. 1)", "01_data_exploration.ipynb", {}),
     ("RAIN stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 5, 7-9)", "02_rain.ipynb", {}),
     ("AdaConv stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 7-9)", "03_adaconv.ipynb", {}),
+    ("DRU-Net, setting 0 and the domain gap (Fig. 6)", "04_drunet.ipynb", {}),
 ]
+# Table 2: setting 0, then settings 1-3 with each stylizer (RAIN with 5 epsilon iterations)
+STEPS += [(f"Table 2 row: setting {s}" + (f", {k}" if s else ""), "05_settings.ipynb",
+           {"setting": s, "stylizer": k, "epsilon_iterations": 5})
+          for s, k in [(0, "rain"), (1, "rain"), (1, "adaconv"), (2, "rain"), (2, "adaconv"), (3, "rain"),
+                       (3, "adaconv")]]
 
 
 def machine() -> dict:
@@ -45,6 +51,18 @@ def peak_memory_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, kids) / 1024.0, 1)
+
+
+def executed_name(nb: str, extra: dict) -> str:
+    """05_settings.ipynb + {setting: 3, stylizer: 'rain'} -> 05_settings_setting3_rain_eps5.ipynb."""
+    if not extra:
+        return nb
+    if extra.get("setting") == 0:
+        extra = {"setting": 0}
+    elif extra.get("stylizer") != "rain":
+        extra = {k: v for k, v in extra.items() if k != "epsilon_iterations"}
+    tag = "_".join(f"{'eps' if k == 'epsilon_iterations' else k if k == 'setting' else ''}{v}" for k, v in extra.items())
+    return nb.replace(".ipynb", f"_{tag}.ipynb")
 
 
 def run_notebook(src: Path, dst: Path, parameters: dict, *, log_output=False):
@@ -75,11 +93,11 @@ def main(argv=None) -> int:
     for i, (name, nb, extra) in enumerate(STEPS, 1):
         t0 = time.perf_counter()
         try:
-            run_notebook(root / "notebooks" / nb, out_dir / nb, {**params, **extra})
+            run_notebook(root / "notebooks" / nb, out_dir / executed_name(nb, extra), {**params, **extra})
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
             msg = str(exc).strip().splitlines()
             raise CmrError(f"step {i} ({nb}) failed: {msg[-1] if msg else type(exc).__name__}; "
-                           f"see {out_dir / nb}") from None
+                           f"see {out_dir / executed_name(nb, extra)}") from None
         dt = time.perf_counter() - t0
         steps.append({"step": name, "notebook": nb, "parameters": extra, "seconds": round(dt, 1)})
         print(f"[{i}/{len(STEPS)}] {name}: {dt:.1f} s")

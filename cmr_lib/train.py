@@ -567,11 +567,12 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
             with torch.no_grad():
                 return sty.render(feat.float(), z0)
         model.eval()                                                        # mining must not move BN statistics
+        # fp32 on purpose: under bf16 autocast the search's small moves of z vanish (measured gain ~1e-6)
         found = sty.explore(x, z0, lambda img: seg_loss(model(img), y), iterations=epsilon_iterations,
                             step=ex.step, rule=ex.rule, content_feat=feat.float())
         model.train()
         stats["explore_gain"] = found.losses[-1] - found.losses[0]          # how much the search raised the loss
-        return found.images[-1]
+        return found.images[-1].float()
 
     def step_fn(step):
         rng = np.random.default_rng([cfg.seed, step, 3])
