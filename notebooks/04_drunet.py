@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 04 · DRU-Net and the domain gap: trained on bSSFP, tested on LGE
 #

@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 05 · One row of Table 2 or 3: a setting, a stylizer, a DRU-Net, LGE test scores
 #
