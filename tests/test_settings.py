@@ -213,3 +213,21 @@ def test_settings_notebook_stops_with_one_line_on_a_bad_parameter(tmp_path, name
     assert err.value.ename == "CmrError" and message in err.value.evalue
     assert err.value.exec_count == 3                # parameters, papermill's injected cell, then this one
     assert not (tmp_path / "results").exists()                      # nothing ran
+
+
+def test_a_run_on_mscmrseg_predicts_unlabelled_test_volumes_and_says_which(mscmrseg_dir, tmp_path):
+    """The challenge copy withholds test labels: every test volume is still predicted and saved, the labelled
+    ones are scored, and the record names the rest."""
+    import nibabel as nib
+
+    from cmr_lib.experiment import run_setting
+    cfg = make_config(profile="smoke", setting=0, data_dir=mscmrseg_dir, c0_spacing="lge", output_root=tmp_path,
+                      train_patients=[1, 2, 3, 4], val_patients=[1, 2], test_patients=[3, 6, 7])
+    rec = run_setting(cfg, progress=False).record
+    assert rec["run_name"] == "smoke_mscmrseg2019_setting0_none_seed0"
+    assert rec["test_patients_labelled"] == [3] and rec["test_patients_unlabelled"] == [6, 7]
+    assert {r["case"] for r in rec["metrics"]["test"]} == {"patient3_LGE"}
+    assert rec["summary"]["val"]["dice"]["cases"] == 2
+    for p in (3, 6, 7):
+        pred = nib.load(tmp_path / "results" / "runs" / rec["run_name"] / "predictions" / f"patient{p}_LGE.nii.gz")
+        assert pred.shape == nib.load(mscmrseg_dir / f"patient{p}_LGE.nii.gz").shape
