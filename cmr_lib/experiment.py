@@ -462,3 +462,46 @@ def summary_table(record: dict) -> "pd.DataFrame":
                                         if m["AVG"] is not None else "nan")
         rows[f"{part} ({s['dice']['cases']} patients)"] = row
     return pd.DataFrame(rows).T
+
+
+REPORT_COLUMNS = ["kl_content_to_style", "kl_stylized_to_style", "kl_stylized_to_content", "kl_content_to_style_myo",
+                  "kl_stylized_to_style_myo", "edge_overlap_content_stylized", "slices"]
+
+
+def train_pairs(cfg, source: CMRSource, kind: str, *, progress=True) -> dict:
+    """Train (or reuse) one `kind` stylizer per pre-training pair, printing one status line each (02, 03)."""
+    trained = {}
+    for pair in pretrain_pairs():
+        ts = trained[pair] = train_pair(cfg, source, kind, pair, progress=progress)
+        print(f"{pair[0]}->{pair[1]}: {'reused' if ts.info['reused'] else 'trained'} "
+              f"({ts.info.get('seconds_train', 0):.0f} s), checkpoint {ts.run_dir.name}")
+    return trained
+
+
+def stylizer_figures(cfg, source: CMRSource, ts: TrainedStylizer, title: str) -> dict:
+    """Stylize examples with one trained stylizer, save Figs. 7 (grid), 8 (histograms) and 9 (label overlay)
+    as figures/fig{7,8,9}_<kind>_<pair>.png, and return its report (written to results/stylizers/)."""
+    from cmr_lib import plots
+    from cmr_lib.atomic import save_figure
+
+    name = f"{ts.kind}_{ts.pretrain[0]}-{ts.pretrain[1]}"
+    sty = stylize_examples(ts, cfg, source)
+    report = stylizer_report(cfg, source, ts, sty)
+    n = cfg.sizes.analysis.examples
+    save_figure(plots.stylization_grid(sty, n, title=title), cfg.figures_dir / f"fig7_{name}.png")
+    values = {r: {"content": region_values(sty.content, sty.content_label, r),
+                  "style": region_values(sty.style, sty.style_label, r),
+                  "stylized": region_values(sty.stylized, sty.content_label, r)} for r in ("MYO", "heart")}
+    save_figure(plots.stylization_histograms(values, report, cfg.sizes.analysis.hist_bins, title=title),
+                cfg.figures_dir / f"fig8_{name}.png")
+    save_figure(plots.contour_overlay(sty, n, title=f"{title}: bSSFP labels on stylized images"),
+                cfg.figures_dir / f"fig9_{name}.png")
+    return report
+
+
+def print_verdicts(reports: dict, label: str) -> None:
+    """One line per pair: are the stylized images closer to the style than the raw bSSFP?"""
+    for pair, r in reports.items():
+        verdict = "closer to" if r["kl_stylized_to_style"] < r["kl_content_to_style"] else "NOT closer to"
+        print(f"{label} {pair[0]}->{pair[1]}: stylized images are {verdict} the style "
+              f"(KL {r['kl_stylized_to_style']:.3f} vs {r['kl_content_to_style']:.3f} for the raw bSSFP)")

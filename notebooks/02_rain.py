@@ -96,13 +96,9 @@ print("encoder weights:", record)
 # intensities. The `paper` profile keeps the reference weights.
 
 # %%
-trained = {}
-for pair in experiment.pretrain_pairs():
-    trained[pair] = experiment.train_pair(cfg, source, "rain", pair)
-    info = trained[pair].info
-    print(f"{pair[0]}->{pair[1]}: {'reused' if info['reused'] else 'trained'} "
-          f"({info.get('seconds_train', 0):.0f} s), checkpoint {trained[pair].run_dir.name}")
-    plots.loss_curves(trained[pair].history, title=f"RAIN {pair[0]}->{pair[1]} training losses")
+trained = experiment.train_pairs(cfg, source, "rain")
+for pair, ts in trained.items():
+    plots.loss_curves(ts.history, title=f"RAIN {pair[0]}->{pair[1]} training losses")
 
 # %% [markdown]
 # ## Stylized images (Fig. 7), histograms (Fig. 8) and label overlays (Fig. 9)
@@ -113,25 +109,10 @@ for pair in experiment.pretrain_pairs():
 # anatomy, so that the bSSFP labels still fit (the contours in Fig. 9 and the edge overlap)?
 
 # %%
-reports = {}
-for pair, ts in trained.items():
-    name = f"rain_{pair[0]}-{pair[1]}"
-    sty = experiment.stylize_examples(ts, cfg, source)
-    reports[pair] = experiment.stylizer_report(cfg, source, ts, sty)
-    n = cfg.sizes.analysis.examples
-    save_figure(plots.stylization_grid(sty, n, title=f"RAIN {pair[0]} -> {pair[1]}"),
-                cfg.figures_dir / f"fig7_{name}.png")
-    values = {r: {"content": experiment.region_values(sty.content, sty.content_label, r),
-                  "style": experiment.region_values(sty.style, sty.style_label, r),
-                  "stylized": experiment.region_values(sty.stylized, sty.content_label, r)} for r in ("MYO", "heart")}
-    save_figure(plots.stylization_histograms(values, reports[pair], cfg.sizes.analysis.hist_bins,
-                                             title=f"RAIN {pair[0]} -> {pair[1]}"), cfg.figures_dir / f"fig8_{name}.png")
-    save_figure(plots.contour_overlay(sty, n, title=f"RAIN {pair[0]} -> {pair[1]}: bSSFP labels on stylized images"),
-                cfg.figures_dir / f"fig9_{name}.png")
-
+reports = {pair: experiment.stylizer_figures(cfg, source, ts, f"RAIN {pair[0]} -> {pair[1]}")
+           for pair, ts in trained.items()}
 table = pd.DataFrame(reports.values()).set_index("pretrain")
-table[["kl_content_to_style", "kl_stylized_to_style", "kl_stylized_to_content", "kl_content_to_style_myo",
-       "kl_stylized_to_style_myo", "edge_overlap_content_stylized", "slices"]].round(3)
+table[experiment.REPORT_COLUMNS].round(3)
 
 # %% [markdown]
 # Read the table row by row. `kl_stylized_to_style` below `kl_content_to_style` means the
@@ -140,10 +121,7 @@ table[["kl_content_to_style", "kl_stylized_to_style", "kl_stylized_to_content", 
 # tells whether the anatomy survived.
 
 # %%
-for pair, r in reports.items():
-    verdict = "closer to" if r["kl_stylized_to_style"] < r["kl_content_to_style"] else "NOT closer to"
-    print(f"RAIN {pair[0]}->{pair[1]}: stylized images are {verdict} the style "
-          f"(KL {r['kl_stylized_to_style']:.3f} vs {r['kl_content_to_style']:.3f} for the raw bSSFP)")
+experiment.print_verdicts(reports, "RAIN")
 
 # %% [markdown]
 # ## Style exploration: mining harder styles (Fig. 5)

@@ -41,7 +41,6 @@ output_root = None      # None: figures/, results/ and checkpoints/ of the repos
 import pandas as pd
 
 from cmr_lib import data, experiment, plots, train
-from cmr_lib.atomic import save_figure
 from cmr_lib.params import make_config
 
 overrides = None if kernel_size is None else {"stylizer.adaconv.kernel_size": kernel_size}
@@ -77,14 +76,10 @@ print(f"AdaConv input {cfg.sizes.preprocess.crop.adaconv} px, kernel size {st.ad
 # %%
 encoder, record = train.resolve_encoder(cfg, source)
 print("encoder weights:", record)
-trained = {}
-for pair in experiment.pretrain_pairs():
-    trained[pair] = experiment.train_pair(cfg, source, "adaconv", pair)
-    info = trained[pair].info
-    print(f"{pair[0]}->{pair[1]}: {'reused' if info['reused'] else 'trained'} "
-          f"({info.get('seconds_train', 0):.0f} s), checkpoint {trained[pair].run_dir.name}")
-    plots.loss_curves(trained[pair].history, title=f"AdaConv {pair[0]}->{pair[1]} training losses")
-n_params = sum(p.numel() for p in trained[pair].model.trainable())
+trained = experiment.train_pairs(cfg, source, "adaconv")
+for pair, ts in trained.items():
+    plots.loss_curves(ts.history, title=f"AdaConv {pair[0]}->{pair[1]} training losses")
+n_params = sum(p.numel() for p in ts.model.trainable())
 print(f"trainable parameters (style encoder + decoder with kernel predictors): {n_params / 1e6:.2f} M")
 
 # %% [markdown]
@@ -94,31 +89,13 @@ print(f"trainable parameters (style encoder + decoder with kernel predictors): {
 # be compared directly.
 
 # %%
-reports = {}
-for pair, ts in trained.items():
-    name = f"adaconv_{pair[0]}-{pair[1]}"
-    sty = experiment.stylize_examples(ts, cfg, source)
-    reports[pair] = experiment.stylizer_report(cfg, source, ts, sty)
-    n = cfg.sizes.analysis.examples
-    save_figure(plots.stylization_grid(sty, n, title=f"AdaConv {pair[0]} -> {pair[1]}"),
-                cfg.figures_dir / f"fig7_{name}.png")
-    values = {r: {"content": experiment.region_values(sty.content, sty.content_label, r),
-                  "style": experiment.region_values(sty.style, sty.style_label, r),
-                  "stylized": experiment.region_values(sty.stylized, sty.content_label, r)} for r in ("MYO", "heart")}
-    save_figure(plots.stylization_histograms(values, reports[pair], cfg.sizes.analysis.hist_bins,
-                                             title=f"AdaConv {pair[0]} -> {pair[1]}"), cfg.figures_dir / f"fig8_{name}.png")
-    save_figure(plots.contour_overlay(sty, n, title=f"AdaConv {pair[0]} -> {pair[1]}: bSSFP labels on stylized images"),
-                cfg.figures_dir / f"fig9_{name}.png")
-
+reports = {pair: experiment.stylizer_figures(cfg, source, ts, f"AdaConv {pair[0]} -> {pair[1]}")
+           for pair, ts in trained.items()}
 table = pd.DataFrame(reports.values()).set_index("pretrain")
-table[["kl_content_to_style", "kl_stylized_to_style", "kl_stylized_to_content", "kl_content_to_style_myo",
-       "kl_stylized_to_style_myo", "edge_overlap_content_stylized", "slices"]].round(3)
+table[experiment.REPORT_COLUMNS].round(3)
 
 # %%
-for pair, r in reports.items():
-    verdict = "closer to" if r["kl_stylized_to_style"] < r["kl_content_to_style"] else "NOT closer to"
-    print(f"AdaConv {pair[0]}->{pair[1]}: stylized images are {verdict} the style "
-          f"(KL {r['kl_stylized_to_style']:.3f} vs {r['kl_content_to_style']:.3f} for the raw bSSFP)")
+experiment.print_verdicts(reports, "AdaConv")
 
 # %% [markdown]
 # ## RAIN or AdaConv?
