@@ -5,6 +5,7 @@ result files the analysis reads.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -301,8 +302,6 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                          "split": split}}
     record_path = run_dir / "run.json"
     if record_path.is_file():
-        import json
-
         old = json.loads(record_path.read_text())
         if {k: old.get(k) for k in identity} != json.loads(json.dumps(identity, default=str)):
             raise CmrError(f"{record_path}: a run with this name and another configuration exists; move it away "
@@ -317,8 +316,6 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                         progress=progress)
     timings["segmenter"] = time.perf_counter() - t
     if record_path.is_file() and seg.info.get("reused"):
-        import json
-
         old = json.loads(record_path.read_text())
         if old.get("segmenter", {}).get("checkpoint") == display_path(seg.run_dir):
             return SettingRun(run_dir, old, seg, ts)
