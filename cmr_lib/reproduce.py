@@ -3,11 +3,16 @@
     python -m cmr_lib.reproduce --profile demo [--data-dir DIR] [--seed 0]
 
 Executed notebooks go to results/notebooks/<profile>/; one progress line per step; the wall time
-of each step, peak memory and the machine are written to results/reproduce.json.
+of each step, peak memory and the machine are written to results/reproduce.json. A step whose executed
+notebook exists and whose inputs (notebook, parameters, profile, library code, data) are unchanged is
+reused, so a second run takes seconds and an interrupted one picks up at the step it stopped in (whose
+trainings resume from their checkpoints).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import resource
@@ -31,6 +36,10 @@ STEPS += [(f"Table 2 row: setting {s}" + (f", {k}" if s else ""), "05_settings.i
            {"setting": s, "stylizer": k, "epsilon_iterations": 5})
           for s, k in [(0, "rain"), (1, "rain"), (1, "adaconv"), (2, "rain"), (2, "adaconv"), (3, "rain"),
                        (3, "adaconv")]]
+# Table 3: RAIN in setting 1 with 1 and 3 epsilon iterations (5 is Table 2's row)
+STEPS += [(f"Table 3 row: setting 1, rain, {e} epsilon iteration{'s' if e > 1 else ''}", "05_settings.ipynb",
+           {"setting": 1, "stylizer": "rain", "epsilon_iterations": e}) for e in (1, 3)]
+STEPS += [("analysis: Tables 2 and 3, Figs. 6 and 8, bars", "06_analysis.ipynb", {})]
 
 
 def machine() -> dict:
@@ -55,6 +64,7 @@ def peak_memory_mb() -> float:
 
 def executed_name(nb: str, extra: dict) -> str:
     """05_settings.ipynb + {setting: 3, stylizer: 'rain'} -> 05_settings_setting3_rain_eps5.ipynb."""
+    nb = str(nb)
     if not extra:
         return nb
     if extra.get("setting") == 0:
@@ -63,6 +73,26 @@ def executed_name(nb: str, extra: dict) -> str:
         extra = {k: v for k, v in extra.items() if k != "epsilon_iterations"}
     tag = "_".join(f"{'eps' if k == 'epsilon_iterations' else k if k == 'setting' else ''}{v}" for k, v in extra.items())
     return nb.replace(".ipynb", f"_{tag}.ipynb")
+
+
+def _digest(h, path: Path) -> None:
+    h.update(path.name.encode())
+    h.update(path.read_bytes())
+
+
+def fingerprint(nb: Path, parameters: dict, cfg) -> str:
+    """What a step's result depends on: the notebook, its parameters, the profiles and settings, the library
+    code and the data (file names and sizes); a step is rerun when any of these changed."""
+    root = repo_root()
+    h = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode())
+    for path in [nb, *sorted((root / "params").glob("*.yaml")), *sorted((root / "cmr_lib").glob("*.py"))]:
+        _digest(h, path)
+    data = cfg.data_dir or cfg.phantom_dir
+    if data is not None and Path(data).is_dir():
+        for f in sorted(Path(data).rglob("*")):
+            if f.is_file():
+                h.update(f"{f.relative_to(data)}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
 
 
 def run_notebook(src: Path, dst: Path, parameters: dict, *, log_output=False):
@@ -80,27 +110,50 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     args = ap.parse_args(argv)
-    cfg = make_config(profile=args.profile, data_dir=args.data_dir, seed=args.seed)   # validates early
+    return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, force=args.force)
+
+
+def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=None, output_root=None) -> int:
+    """Run `steps_list` (default: STEPS; notebooks by name in notebooks/ or by path) in order; see the module
+    docstring. `output_root` (default: the repository) receives results/ and figures/."""
+    steps_list = STEPS if steps_list is None else steps_list
+    cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root)   # validates early
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
+    from cmr_lib.data import source_for
+
     root = repo_root()
+    source_for(cfg)                     # generate the phantom first: its files are part of every fingerprint
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
-    params = {"profile": args.profile, "seed": cfg.seed,
-              "data_dir": str(cfg.data_dir) if cfg.data_dir else None}
+    params = {"profile": profile, "seed": cfg.seed,
+              "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
+              **({"output_root": str(cfg.output_root)} if output_root is not None else {})}
     t_all = time.perf_counter()
     steps = []
-    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, {len(STEPS)} steps")
-    for i, (name, nb, extra) in enumerate(STEPS, 1):
+    ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() and not force else {}
+    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, {len(steps_list)} steps")
+    for i, (name, nb, extra) in enumerate(steps_list, 1):
         t0 = time.perf_counter()
-        try:
-            run_notebook(root / "notebooks" / nb, out_dir / executed_name(nb, extra), {**params, **extra})
-        except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
-            msg = str(exc).strip().splitlines()
-            raise CmrError(f"step {i} ({nb}) failed: {msg[-1] if msg else type(exc).__name__}; "
-                           f"see {out_dir / executed_name(nb, extra)}") from None
+        dst = out_dir / executed_name(Path(nb).name, extra)
+        key = fingerprint(root / "notebooks" / nb, {**params, **extra}, cfg)
+        done = ledger.get(dst.name, {})
+        reused = dst.is_file() and done.get("key") == key
+        if not reused:
+            try:
+                run_notebook(root / "notebooks" / nb, dst, {**params, **extra})
+            except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
+                msg = str(exc).strip().splitlines()
+                raise CmrError(f"step {i} ({nb}) failed: {msg[-1] if msg else type(exc).__name__}; "
+                               f"see {dst}") from None
         dt = time.perf_counter() - t0
-        steps.append({"step": name, "notebook": nb, "parameters": extra, "seconds": round(dt, 1)})
-        print(f"[{i}/{len(STEPS)}] {name}: {dt:.1f} s")
+        if not reused:
+            done = ledger[dst.name] = {"key": key, "seconds": round(dt, 1)}
+            write_json(ledger_path, ledger)
+        steps.append({"step": name, "notebook": nb, "executed": dst.name, "parameters": extra,
+                      "seconds": round(dt, 1), "reused": reused, "seconds_when_run": done["seconds"]})
+        print(f"[{i}/{len(steps_list)}] {name}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
     total = time.perf_counter() - t_all
     write_json(cfg.results_dir / "reproduce.json", {
         "profile": cfg.profile, "data_source": str(cfg.data_dir) if cfg.data_dir else "phantom",

@@ -1,0 +1,65 @@
+"""`make reproduce`'s driver: step order, reuse of unchanged steps, rerun of changed ones, failures."""
+import json
+
+import nbformat
+import pytest
+
+from cmr_lib import reproduce as rp
+from cmr_lib.errors import CmrError
+
+
+def _notebook(path, code):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'smoke'\nseed = 0\ndata_dir = None\noutput_root = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_steps_follow_the_paper_order():
+    names = [rp.executed_name(nb, extra) for _, nb, extra in rp.STEPS]
+    assert names[:4] == ["01_data_exploration.ipynb", "02_rain.ipynb", "03_adaconv.ipynb", "04_drunet.ipynb"]
+    assert names[4] == "05_settings_setting0.ipynb"
+    assert {n for n in names if n.startswith("05_")} == {
+        "05_settings_setting0.ipynb", *(f"05_settings_setting{s}_{k}.ipynb" for s in (1, 2, 3) for k in
+                                        ("rain_eps5", "adaconv")),
+        "05_settings_setting1_rain_eps1.ipynb", "05_settings_setting1_rain_eps3.ipynb"}
+    assert names[-1] == "06_analysis.ipynb" and len(names) == len(set(names)) == 14
+
+
+def test_second_run_reuses_and_a_change_reruns(tmp_path, capsys):
+    a = _notebook(tmp_path / "a.ipynb", "import pathlib\n"
+                  "pathlib.Path(output_root).mkdir(parents=True, exist_ok=True)\n"
+                  "pathlib.Path(output_root, 'a.txt').write_text(str(seed))")
+    b = _notebook(tmp_path / "b.ipynb", "x = 1")
+    steps = [("step a", a, {}), ("step b", b, {"seed": 0})]
+    out = tmp_path / "out"
+    assert rp.reproduce("smoke", steps_list=steps, output_root=out) == 0
+    first = json.loads((out / "results" / "reproduce.json").read_text())
+    assert [s["reused"] for s in first["steps"]] == [False, False]
+    assert (out / "a.txt").read_text() == "0"
+    assert first["machine"]["cpus"] >= 1 and first["peak_memory_mb"] > 0
+    (out / "a.txt").unlink()
+    rp.reproduce("smoke", steps_list=steps, output_root=out)
+    second = json.loads((out / "results" / "reproduce.json").read_text())
+    assert [s["reused"] for s in second["steps"]] == [True, True] and not (out / "a.txt").exists()
+    assert second["steps"][0]["seconds_when_run"] == first["steps"][0]["seconds"]
+    _notebook(b, "x = 2")                                             # an edited notebook runs again
+    rp.reproduce("smoke", steps_list=steps, output_root=out)
+    third = json.loads((out / "results" / "reproduce.json").read_text())
+    assert [s["reused"] for s in third["steps"]] == [True, False]
+    rp.reproduce("smoke", steps_list=steps, output_root=out, force=True)
+    assert not any(s["reused"] for s in json.loads((out / "results" / "reproduce.json").read_text())["steps"])
+    assert "unchanged, reused" in capsys.readouterr().out
+
+
+def test_a_failing_step_names_itself_and_keeps_finished_ones(tmp_path):
+    a = _notebook(tmp_path / "a.ipynb", "y = 1")
+    bad = _notebook(tmp_path / "bad.ipynb", "raise ValueError('broken on purpose')")
+    out = tmp_path / "out"
+    with pytest.raises(CmrError, match=r"step 2 \(.*bad.ipynb\) failed: .*broken on purpose"):
+        rp.reproduce("smoke", steps_list=[("a", a, {}), ("bad", bad, {})], output_root=out)
+    ledger = json.loads((out / "results" / "notebooks" / "smoke" / "steps.json").read_text())
+    assert list(ledger) == ["a.ipynb"]
