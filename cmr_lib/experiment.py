@@ -47,10 +47,10 @@ def style_source_for(cfg, source: CMRSource, sequence: str) -> CMRSource:
     raise CmrError(f"{source.root}: has no {sequence} images; pass t2_dir (a MyoPS 2020 folder) for T2 styles")
 
 
-def train_pair(cfg, source: CMRSource, kind: str, pair, *, progress=True) -> TrainedStylizer:
-    """Train (or reuse) one stylizer for one pre-training pair."""
+def train_pair(cfg, source: CMRSource, kind: str, pair, *, progress=True, reuse_only=False) -> TrainedStylizer:
+    """Train (or reuse) one stylizer for one pre-training pair (reuse_only: never train)."""
     return train_stylizer(cfg, source, kind, pair, style_source=style_source_for(cfg, source, pair[1]),
-                          progress=progress)
+                          progress=progress, reuse_only=reuse_only)
 
 
 @dataclass

@@ -266,10 +266,11 @@ def stylizer_data(cfg, source: CMRSource, pretrain, *, style_source: CMRSource |
 
 
 def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *, style_source=None,
-                   progress=True, stop_after: int | None = None) -> TrainedStylizer:
+                   progress=True, stop_after: int | None = None, reuse_only: bool = False) -> TrainedStylizer:
     """Train (or reuse, or resume) a stylizer on content -> style slices; see the module docstring.
 
-    stop_after: end the run after this many steps of this call (tests use it to simulate a kill).
+    stop_after: end the run after this many steps of this call (tests use it to simulate a kill);
+    reuse_only: never train, raise a one-line error when no finished stylizer matches (analysis).
     """
     st = cfg.sizes.stylizer
     roles, style_src, crops = stylizer_data(cfg, source, pretrain, style_source=style_source)
@@ -285,6 +286,9 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
               "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
               "data": fingerprint}
     run_dir = checkpoint_root(cfg) / "stylizers" / f"{kind}_{pretrain[0]}-{pretrain[1]}_{config_key(config)}"
+    if reuse_only and not (run_dir / "final.pt").is_file():
+        raise CmrError(f"{run_dir}: no finished {STYLIZERS[kind]} {'->'.join(pretrain)} stylizer for this "
+                       f"configuration; run its notebook first")
     dev = device()
     torch.manual_seed(cfg.seed)
     model = build_stylizer(kind, encoder, cfg)

@@ -1,0 +1,146 @@
+"""Notebook 06's library: tables from run.json records, the paper comparison, the claims, the bars."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmr_lib import analysis
+from cmr_lib.errors import CmrError
+from cmr_lib.evaluate import STRUCTURES
+
+
+def _record(setting, stylizer, eps=0, dice=(0.7, 0.8, 0.6), hd=(30.0, 20.0, 40.0), *, seed=0, profile="demo",
+            root="data/phantom", part="test", cases=3):
+    """A run.json record as run_setting writes it, with per-patient metrics equal to the given means."""
+    metrics = [{"case": f"patient{c}_LGE", "structure": s, "dice": d, "hd": h, "hd95": h / 2, "assd": h / 10}
+               for c in range(cases) for s, d, h in zip(STRUCTURES, dice, hd)]
+    df = pd.DataFrame(metrics)
+    summary = {}
+    for m in ("dice", "hd", "hd95", "assd"):
+        means = df.groupby("structure")[m].mean()
+        vals = [float(means[s]) for s in STRUCTURES]
+        summary[m] = {**dict(zip(STRUCTURES, vals)), "AVG": float(np.mean(vals)), "STD": float(np.std(vals)),
+                      "cases": cases}
+    name = f"{profile}_setting{setting}_{stylizer}" + (f"_eps{eps}" if stylizer == "rain" else "") + f"_seed{seed}"
+    return {"run_name": name, "setting": setting, "stylizer": stylizer, "epsilon_iterations": eps, "seed": seed,
+            "profile": profile, "data": {"root": root, "split": {"val": [1, 2]}},
+            "summary": {"test": summary if part == "test" else {}, "val": summary},
+            "metrics": {"test": metrics if part == "test" else [], "val": metrics}}
+
+
+def _write(results, rec):
+    d = results / "runs" / rec["run_name"]
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps(rec))
+
+
+@pytest.fixture
+def table2_records():
+    return [_record(0, "none", dice=(0.6, 0.7, 0.5), hd=(40, 30, 50)),
+            _record(1, "rain", 5, dice=(0.65, 0.75, 0.55), hd=(20, 15, 25)),
+            _record(1, "adaconv", dice=(0.6, 0.7, 0.5), hd=(35, 30, 40)),
+            _record(2, "rain", 5, dice=(0.7, 0.8, 0.6), hd=(18, 14, 22)),
+            _record(2, "adaconv", dice=(0.66, 0.76, 0.56), hd=(33, 28, 38)),
+            _record(3, "rain", 5, dice=(0.75, 0.85, 0.65), hd=(16, 12, 20)),
+            _record(3, "adaconv", dice=(0.67, 0.77, 0.57), hd=(30, 25, 35))]
+
+
+def test_load_runs_filters_and_refuses_mixing(tmp_path):
+    _write(tmp_path, _record(0, "none"))
+    _write(tmp_path, _record(1, "rain", 5, seed=1))
+    _write(tmp_path, _record(0, "none", profile="smoke"))
+    assert len(analysis.load_runs(tmp_path, profile="demo")) == 2
+    assert [r["seed"] for r in analysis.load_runs(tmp_path, profile="demo", seed=1)] == [1]
+    with pytest.raises(CmrError, match="several profiles"):
+        analysis.load_runs(tmp_path)
+    assert len(analysis.load_runs(tmp_path, allow_mixed=True)) == 3
+    _write(tmp_path, _record(2, "rain", 5, root="/elsewhere/mscmrseg2019"))
+    with pytest.raises(CmrError, match="several data sources"):
+        analysis.load_runs(tmp_path, profile="demo")
+    with pytest.raises(CmrError, match="no run.json for profile 'paper'"):
+        analysis.load_runs(tmp_path, profile="paper")
+
+
+def test_a_broken_record_is_named(tmp_path):
+    d = tmp_path / "runs" / "broken"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text("{not json")
+    with pytest.raises(CmrError, match=r"broken/run.json: not a readable run record"):
+        analysis.load_runs(tmp_path)
+    (d / "run.json").write_text('{"setting": 1}')
+    with pytest.raises(CmrError, match="not a run record"):
+        analysis.load_runs(tmp_path)
+
+
+def test_table2_rows_values_and_markdown(table2_records):
+    t = analysis.table(list(reversed(table2_records)))           # record order does not matter
+    assert list(zip(t["setting"], t["stylizer"])) == [(0, "none"), (1, "RAIN"), (1, "AdaConv"), (2, "RAIN"),
+                                                      (2, "AdaConv"), (3, "RAIN"), (3, "AdaConv")]
+    row = t.iloc[5]
+    assert row["DC MYO"] == pytest.approx(0.75) and row["DC AVG"] == pytest.approx(0.75)
+    assert row["DC STD"] == pytest.approx(np.std([0.75, 0.85, 0.65]))
+    assert row["HD AVG"] == pytest.approx(16.0) and row["patients"] == "test" and row["seeds"] == 1
+    md = analysis.markdown(t)
+    assert "| 3 | RAIN | 5 | 0.750 | 0.850 | 0.650 | 0.750 ± 0.082 | 16.0 | 12.0 | 20.0 | 16.0 ± 3.3 |" in md
+    assert md.count("\n") == 9                                   # header, rule, seven rows
+
+
+def test_seeds_are_averaged_and_val_reported_without_test_labels():
+    recs = [_record(1, "rain", 1, dice=(0.5, 0.5, 0.5), seed=0, part="val"),
+            _record(1, "rain", 1, dice=(0.7, 0.7, 0.7), seed=1, part="val")]
+    t = analysis.table(recs, analysis.TABLE3_ROWS)
+    assert len(t) == 1 and t.iloc[0]["seeds"] == 2 and t.iloc[0]["patients"] == "val"
+    assert t.iloc[0]["DC AVG"] == pytest.approx(0.6)
+    with pytest.raises(CmrError, match="no run matches"):
+        analysis.table(recs, analysis.TABLE2_ROWS)
+
+
+def test_write_table_is_readable(tmp_path, table2_records):
+    csv, md = analysis.write_table(analysis.table(table2_records), tmp_path / "table2")
+    back = pd.read_csv(csv)
+    assert len(back) == 7 and back.loc[0, "DC AVG"] == pytest.approx(0.6)
+    assert md.read_text().startswith("| setting | stylizer | ε | DC MYO")
+
+
+def test_claims_hold_fail_and_cannot_tell(table2_records):
+    t2 = analysis.table(table2_records)
+    t3 = analysis.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.5), (3, 0.55), (5, 0.6))],
+                        analysis.TABLE3_ROWS)
+    v = analysis.claims(t2, t3).set_index("claim")["holds"]
+    assert list(v) == [True, True, True, True]
+    worse = analysis.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.6), (3, 0.5))],
+                           analysis.TABLE3_ROWS)
+    v = analysis.claims(t2.iloc[:3], worse)
+    assert v.loc[0, "holds"] is True and v.loc[1, "holds"] is None and v.loc[2, "holds"] is False
+    assert v.loc[3, "holds"] is False and "+0.050" in v.loc[3, "evidence"]
+    md = analysis.claims_markdown(v)
+    assert "**cannot tell (rows missing)**" in md and "**does not hold**" in md
+
+
+def test_paper_file_and_comparison(tmp_path, table2_records):
+    shipped = analysis.paper_tables()
+    assert len(shipped["table2"]) == 7 and len(shipped["table3"]) == 3
+    t2 = analysis.table(table2_records)
+    paper = [{"setting": 3, "stylizer": "RAIN", "epsilon": 5, "DC AVG": 0.8, "HD AVG": 10.0},
+             {"setting": 0, "stylizer": "none", "DC AVG": None, "HD AVG": 50.0}]
+    c = analysis.compare_with_paper(t2, paper).set_index(["setting", "stylizer"])
+    assert c.loc[(3, "RAIN"), "DC AVG difference"] == pytest.approx(-0.05)
+    assert c.loc[(3, "RAIN"), "HD AVG difference"] == pytest.approx(6.0)
+    assert np.isnan(c.loc[(0, "none"), "DC AVG paper"]) and c.loc[(0, "none"), "HD AVG paper"] == 50.0
+    assert np.isnan(c.loc[(1, "AdaConv"), "DC AVG difference"])
+    (tmp_path / "p.yaml").write_text("table2: []\n")
+    with pytest.raises(CmrError, match="needs a list 'table3'"):
+        analysis.paper_tables(tmp_path / "p.yaml")
+    with pytest.raises(CmrError, match="missing"):
+        analysis.paper_tables(tmp_path / "none.yaml")
+
+
+def test_bars_draw_every_row_and_patient(table2_records):
+    fig = analysis.table2_bars(table2_records)
+    left = fig.axes[0]
+    assert len(left.patches) == 7 * 3
+    heights = sorted(p.get_height() for p in left.patches)
+    assert heights[0] == pytest.approx(0.5) and heights[-1] == pytest.approx(0.85)
+    dots = sum(len(line.get_xdata()) for line in left.lines)
+    assert dots == 7 * 3 * 3
