@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 DATA_DIR ?=
 SEED ?= 0
+FORCE ?=
 NBVAL := build/nbval
 
 .PHONY: venv reproduce test unit nbval sync-check sync bench clean
@@ -19,8 +20,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## Regenerate the phantom (if needed), run every notebook with papermill, write results/ and figures/.
+## Unchanged steps are reused (FORCE=1 reruns them); PROFILE=paper DATA_DIR=/path SEED=n pick the run.
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force)
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.
 test: $(STAMP)

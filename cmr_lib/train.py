@@ -34,7 +34,26 @@ STYLIZERS = {"rain": "RAIN", "adaconv": "AdaConv"}
 # device and precision
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where every model runs, chosen here only: CMR_DEVICE (cpu, cuda, cuda:N) if set, else CUDA when
+    present, else the CPU. On CUDA, cuDNN picks its fastest kernels for the fixed crop sizes."""
+    import os
+
+    want = os.environ.get("CMR_DEVICE", "").strip()
+    if want:
+        try:
+            dev = torch.device(want)
+        except RuntimeError:
+            raise CmrError(f"CMR_DEVICE = {want!r}: choose cpu, cuda or cuda:N") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise CmrError(f"CMR_DEVICE = {want!r}: choose cpu, cuda or cuda:N")
+        if dev.type == "cuda" and (not torch.cuda.is_available()
+                                   or (dev.index or 0) >= torch.cuda.device_count()):
+            raise CmrError(f"CMR_DEVICE = {want!r}: no such CUDA device on this machine")
+    else:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev
 
 
 def bf16_supported(dev: torch.device) -> bool:
