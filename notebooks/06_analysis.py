@@ -14,7 +14,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 06 · Analysis: Tables 2 and 3, the paper's claims, and the summary figures
 #
