@@ -7,6 +7,8 @@ PROFILE ?= demo
 DATA_DIR ?=
 SEED ?= 0
 FORCE ?=
+C0_SPACING ?=
+T2_DIR ?=
 NBVAL := build/nbval
 
 .PHONY: venv reproduce test unit nbval sync-check sync bench clean
@@ -20,9 +22,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## Regenerate the phantom (if needed), run every notebook with papermill, write results/ and figures/.
-## Unchanged steps are reused (FORCE=1 reruns them); PROFILE=paper DATA_DIR=/path SEED=n pick the run.
+## Unchanged steps are reused (FORCE=1 reruns them); PROFILE=paper DATA_DIR=/path SEED=n pick the run;
+## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2).
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force)
+	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
+	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR))
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.
 test: $(STAMP)

@@ -110,16 +110,24 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--c0-spacing", default=None, help="'lge' for the cropped MS-CMRSeg copy (stale C0 voxel size)")
+    ap.add_argument("--t2-dir", default=None, help="T2 images for setting 1 when the data set has none (MyoPS)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     args = ap.parse_args(argv)
-    return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, force=args.force)
+    return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, force=args.force,
+                     c0_spacing=args.c0_spacing, t2_dir=args.t2_dir)
 
 
-def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=None, output_root=None) -> int:
+def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=None, output_root=None,
+              c0_spacing=None, t2_dir=None) -> int:
     """Run `steps_list` (default: STEPS; notebooks by name in notebooks/ or by path) in order; see the module
-    docstring. `output_root` (default: the repository) receives results/ and figures/."""
+    docstring. `output_root` (default: the repository) receives results/ and figures/; `c0_spacing` and
+    `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both)."""
     steps_list = STEPS if steps_list is None else steps_list
-    cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root)   # validates early
+    cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
+                      c0_spacing=c0_spacing or "header", t2_dir=t2_dir)           # validates early
+    if t2_dir is not None and not Path(t2_dir).is_dir():
+        raise CmrError(f"{t2_dir}: parameter 't2_dir' is not a folder")
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
     from cmr_lib.data import source_for
 
@@ -128,7 +136,9 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
     params = {"profile": profile, "seed": cfg.seed,
               "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
-              **({"output_root": str(cfg.output_root)} if output_root is not None else {})}
+              **({"output_root": str(cfg.output_root)} if output_root is not None else {}),
+              **({"c0_spacing": cfg.c0_spacing} if c0_spacing is not None else {}),
+              **({"t2_dir": str(Path(t2_dir).resolve())} if t2_dir is not None else {})}
     t_all = time.perf_counter()
     steps = []
     ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps

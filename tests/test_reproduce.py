@@ -89,3 +89,16 @@ def test_device_selection(monkeypatch):
     assert train.precision_used("bf16", torch.device("cpu")) == "bf16"
     with pytest.raises(CmrError, match="parameter 'precision'"):
         train.autocast("fp8", torch.device("cpu"))
+
+
+def test_real_data_options_reach_every_notebook(tmp_path):
+    nb = _notebook(tmp_path / "p.ipynb", "import pathlib\n"
+                   "pathlib.Path(output_root).mkdir(parents=True, exist_ok=True)\n"
+                   "pathlib.Path(output_root, 'p.txt').write_text(f'{c0_spacing} {t2_dir}')")
+    t2 = tmp_path / "t2"
+    t2.mkdir()
+    out = tmp_path / "out"
+    rp.reproduce("smoke", steps_list=[("p", nb, {})], output_root=out, c0_spacing="lge", t2_dir=t2)
+    assert (out / "p.txt").read_text() == f"lge {t2.resolve()}"
+    with pytest.raises(CmrError, match="parameter 't2_dir' is not a folder"):
+        rp.reproduce("smoke", steps_list=[("p", nb, {})], output_root=out, t2_dir=tmp_path / "missing")
