@@ -125,7 +125,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=
     `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both)."""
     steps_list = STEPS if steps_list is None else steps_list
     cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
-                      c0_spacing=c0_spacing or "header", t2_dir=t2_dir)           # validates early
+                      c0_spacing=c0_spacing or "header", t2_dir=None if t2_dir is None else str(t2_dir))
     if t2_dir is not None and not Path(t2_dir).is_dir():
         raise CmrError(f"{t2_dir}: parameter 't2_dir' is not a folder")
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
