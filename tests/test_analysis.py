@@ -109,6 +109,11 @@ def test_claims_hold_fail_and_cannot_tell(table2_records):
                         analysis.TABLE3_ROWS)
     v = analysis.claims(t2, t3).set_index("claim")["holds"]
     assert list(v) == [True, True, True, True]
+    t2_nan = t2.copy()
+    t2_nan.loc[(t2_nan["setting"] == 2) & (t2_nan["stylizer"] == "AdaConv"), "HD AVG"] = np.nan
+    assert "setting 2: HD undefined" in analysis.claims(t2_nan, t3).loc[0, "evidence"]
+    close = analysis.claims(t2, t3, hd_margin=0.6)                 # RAIN 17-50 % below AdaConv: not "far"
+    assert close.loc[0, "holds"] is False and "setting 3: RAIN 16.0 mm vs AdaConv 30.0 mm (+47%)" in close.loc[0, "evidence"]
     worse = analysis.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.6), (3, 0.5))],
                            analysis.TABLE3_ROWS)
     v = analysis.claims(t2.iloc[:3], worse)
