@@ -3,7 +3,8 @@
     python -m cmr_lib.reproduce --profile demo [--data-dir DIR] [--seed 0]
 
 Executed notebooks go to results/notebooks/<profile>/; one progress line per step; the wall time
-of each step, peak memory and the machine are written to results/reproduce.json. A step whose executed
+of each step, peak memory and the machine are written to results/reproduce.json (for reused steps, also
+the seconds and running peak memory recorded when they last ran). A step whose executed
 notebook exists and whose inputs (notebook, parameters, profile, library code, data) are unchanged is
 reused, so a second run takes seconds and an interrupted one picks up at the step it stopped in (whose
 trainings resume from their checkpoints).
@@ -158,17 +159,21 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=
                 raise CmrError(f"step {i} ({nb}) failed: {msg[-1] if msg else type(exc).__name__}; "
                                f"see {dst}") from None
         dt = time.perf_counter() - t0
-        if not reused:
-            done = ledger[dst.name] = {"key": key, "seconds": round(dt, 1)}
+        if not reused:               # the kernel has exited: its peak is in RUSAGE_CHILDREN (a running max)
+            done = ledger[dst.name] = {"key": key, "seconds": round(dt, 1), "peak_memory_mb_so_far": peak_memory_mb()}
             write_json(ledger_path, ledger)
         steps.append({"step": name, "notebook": nb, "executed": dst.name, "parameters": extra,
-                      "seconds": round(dt, 1), "reused": reused, "seconds_when_run": done["seconds"]})
+                      "seconds": round(dt, 1), "reused": reused, "seconds_when_run": done["seconds"],
+                      "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far")})
         print(f"[{i}/{len(steps_list)}] {name}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
     total = time.perf_counter() - t_all
     write_json(cfg.results_dir / "reproduce.json", {
         "profile": cfg.profile, "data_source": str(cfg.data_dir) if cfg.data_dir else "phantom",
         "seed": cfg.seed, "steps": steps, "total_seconds": round(total, 1),
-        "peak_memory_mb": peak_memory_mb(), "machine": machine(),
+        "total_seconds_when_run": round(sum(st["seconds_when_run"] for st in steps), 1),
+        "peak_memory_mb": peak_memory_mb(),
+        "peak_memory_mb_when_run": max((st["peak_memory_mb_so_far_when_run"] or 0.0 for st in steps), default=None),
+        "machine": machine(),
     })
     print(f"done in {total:.1f} s ({total / 60:.1f} min); executed notebooks in {out_dir}")
     return 0

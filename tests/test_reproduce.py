@@ -46,6 +46,8 @@ def test_second_run_reuses_and_a_change_reruns(tmp_path, capsys):
     second = json.loads((out / "results" / "reproduce.json").read_text())
     assert [s["reused"] for s in second["steps"]] == [True, True] and not (out / "a.txt").exists()
     assert second["steps"][0]["seconds_when_run"] == first["steps"][0]["seconds"]
+    assert second["total_seconds_when_run"] == pytest.approx(first["total_seconds_when_run"], abs=0.05)
+    assert second["peak_memory_mb_when_run"] == first["peak_memory_mb_when_run"] > 0
     _notebook(b, "x = 2")                                             # an edited notebook runs again
     rp.reproduce("smoke", steps_list=steps, output_root=out)
     third = json.loads((out / "results" / "reproduce.json").read_text())
