@@ -69,7 +69,8 @@ def _row_values(record: dict) -> dict:
     return row
 
 
-def _key(record: dict) -> tuple:
+def row_key(record: dict) -> tuple:
+    """(setting, stylizer, epsilon iterations) of a run: its row in Table 2 or 3."""
     eps = record.get("epsilon_iterations", 0) if record["stylizer"] == "rain" else 0
     return (int(record["setting"]), record["stylizer"], int(eps))
 
@@ -79,7 +80,7 @@ def table(records: list[dict], rows=TABLE2_ROWS) -> pd.DataFrame:
     seed count); rows without a run are left out. Columns: DC/HD/HD95/ASSD per structure, AVG, STD."""
     by_key: dict[tuple, list[dict]] = {}
     for rec in records:
-        by_key.setdefault(_key(rec), []).append(rec)
+        by_key.setdefault(row_key(rec), []).append(rec)
     out = []
     for key in rows:
         recs = by_key.get(key)
@@ -233,7 +234,7 @@ def table2_bars(records: list[dict], rows=TABLE2_ROWS, part: str | None = None):
 
     by_key = {}
     for rec in records:
-        by_key.setdefault(_key(rec), rec)                   # one seed per bar: the first
+        by_key.setdefault(row_key(rec), rec)                   # one seed per bar: the first
     present = [k for k in rows if k in by_key]
     if not present:
         raise CmrError("no run matches a row of Table 2")
@@ -277,7 +278,7 @@ def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABL
 
     by_key = {}
     for rec in records:
-        by_key.setdefault(_key(rec), rec)
+        by_key.setdefault(row_key(rec), rec)
     present = [k for k in rows if k in by_key]
     if not present:
         raise CmrError("no run matches a row of Table 2")
@@ -336,7 +337,7 @@ def setting_histograms(records: list[dict], source, make_cfg, *, slices: int = 4
 
     by_key = {}
     for rec in records:
-        by_key.setdefault(_key(rec), rec)
+        by_key.setdefault(row_key(rec), rec)
     present = [k for k in rows if k in by_key]
     if not present:
         raise CmrError("no run matches a row of Table 2")

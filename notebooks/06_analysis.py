@@ -74,7 +74,7 @@ print(analysis.markdown(table2))
 
 # %%
 table3 = None
-if any(analysis._key(r) in analysis.TABLE3_ROWS for r in runs):
+if any(analysis.row_key(r) in analysis.TABLE3_ROWS for r in runs):
     table3 = analysis.table(runs, analysis.TABLE3_ROWS)
     analysis.write_table(table3, cfg.results_dir / "table3")
     print(analysis.markdown(table3))
