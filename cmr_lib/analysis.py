@@ -268,7 +268,7 @@ def _label(key) -> str:
 
 def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABLE2_ROWS):
     """Fig. 6: LGE slices of labelled test (else validation) patients, ground truth and each Table 2 row's
-    saved prediction (from the predictions/ folder beside its run.json)."""
+    saved prediction (from the predictions/ folder beside its run.json, or its val/ subfolder)."""
     import matplotlib.pyplot as plt
 
     from cmr_lib.data import read_label
@@ -298,7 +298,9 @@ def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABL
         show_slice(axes[r, 0], img, vol.label[..., z], title=f"patient {p}: ground truth")
         for c, key in enumerate(present, 1):
             rec = by_key[key]
-            pred_path = Path(rec["_path"]).parent / "predictions" / vol.image_path.name
+            pred_dir = Path(rec["_path"]).parent / "predictions"
+            pred_path = next((d / vol.image_path.name for d in (pred_dir, pred_dir / "val")
+                              if (d / vol.image_path.name).is_file()), pred_dir / vol.image_path.name)
             if pred_path.is_file():
                 pred = read_label(pred_path, allow_empty=True)[0]
                 lab, prd = vol.label[..., z], pred[..., z]

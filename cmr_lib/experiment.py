@@ -322,7 +322,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     t = time.perf_counter()
     test_df, unlabelled = evaluate_segmenter(cfg, source, seg, split["test"], pred_dir=run_dir / "predictions",
                                              progress=progress)
-    val_df, _ = evaluate_segmenter(cfg, source, seg, split["val"], progress=False)
+    val_df, _ = evaluate_segmenter(cfg, source, seg, split["val"], pred_dir=run_dir / "predictions" / "val",
+                                   progress=False)                  # for figures when test labels are withheld
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     hist = seg.history
@@ -343,6 +344,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
         "test_patients_labelled": sorted({int(r) for r in split["test"]} - set(unlabelled)),
         "test_patients_unlabelled": unlabelled,
         "predictions": display_path(run_dir / "predictions"),
+        "predictions_val": display_path(run_dir / "predictions" / "val"),
         "metrics": {"test": _records(test_df), "val": _records(val_df)},
         "summary": {"test": table2_summary(test_df), "val": table2_summary(val_df)},
     }

@@ -228,6 +228,14 @@ def test_a_run_on_mscmrseg_predicts_unlabelled_test_volumes_and_says_which(mscmr
     assert rec["test_patients_labelled"] == [3] and rec["test_patients_unlabelled"] == [6, 7]
     assert {r["case"] for r in rec["metrics"]["test"]} == {"patient3_LGE"}
     assert rec["summary"]["val"]["dice"]["cases"] == 2
-    for p in (3, 6, 7):
-        pred = nib.load(tmp_path / "results" / "runs" / rec["run_name"] / "predictions" / f"patient{p}_LGE.nii.gz")
+    for p, sub in ((3, ""), (6, ""), (7, ""), (1, "val"), (2, "val")):      # validation ones too, for figures
+        pred = nib.load(tmp_path / "results" / "runs" / rec["run_name"] / "predictions" / sub / f"patient{p}_LGE.nii.gz")
         assert pred.shape == nib.load(mscmrseg_dir / f"patient{p}_LGE.nii.gz").shape
+    from cmr_lib import analysis
+    from cmr_lib.data import open_source
+    runs = analysis.load_runs(tmp_path / "results")
+    src = open_source(mscmrseg_dir, c0_spacing="lge")
+    for labelled, first in (([3], "patient 3"), ([], "patient 1")):     # no labelled test patient: validation
+        runs[0]["test_patients_labelled"] = labelled
+        titles = [ax.get_title() for ax in analysis.prediction_grid(runs, src).axes]
+        assert titles[0].startswith(first) and not any("no saved prediction" in t for t in titles), titles
