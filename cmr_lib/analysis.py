@@ -232,12 +232,7 @@ def table2_bars(records: list[dict], rows=TABLE2_ROWS, part: str | None = None):
     """Dice and HD per structure for each Table 2 row: bars at the mean, one dot per patient."""
     import matplotlib.pyplot as plt
 
-    by_key = {}
-    for rec in records:
-        by_key.setdefault(row_key(rec), rec)                   # one seed per bar: the first
-    present = [k for k in rows if k in by_key]
-    if not present:
-        raise CmrError("no run matches a row of Table 2")
+    by_key, present = _first_run_per_row(records, rows)     # one seed per bar: the first
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
     width = 0.8 / len(present)
     colours = plt.cm.tab10(np.arange(len(present)))
@@ -261,6 +256,17 @@ def table2_bars(records: list[dict], rows=TABLE2_ROWS, part: str | None = None):
     return fig
 
 
+def _first_run_per_row(records: list[dict], rows) -> tuple[dict, list]:
+    """{row: its first run} and the rows (in `rows` order) that have one; figures show one seed per row."""
+    by_key = {}
+    for rec in records:
+        by_key.setdefault(row_key(rec), rec)
+    present = [k for k in rows if k in by_key]
+    if not present:
+        raise CmrError("no run matches a row of Table 2")
+    return by_key, present
+
+
 def _label(key) -> str:
     s, k, e = key
     return "setting 0 (none)" if s == 0 else f"setting {s}, {STYLIZER_NAMES[k]}" + (f" ε{e}" if k == "rain" else "")
@@ -272,16 +278,12 @@ def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABL
     import matplotlib.pyplot as plt
 
     from cmr_lib.data import read_label
+    from cmr_lib.metrics import mean_class_dice
     from cmr_lib.plots import show_slice
     from cmr_lib.slices import heart_extent
     from cmr_lib.transforms import normalise
 
-    by_key = {}
-    for rec in records:
-        by_key.setdefault(row_key(rec), rec)
-    present = [k for k in rows if k in by_key]
-    if not present:
-        raise CmrError("no run matches a row of Table 2")
+    by_key, present = _first_run_per_row(records, rows)
     first = by_key[present[0]]
     pats = [int(p) for p in first.get("test_patients_labelled") or []] or \
         [int(p) for p in first["data"]["split"]["val"] if source.has_label(int(p), "LGE")]
@@ -303,10 +305,9 @@ def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABL
                               if (d / vol.image_path.name).is_file()), pred_dir / vol.image_path.name)
             if pred_path.is_file():
                 pred = read_label(pred_path, allow_empty=True)[0]
-                lab, prd = vol.label[..., z], pred[..., z]
-                d = [2 * np.sum((lab == k) & (prd == k)) / max(1, np.sum(lab == k) + np.sum(prd == k))
-                     for k in (1, 2, 3) if (lab == k).any()]
-                show_slice(axes[r, c], img, prd, title=f"{_label(key)}\nDice {np.mean(d):.2f}")
+                prd = pred[..., z]
+                show_slice(axes[r, c], img, prd,
+                           title=f"{_label(key)}\nDice {mean_class_dice(prd, vol.label[..., z]):.2f}")
             else:
                 axes[r, c].set_axis_off()
                 axes[r, c].set_title(f"{_label(key)}\n(no saved prediction)", fontsize=7)
@@ -337,12 +338,7 @@ def setting_histograms(records: list[dict], source, make_cfg, *, slices: int = 4
     from cmr_lib.slices import SliceDataset
     from cmr_lib.train import StylePicker
 
-    by_key = {}
-    for rec in records:
-        by_key.setdefault(row_key(rec), rec)
-    present = [k for k in rows if k in by_key]
-    if not present:
-        raise CmrError("no run matches a row of Table 2")
+    by_key, present = _first_run_per_row(records, rows)
     cfg0 = make_cfg(0, "none")
     split = split_for(source, cfg0.split)
     ref = SliceDataset.from_source(source, [p for p in split["val"] if source.has_label(p, "LGE")], "LGE", cfg0,

@@ -14,7 +14,7 @@ import torch
 from cmr_lib.atomic import write_json
 from cmr_lib.data import CMRSource, default_split, open_source, split_for
 from cmr_lib.errors import CmrError
-from cmr_lib.metrics import edge_overlap, intensity_kl
+from cmr_lib.metrics import edge_overlap, intensity_kl, mean_class_dice
 from cmr_lib.params import display_path, load_settings
 from cmr_lib.slices import SliceDataset
 from cmr_lib.train import TrainedStylizer, autocast, device, train_stylizer
@@ -379,11 +379,9 @@ def predict_examples(cfg, source: CMRSource, segmenter, patients, *, sequence: s
         lo, hi = heart_extent(vol.label)
         for z in sorted({int(round(v)) for v in np.linspace(lo, hi, per_patient + 2)[1:-1]}):
             lab, prd = vol.label[..., z], pred[..., z]
-            dice = [2 * np.sum((lab == c) & (prd == c)) / max(1, np.sum(lab == c) + np.sum(prd == c))
-                    for c in (1, 2, 3) if (lab == c).any()]
             out.append({"patient": p, "sequence": sequence, "slice": z,
                         "image": normalise(vol.image[..., z:z + 1], tuple(pre.percentiles))[..., 0],
-                        "label": lab, "pred": prd, "dice": float(np.mean(dice)) if dice else float("nan")})
+                        "label": lab, "pred": prd, "dice": mean_class_dice(prd, lab)})
     return out
 
 

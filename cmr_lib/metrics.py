@@ -26,6 +26,12 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float("nan") if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
+def mean_class_dice(pred: np.ndarray, ref: np.ndarray, classes=(1, 2, 3)) -> float:
+    """Mean Dice over the classes present in `ref` (figure titles); NaN when none is."""
+    scores = [dice(pred == c, ref == c) for c in classes if (ref == c).any()]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def _bbox(mask: np.ndarray, margin: int = 1):
     idx = [np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i))) for i in range(mask.ndim)]
     return tuple(slice(max(int(i[0]) - margin, 0), int(i[-1]) + 1 + margin) for i in idx)

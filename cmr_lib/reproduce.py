@@ -76,23 +76,28 @@ def executed_name(nb: str, extra: dict) -> str:
     return nb.replace(".ipynb", f"_{tag}.ipynb")
 
 
-def _digest(h, path: Path) -> None:
-    h.update(path.name.encode())
-    h.update(path.read_bytes())
-
-
-def fingerprint(nb: Path, parameters: dict, cfg) -> str:
-    """What a step's result depends on: the notebook, its parameters, the profiles and settings, the library
-    code and the data (file names and sizes); a step is rerun when any of these changed."""
+def shared_inputs(cfg) -> str:
+    """A digest of what every step depends on: the profiles and settings, the library code and the data
+    (file names and sizes). Computed once per `make reproduce`."""
     root = repo_root()
-    h = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode())
-    for path in [nb, *sorted((root / "params").glob("*.yaml")), *sorted((root / "cmr_lib").glob("*.py"))]:
-        _digest(h, path)
+    h = hashlib.sha256()
+    for path in [*sorted((root / "params").glob("*.yaml")), *sorted((root / "cmr_lib").glob("*.py"))]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     data = cfg.data_dir or cfg.phantom_dir
     if data is not None and Path(data).is_dir():
         for f in sorted(Path(data).rglob("*")):
             if f.is_file():
                 h.update(f"{f.relative_to(data)}:{f.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+def fingerprint(nb: Path, parameters: dict, shared: str) -> str:
+    """What a step's result depends on: its notebook, its parameters and the shared inputs; a step is rerun
+    when any of these changed."""
+    h = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode())
+    h.update(Path(nb).read_bytes())
+    h.update(shared.encode())
     return h.hexdigest()[:16]
 
 
@@ -134,6 +139,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=
 
     root = repo_root()
     source_for(cfg)                     # generate the phantom first: its files are part of every fingerprint
+    shared = shared_inputs(cfg)
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
     params = {"profile": profile, "seed": cfg.seed,
               "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
@@ -148,7 +154,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=
     for i, (name, nb, extra) in enumerate(steps_list, 1):
         t0 = time.perf_counter()
         dst = out_dir / executed_name(Path(nb).name, extra)
-        key = fingerprint(root / "notebooks" / nb, {**params, **extra}, cfg)
+        key = fingerprint(root / "notebooks" / nb, {**params, **extra}, shared)
         done = ledger.get(dst.name, {})
         reused = dst.is_file() and done.get("key") == key
         if not reused:

@@ -101,3 +101,14 @@ def test_scalar_spacing_and_lower_dimensions_like_medpy():
     line_a, line_b = np.zeros(20, bool), np.zeros(20, bool)
     line_a[2:6], line_b[10:15] = True, True
     assert metrics.surface_metrics(line_a, line_b, 2.0)["hd"] == pytest.approx(medpy.hd(line_a, line_b, 2.0))
+
+
+def test_mean_class_dice_averages_the_classes_present():
+    from cmr_lib.metrics import mean_class_dice
+
+    ref = np.zeros((4, 4), int)
+    ref[0, :2], ref[1, :2] = 1, 2                       # MYO and LV present, RV absent
+    pred = ref.copy()
+    pred[1, :2] = 0                                     # LV missed entirely
+    assert mean_class_dice(pred, ref) == pytest.approx(0.5)
+    assert np.isnan(mean_class_dice(pred, np.zeros_like(ref)))
