@@ -58,7 +58,7 @@ class Stylization:
     """Content slices, the style slice each got, and the result (all (N, 1, S, S)), with labels (N, S, S)."""
 
     content: torch.Tensor
-    style: torch.Tensor
+    style: torch.Tensor | None          # None: a style-free augmentation (intensity, gin)
     stylized: torch.Tensor
     content_label: torch.Tensor
     style_label: torch.Tensor
@@ -222,7 +222,7 @@ class SettingRun:
 def run_name(cfg, epsilon_iterations: int, source: CMRSource) -> str:
     """<profile>_<data>_setting<S>_<stylizer>[_eps<E>]_seed<seed>: one folder per Table 2/3 row and seed."""
     data = "phantom" if source.name == "phantom" else source.root.name
-    eps = f"_eps{epsilon_iterations}" if cfg.stylizer == "rain" else ""
+    eps = f"_eps{epsilon_iterations}" if cfg.network == "rain" else ""
     return f"{cfg.profile}_{data}_setting{cfg.setting}_{cfg.stylizer}{eps}_seed{cfg.seed}"
 
 
@@ -290,14 +290,15 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
         source = source_for(cfg, progress=progress)
     timings["data"] = time.perf_counter() - t_start
     spec = cfg.setting_spec
-    eps = epsilon_iterations if cfg.stylizer == "rain" else 0
+    eps = epsilon_iterations if cfg.network == "rain" else 0
+    augmenting = bool(cfg.network or cfg.baseline)
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name
     split = split_for(source, cfg.split)
     config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
     config["extra"] = {k: v for k, v in config["extra"].items() if v is not None}    # unset notebook options
     identity = {"config": config,
-                "epsilon_iterations": eps, "include_original": include_original if spec.stylize else False,
+                "epsilon_iterations": eps, "include_original": include_original if augmenting else False,
                 "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
                          "split": split}}
     record_path = run_dir / "run.json"
@@ -308,8 +309,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                            f"or choose another output_root (it is never overwritten)")
     ts = None
     t = time.perf_counter()
-    if spec.stylize:
-        ts = train_pair(cfg, source, cfg.stylizer, (spec.pretrain.content, spec.pretrain.style), progress=progress)
+    if cfg.network:
+        ts = train_pair(cfg, source, cfg.network, (spec.pretrain.content, spec.pretrain.style), progress=progress)
     timings["stylizer"] = time.perf_counter() - t
     t = time.perf_counter()
     seg = train_setting(cfg, source, stylizer=ts, epsilon_iterations=eps, include_original=include_original,
@@ -329,7 +330,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     hist = seg.history
     record = {
         "run_name": name, **identity, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
-        "setting_name": spec.name, "stylizer": cfg.stylizer, "git": _git_commit(), "versions": _versions(),
+        "setting_name": spec.name, "stylizer": cfg.stylizer, "baseline": cfg.baseline,
+        "git": _git_commit(), "versions": _versions(),
         "encoder": ts.info["encoder"] if ts else None,
         "stylizer_run": {"checkpoint": display_path(ts.run_dir), "reused": ts.info.get("reused"),
                          "train_seconds": ts.info.get("seconds_train")} if ts else None,
@@ -387,36 +389,47 @@ def predict_examples(cfg, source: CMRSource, segmenter, patients, *, sequence: s
 
 def training_examples(cfg, source: CMRSource, run: SettingRun, *, n: int = 6, epsilon_iterations: int = 0
                       ) -> Stylization:
-    """What the DRU-Net of a stylized setting trained on: bSSFP slices of training patients, the LGE style
-    slice the setting's pairing picks for each (random or same patient and level), and the stylized
-    image (RAIN: after `epsilon_iterations` of style search against the trained network)."""
+    """What the DRU-Net of an augmented run trained on: bSSFP slices of training patients, the LGE style
+    slice the setting's pairing picks for each (random or same patient and level; None for the style-free
+    baselines), and the training image (RAIN: after `epsilon_iterations` of style search against the trained
+    network; then the run's baseline remap, if any)."""
+    from cmr_lib.baselines import augment, histogram_match
     from cmr_lib.drunet import segmentation_loss
     from cmr_lib.train import StylePicker
 
     spec = cfg.setting_spec
-    if not spec.stylize or run.stylizer is None:
-        raise CmrError(f"setting {cfg.setting} does not stylize: there are no stylized training examples")
+    if not (cfg.network or cfg.baseline) or (cfg.network and run.stylizer is None):
+        raise CmrError(f"setting {cfg.setting} with stylizer {cfg.stylizer!r} trains on bSSFP as it is: "
+                       f"there are no stylized training examples")
     split = split_for(source, cfg.split)
     crop = cfg.crop
     content = SliceDataset.from_source(source, split["train"], "C0", cfg, train=False, heart_only=True,
                                        label="require", crop=crop)
-    styles = SliceDataset.from_source(source, [p for p in split["style"] if source.has(p, "LGE")], "LGE", cfg,
-                                      train=False, label="skip", crop=crop)
     rng = np.random.default_rng([cfg.seed, 55])
     items = [content[int(i)] for i in rng.choice(len(content), size=min(n, len(content)), replace=False)]
-    picker = StylePicker(styles, spec.style_pairing)
-    s = picker(items, rng, 0)
     x = torch.stack([it["image"] for it in items])
     y = torch.stack([it["label"] for it in items])
-    sty, seg = run.stylizer.model.cpu().eval(), run.segmenter.model.cpu().eval()
-    with torch.no_grad():
-        if run.stylizer.kind == "adaconv":
-            out = sty.stylize(x, s)
-        else:
+    s = None
+    if cfg.network or cfg.baseline == "histmatch":
+        styles = SliceDataset.from_source(source, [p for p in split["style"] if source.has(p, "LGE")], "LGE", cfg,
+                                          train=False, label="skip", crop=crop)
+        s = StylePicker(styles, spec.style_pairing)(items, rng, 0)
+    out = x
+    seg = run.segmenter.model.cpu().eval()
+    if cfg.network == "adaconv":
+        with torch.no_grad():
+            out = run.stylizer.model.cpu().eval().stylize(x, s)
+    elif cfg.network == "rain":
+        sty = run.stylizer.model.cpu().eval()
+        with torch.no_grad():
             z0 = sty.style_code(s)[0]
-    if run.stylizer.kind == "rain":
         out = sty.explore(x, z0, lambda img: segmentation_loss(seg(img), y), iterations=epsilon_iterations,
                           step=cfg.sizes.stylizer.explore.step, rule=cfg.sizes.stylizer.explore.rule).images[-1]
+    elif cfg.baseline == "histmatch":
+        out = histogram_match(x, s)
+    if cfg.baseline in ("intensity", "gin"):
+        gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 55)
+        out = augment(cfg.baseline, out.detach().float().clamp(0, 1), gen, cfg.sizes.baselines)
     return Stylization(x, s, out.detach().float().clamp(0, 1), y, torch.zeros_like(y))
 
 

@@ -16,7 +16,8 @@ import yaml
 from cmr_lib.errors import CmrError
 
 PROFILES = ("smoke", "demo", "paper")
-STYLIZERS = ("rain", "adaconv", "none")
+STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "rain+intensity", "adaconv+intensity")
+NETWORKS = ("rain", "adaconv")     # the trained stylizers; the other values are baselines (cmr_lib.baselines)
 SETTINGS = (0, 1, 2, 3)
 SEQUENCES = ("C0", "LGE", "T2")
 
@@ -128,6 +129,12 @@ def _odd_kernel(name, v):
     return v
 
 
+def _odd_kernels(name, v):
+    if not (isinstance(v, (list, tuple)) and v):
+        _fail(name, v, "must be a non-empty list of odd kernel sizes")
+    return [_odd_kernel(name, k) for k in v]
+
+
 # The key tree every profile must have, with a validator per leaf.
 PROFILE_SCHEMA = {
     "profile": lambda n, v: v if isinstance(v, str) else _fail(n, v, "must be a name"),
@@ -180,6 +187,12 @@ PROFILE_SCHEMA = {
         "ce_weight": _nonneg_float,
         "dice_weight": _nonneg_float,
         "precision": lambda n, v: _choice(n, v, ("auto", "bf16", "fp32")),
+    },
+    "baselines": {
+        "intensity": {"control_points": lambda n, v: _int(n, v, minimum=0), "gamma": _scale_range,
+                      "contrast": _scale_range},
+        "gin": {"layers": lambda n, v: _int(n, v, minimum=2), "channels": _pos_int,
+                "kernel_sizes": _odd_kernels},
     },
     "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
 }
@@ -314,9 +327,22 @@ class Config:
         return data_root() / "phantom" / f"n{d.phantom_patients}_seed{d.phantom_seed}"
 
     @property
+    def network(self) -> str | None:
+        """The trained stylizer this run uses ('rain' or 'adaconv'; also for 'rain+intensity'), or None."""
+        kind = self.stylizer.split("+")[0]
+        return kind if kind in NETWORKS else None
+
+    @property
+    def baseline(self) -> str | None:
+        """The appearance augmentation this run applies: 'histmatch', 'intensity', 'gin' (alone or after a
+        stylizer: 'rain+intensity'), or None."""
+        kind = self.stylizer.split("+")[-1]
+        return kind if kind in ("histmatch", "intensity", "gin") else None
+
+    @property
     def crop(self) -> int:
-        """Centre-crop size of this run's stylizer (setting 0 uses the 'none' size)."""
-        return self.sizes.preprocess.crop[self.stylizer if self.setting else "none"]
+        """Centre-crop size of this run's stylizer network (baselines and setting 0 use the 'none' size)."""
+        return self.sizes.preprocess.crop[self.network or "none"]
 
     def to_dict(self) -> dict:
         """Plain data for run records; paths inside the repository are written relative to it."""
@@ -396,6 +422,28 @@ def _patients(name, value):
     return sorted(out)
 
 
+def _stylizer_for_setting(stylizer: str, setting: int) -> str:
+    """Which stylizer values a setting takes. Setting 0 trains on bSSFP alone ('rain'/'adaconv' are ignored
+    there, so the notebook's defaults run as-is) or with a style-free augmentation ('intensity', 'gin');
+    histmatch takes LGE slices as settings 2 (random) and 3 (same patient) do; the networks need 1-3."""
+    if setting == 0:
+        if stylizer in ("rain", "adaconv", "none"):
+            return "none"
+        if stylizer in ("intensity", "gin"):
+            return stylizer
+        _fail("stylizer", stylizer, "setting 0 takes 'none', 'intensity' or 'gin' "
+              + ("(histmatch uses LGE styles: setting 2 or 3)" if stylizer == "histmatch"
+                 else "(a stylizer needs setting 1, 2 or 3)"))
+    if stylizer in ("none", "intensity", "gin"):
+        _fail("stylizer", stylizer, f"setting {setting} stylizes: choose one of "
+              + ", ".join(s for s in STYLIZERS if s not in ("none", "intensity", "gin"))
+              + ("" if stylizer == "none" else f" ({stylizer} uses no style image: run it as setting 0)"))
+    if stylizer == "histmatch" and setting == 1:
+        _fail("stylizer", stylizer, "histmatch has no pre-training, so setting 1 would repeat setting 2: "
+              "use setting 2 (random LGE) or 3 (same patient's LGE)")
+    return stylizer
+
+
 def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, c0_spacing="header",
                 output_root=None, overrides=None, train_patients=None, val_patients=None, test_patients=None,
                 **extra) -> Config:
@@ -409,10 +457,7 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     sizes = apply_overrides(sizes, overrides, name)
     setting = _choice("setting", _int("setting", setting), SETTINGS)
     stylizer = _choice("stylizer", stylizer, STYLIZERS)
-    if setting == 0:
-        stylizer = "none"
-    elif stylizer == "none":
-        _fail("stylizer", stylizer, f"setting {setting} stylizes: choose 'rain' or 'adaconv'")
+    stylizer = _stylizer_for_setting(stylizer, setting)
     seed = _int("seed", seed, minimum=0)
     data = _dir_param("data_dir", data_dir, must_exist=True)
     c0_spacing = _choice("c0_spacing", c0_spacing, ("header", "lge"))

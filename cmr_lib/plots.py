@@ -99,11 +99,14 @@ def _pick(n_total: int, n: int) -> list[int]:
 
 
 def stylization_grid(st, n: int = 6, title: str = ""):
-    """Rows: content (bSSFP), style, stylized, for n examples (Fig. 7)."""
+    """Rows: content (bSSFP), style (left out when None: style-free augmentations), stylized, for n
+    examples (Fig. 7)."""
     idx = _pick(st.content.shape[0], n)
-    fig, axes = plt.subplots(3, len(idx), figsize=(2.3 * len(idx), 7.2), squeeze=False)
+    rows = [(k, v) for k, v in (("content", st.content), ("style", st.style), ("stylized", st.stylized))
+            if v is not None]
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(2.3 * len(idx), 2.4 * len(rows)), squeeze=False)
     for c, i in enumerate(idx):
-        for r, (name, imgs) in enumerate((("content", st.content), ("style", st.style), ("stylized", st.stylized))):
+        for r, (name, imgs) in enumerate(rows):
             show_slice(axes[r, c], imgs[i, 0].numpy(), title=name if c == 0 else None)
     fig.suptitle(title)
     fig.tight_layout()

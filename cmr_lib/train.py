@@ -527,34 +527,42 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     RAIN: each batch's style code (sampled around its LGE style) is pushed `epsilon_iterations` times up the
     gradient of the current network's loss (adversarial style search); the network then learns from the
     mined style, and from the unstylized batch too if `include_original`. AdaConv: the batch is restyled.
-    The weights with the best validation Dice (LGE of validation patients) are kept.
+    Baselines (cfg.baseline): histmatch takes the picked LGE slice's histogram; intensity and gin remap
+    the batch (after the stylizer for 'rain+intensity'). The weights with the best validation Dice (LGE of
+    validation patients) are kept.
     """
+    from cmr_lib.baselines import augment, histogram_match
     from cmr_lib.drunet import segmentation_loss
 
     spec, sg = cfg.setting_spec, cfg.sizes.segmenter
-    if spec.stylize and stylizer is None:
-        raise CmrError(f"setting {cfg.setting} stylizes: pass a stylizer pre-trained on "
+    network, baseline = cfg.network, cfg.baseline
+    if network and stylizer is None:
+        raise CmrError(f"setting {cfg.setting} stylizes: pass a {network} stylizer pre-trained on "
                        f"{spec.pretrain.content}->{spec.pretrain.style}")
-    if stylizer is not None and tuple(stylizer.pretrain) != (spec.pretrain.content, spec.pretrain.style):
+    if network and tuple(stylizer.pretrain) != (spec.pretrain.content, spec.pretrain.style):
         raise CmrError(f"setting {cfg.setting} needs a {spec.pretrain.content}->{spec.pretrain.style} stylizer, "
                        f"got {'->'.join(stylizer.pretrain)}")
     if isinstance(epsilon_iterations, bool) or not isinstance(epsilon_iterations, int) or epsilon_iterations < 0:
         raise CmrError(f"parameter 'epsilon_iterations' = {epsilon_iterations!r}: must be a non-negative integer")
+    augmenting = bool(network or baseline)
+    uses_styles = bool(network) or baseline == "histmatch"
     split = split_for(source, cfg.split)
     style_src = style_source or source
     crop = cfg.crop
     style_split = default_split(style_src) if style_source is not None else split
-    style_patients = [p for p in style_split["style"] if style_src.has(p, "LGE")] if spec.stylize else []
+    style_patients = [p for p in style_split["style"] if style_src.has(p, "LGE")] if uses_styles else []
     config = {"version": STYLIZER_VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
-              "stylizer_run": stylizer.run_dir.name if stylizer else None,
-              "epsilon_iterations": epsilon_iterations if cfg.stylizer == "rain" else 0,
-              "include_original": include_original if spec.stylize else False, "crop": crop,
+              "stylizer_run": stylizer.run_dir.name if network else None,
+              "epsilon_iterations": epsilon_iterations if network == "rain" else 0,
+              "include_original": include_original if augmenting else False, "crop": crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
               "data": data_fingerprint(source, {"train": ("C0", split["train"]), "val": ("LGE", split["val"])})}
-    if spec.stylize:
+    if baseline in ("intensity", "gin"):
+        config["baseline"] = cfg.sizes.baselines[baseline].to_dict()
+    if uses_styles:
         config["data"]["style"] = data_fingerprint(style_src, {"style": ("LGE", style_patients)})
-    name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if cfg.stylizer == "rain" else "")
+    name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if network == "rain" else "")
     run_dir = checkpoint_root(cfg) / "settings" / f"{name}_{config_key(config)}"
     dev = device()
     torch.manual_seed(cfg.seed)
@@ -566,24 +574,23 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     t0 = time.perf_counter()
     content = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
     picker = None
-    if spec.stylize:
+    if uses_styles:
         styles = SliceDataset.from_source(style_src, style_patients, "LGE", cfg, train=True, label="skip", crop=crop)
         picker = StylePicker(styles, spec.style_pairing)
     val_volumes = [source.load(p, "LGE", label="require") for p in split["val"] if source.has_label(p, "LGE")]
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
-    sty = stylizer.model.to(dev).eval() if stylizer else None
+    sty = stylizer.model.to(dev).eval() if network else None
     ex = cfg.sizes.stylizer.explore
     stats = {"seconds_stylize": 0.0, "seconds_validate": 0.0}
-    mining = cfg.stylizer == "rain" and spec.stylize and epsilon_iterations > 0
+    mining = network == "rain" and epsilon_iterations > 0
 
     def seg_loss(logits, y):
         return segmentation_loss(logits, y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
 
-    def stylize(items, x, y, rng, step):
-        s = picker(items, rng, step).to(dev)
+    def stylize_net(s, x, y, step):
         gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
-        if cfg.stylizer == "adaconv":
+        if network == "adaconv":
             with torch.no_grad(), autocast(cfg.sizes.stylizer.precision, dev):
                 return sty.stylize(x, s).float()
         with torch.no_grad(), autocast(cfg.sizes.stylizer.precision, dev):
@@ -609,12 +616,26 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         stats["explore_gain"] = found.losses[-1] - found.losses[0]          # how much the search raised the loss
         return found.images[-1].float()
 
+    def stylize(items, x, y, rng, step):
+        """The training images of one batch: stylized (network), histogram-matched, and/or remapped."""
+        s = picker(items, rng, step).to(dev) if picker else None
+        if network:
+            xs = stylize_net(s, x, y, step)
+        elif baseline == "histmatch":
+            xs = histogram_match(x, s)
+        else:
+            xs = x
+        if baseline in ("intensity", "gin"):
+            gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step + 500_000)
+            xs = augment(baseline, xs.clamp(0.0, 1.0), gen, cfg.sizes.baselines)
+        return xs
+
     def step_fn(step):
         rng = np.random.default_rng([cfg.seed, step, 3])
         items = _items(content, rng, sg.batch, step)
         x = torch.stack([it["image"] for it in items]).to(dev)
         y = torch.stack([it["label"] for it in items]).to(dev)
-        if spec.stylize:
+        if augmenting:
             t = time.perf_counter()
             xs = stylize(items, x, y, rng, step)
             stats["seconds_stylize"] += time.perf_counter() - t

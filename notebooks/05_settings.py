@@ -30,7 +30,19 @@
 # stylized bSSFP slices, predicts every test LGE volume, scores it, and writes
 # `results/runs/<run>/run.json`, which notebook 06 turns into Tables 2 and 3. With RAIN, every
 # training batch first runs `epsilon_iterations` rounds of adversarial style search (Table 3 varies
-# it: 1, 3, 5). Run it from the repository root, for example:
+# it: 1, 3, 5).
+#
+# The paper has no baseline rows; we add the appearance augmentations a practitioner would try first,
+# each with the same DRU-Net, budget, split and evaluation (`cmr_lib/baselines.py`):
+#
+# | `stylizer` | settings | what each training batch gets |
+# | --- | --- | --- |
+# | `intensity` | 0 | a random monotone intensity curve, gamma and contrast jitter (BigAug-style) |
+# | `gin` | 0 | a random shallow conv net, mixed with the image (GIN, Ouyang et al. 2022) |
+# | `histmatch` | 2, 3 | the histogram of the LGE slice the setting picks (whole 144-mm crop) |
+# | `rain+intensity`, `adaconv+intensity` | 1-3 | the stylizer, then the intensity remap |
+#
+# Run it from the repository root, for example:
 #
 # ```bash
 # papermill -k python3 notebooks/05_settings.ipynb out.ipynb -p setting 3 -p stylizer adaconv
@@ -39,7 +51,7 @@
 # %% tags=["parameters"]
 profile = "demo"          # smoke | demo | paper, or the path of a profile YAML file
 setting = 1               # 0, 1, 2 or 3 (Table 1)
-stylizer = "rain"         # rain | adaconv (ignored in setting 0)
+stylizer = "rain"         # rain | adaconv (ignored in setting 0) | intensity | gin | histmatch | rain+intensity | ...
 epsilon_iterations = 5    # RAIN style-search rounds per batch (Table 3: 1, 3, 5)
 include_original = True   # also train on the unstylized batch
 seed = 0
@@ -57,7 +69,7 @@ cfg = make_config(profile=profile, setting=setting, stylizer=stylizer, seed=seed
                   c0_spacing=c0_spacing, output_root=output_root, t2_dir=t2_dir)
 epsilon_iterations = experiment.check_epsilon_iterations(epsilon_iterations)
 print(cfg.summary())
-if cfg.stylizer == "rain":
+if cfg.network == "rain":
     print(f"epsilon iterations {epsilon_iterations}, also training on the original batch: {include_original}")
 
 # %% [markdown]
@@ -81,17 +93,18 @@ save_figure(plots.training_curves(run.segmenter.history, title=f"DRU-Net, {rec['
 # ## What the network trained on
 #
 # Content: bSSFP slices of training patients. Style: the LGE slice that this setting's pairing
-# picks for each one. Stylized: what the DRU-Net saw. For RAIN this is after the style search
-# against the trained network, which looks for the styles it finds hardest.
+# picks for each one (none for the style-free baselines). Stylized: what the DRU-Net saw. For RAIN
+# this is after the style search against the trained network, which looks for the styles it finds
+# hardest.
 
 # %%
-if cfg.setting_spec.stylize:
+if cfg.network or cfg.baseline:
     examples = experiment.training_examples(cfg, source, run, n=cfg.sizes.analysis.examples,
-                                            epsilon_iterations=epsilon_iterations if cfg.stylizer == "rain" else 0)
+                                            epsilon_iterations=epsilon_iterations if cfg.network == "rain" else 0)
     save_figure(plots.stylization_grid(examples, title=f"setting {cfg.setting}, {cfg.stylizer}: training images"),
                 cfg.figures_dir / "runs" / f"{rec['run_name']}_stylized.png")
 else:
-    print("setting 0 trains on the bSSFP slices as they are")
+    print(f"setting {cfg.setting} trains on the bSSFP slices as they are")
 
 # %% [markdown]
 # ## Predictions on LGE (test patients with labels)

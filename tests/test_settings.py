@@ -41,7 +41,7 @@ def test_prediction_returns_to_the_original_grid(tiny_phantom, spacing_mm, crop)
 def test_setting_needs_the_right_stylizer(tiny_phantom, tmp_path):
     src = open_source(tiny_phantom)
     cfg = make_config(profile="smoke", setting=2, stylizer="rain", data_dir=tiny_phantom, output_root=tmp_path)
-    with pytest.raises(CmrError, match="setting 2 stylizes: pass a stylizer pre-trained on C0->LGE"):
+    with pytest.raises(CmrError, match="setting 2 stylizes: pass a rain stylizer pre-trained on C0->LGE"):
         train.train_setting(cfg, src)
     t2 = train.TrainedStylizer(None, "rain", ("C0", "T2"), tmp_path, {}, {})
     with pytest.raises(CmrError, match="needs a C0->LGE stylizer, got C0->T2"):
@@ -184,7 +184,7 @@ def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_p
         run_setting(cfg, progress=False)
 
 
-@pytest.mark.parametrize("setting, stylizer", [(0, "rain"), (3, "adaconv")])
+@pytest.mark.parametrize("setting, stylizer", [(0, "rain"), (3, "adaconv"), (0, "gin")])
 def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
     import papermill as pm
 
@@ -194,7 +194,8 @@ def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
                         parameters={"profile": "smoke", "setting": setting, "stylizer": stylizer,
                                     "output_root": str(tmp_path)}, cwd=str(repo_root()), progress_bar=False)
     runs = list((tmp_path / "results" / "runs").glob("*/run.json"))
-    assert len(runs) == 1 and f"setting{setting}_{'none' if setting == 0 else stylizer}" in runs[0].parent.name
+    name = "none" if (setting, stylizer) == (0, "rain") else stylizer
+    assert len(runs) == 1 and f"setting{setting}_{name}" in runs[0].parent.name
 
 
 @pytest.mark.parametrize("name, value, message", [
