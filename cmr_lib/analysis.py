@@ -15,10 +15,18 @@ from cmr_lib.errors import CmrError
 from cmr_lib.evaluate import STRUCTURES
 
 # Table 2's rows in the paper's order: (setting, stylizer, epsilon iterations); Table 3: RAIN, setting 1
-TABLE2_ROWS = [(0, "none", 0), (1, "rain", 5), (1, "adaconv", 0), (2, "rain", 5), (2, "adaconv", 0),
-               (3, "rain", 5), (3, "adaconv", 0)]
+PAPER_ROWS = [(0, "none", 0), (1, "rain", 5), (1, "adaconv", 0), (2, "rain", 5), (2, "adaconv", 0),
+              (3, "rain", 5), (3, "adaconv", 0)]
+# Our baseline rows (issue 7; not in the paper): appearance augmentations, and a stylizer + intensity
+BASELINE_ROWS = [(0, "intensity", 0), (0, "gin", 0), (2, "histmatch", 0), (3, "histmatch", 0),
+                 (1, "rain+intensity", 5), (2, "rain+intensity", 5), (3, "rain+intensity", 5),
+                 (1, "adaconv+intensity", 0), (2, "adaconv+intensity", 0), (3, "adaconv+intensity", 0)]
+TABLE2_ROWS = PAPER_ROWS + BASELINE_ROWS
 TABLE3_ROWS = [(1, "rain", 1), (1, "rain", 3), (1, "rain", 5)]
-STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv"}
+STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "histmatch": "histmatch",
+                  "intensity": "intensity", "gin": "GIN", "rain+intensity": "RAIN + intensity",
+                  "adaconv+intensity": "AdaConv + intensity"}
+STYLE_TRANSFER = ("RAIN", "AdaConv")
 METRIC_NAMES = {"dice": "DC", "hd": "HD", "hd95": "HD95", "assd": "ASSD"}
 
 
@@ -71,8 +79,12 @@ def _row_values(record: dict) -> dict:
 
 def row_key(record: dict) -> tuple:
     """(setting, stylizer, epsilon iterations) of a run: its row in Table 2 or 3."""
-    eps = record.get("epsilon_iterations", 0) if record["stylizer"] == "rain" else 0
+    eps = record.get("epsilon_iterations", 0) if _uses_rain(record["stylizer"]) else 0
     return (int(record["setting"]), record["stylizer"], int(eps))
+
+
+def _uses_rain(stylizer: str) -> bool:
+    return stylizer.split("+")[0] == "rain"
 
 
 def table(records: list[dict], rows=TABLE2_ROWS) -> pd.DataFrame:
@@ -89,17 +101,35 @@ def table(records: list[dict], rows=TABLE2_ROWS) -> pd.DataFrame:
         vals = pd.DataFrame([_row_values(r) for r in recs])
         if vals["patients"].nunique() > 1:
             raise CmrError(f"runs of setting {key[0]}, {key[1]} report different patient sets; rerun them alike")
-        row = {"setting": key[0], "stylizer": STYLIZER_NAMES[key[1]], "epsilon": key[2] if key[1] == "rain" else None,
+        row = {"setting": key[0], "stylizer": STYLIZER_NAMES[key[1]], "epsilon": key[2] if _uses_rain(key[1]) else None,
                "seeds": len(recs), "patients": vals["patients"].iloc[0], "cases": int(vals["cases"].iloc[0])}
-        row.update(vals.drop(columns=["patients", "cases"]).astype(float).mean().to_dict())
+        nums = vals.drop(columns=["patients", "cases"]).astype(float)
+        row.update(nums.mean().to_dict())
+        if len(recs) > 1:
+            row.update({f"{c} ci95": v for c, v in ci95(nums).items()})
         out.append(row)
     if not out:
         raise CmrError("no run matches a row of this table; run notebooks/05_settings.ipynb for them first")
     return pd.DataFrame(out)
 
 
+def ci95(values: pd.DataFrame) -> pd.Series:
+    """Half-width of the 95 % confidence interval of each column's mean over rows (seeds): Student's t
+    with n - 1 degrees of freedom, n the column's finite values (NaN when fewer than 2)."""
+    from scipy import stats
+
+    n = values.notna().sum()
+    half = values.std(ddof=1) / np.sqrt(n) * pd.Series(stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index)
+    return half.where(n >= 2)
+
+
 def markdown(df: pd.DataFrame, *, extra=("HD95", "ASSD")) -> str:
-    """The paper's layout: DC per structure and AVG ± STD, HD (mm) likewise, then AVG of extra metrics."""
+    """The paper's layout: DC per structure and AVG ± STD, HD (mm) likewise, then AVG of extra metrics.
+
+    With several seeds in a row, each per-structure and AVG cell is "mean ± 95 % CI over seeds" and STD
+    (over structures) gets its own column."""
+    if "seeds" in df and df["seeds"].max() > 1:
+        return _markdown_seeds(df, extra)
     head = ["setting", "stylizer", "ε"]
     cols = [f"DC {k}" for k in STRUCTURES] + ["DC AVG ± STD"] + [f"HD {k}" for k in STRUCTURES] + \
         ["HD AVG ± STD"] + [f"{m} AVG" for m in extra]
@@ -117,6 +147,29 @@ def markdown(df: pd.DataFrame, *, extra=("HD95", "ASSD")) -> str:
         cells += [f(r[f"{m} AVG"], 1) for m in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _markdown_seeds(df: pd.DataFrame, extra) -> str:
+    head = ["setting", "stylizer", "ε", "seeds"]
+    cols = [f"{n} {k}" for n in ("DC", "HD") for k in (*STRUCTURES, "AVG", "STD")] + [f"{m} AVG" for m in extra]
+    lines = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
+
+    def f(r, col, d):
+        v, h = r.get(col), r.get(f"{col} ci95")
+        if v is None or not np.isfinite(v):
+            return "nan"
+        return f"{v:.{d}f}" + (f" ± {h:.{d}f}" if h is not None and np.isfinite(h) else "")
+
+    for _, r in df.iterrows():
+        eps = "" if r["epsilon"] is None or pd.isna(r["epsilon"]) else str(int(r["epsilon"]))
+        cells = [str(r["setting"]), r["stylizer"], eps, str(int(r["seeds"]))]
+        for name, d in (("DC", 3), ("HD", 1)):
+            cells += [f(r, f"{name} {k}", d) for k in (*STRUCTURES, "AVG")]
+            cells.append(f"{r[f'{name} STD']:.{d}f}" if np.isfinite(r[f"{name} STD"]) else "nan")
+        cells += [f(r, f"{m} AVG", 1) for m in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nCells: mean ± 95 % confidence interval over seeds (Student's t); STD: spread " \
+        "over the three structures, averaged over seeds.\n"
 
 
 def write_table(df: pd.DataFrame, out_stem) -> tuple[Path, Path]:
@@ -207,7 +260,7 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: 
         rows.append({"claim": "RAIN improves with more epsilon iterations (Table 3, Dice)", "holds": None,
                      "evidence": "Table 3 rows missing"})
     base = _get(t2, 0, "none", "DC AVG")
-    stylized = t2[t2["setting"] > 0]
+    stylized = t2[t2["stylizer"].isin(STYLE_TRANSFER)]
     if np.isfinite(base) and len(stylized):
         best = stylized.loc[stylized["DC AVG"].idxmax()]
         gain = float(best["DC AVG"]) - base
@@ -223,6 +276,125 @@ def claims_markdown(verdicts: pd.DataFrame) -> str:
     mark = {True: "holds", False: "does not hold", None: "cannot tell (rows missing)"}
     return "".join(f"- {v['claim']}: **{mark[None if pd.isna(v['holds']) else bool(v['holds'])]}** ({v['evidence']})\n"
                    for _, v in verdicts.iterrows())
+
+
+# ---------------------------------------------------------------------------------------------
+# paired tests over patients and the written reading of the baselines
+
+def patient_scores(records: list[dict], metric: str = "dice") -> pd.Series:
+    """Per patient (case), the mean of `metric` over MYO, LV and RV, averaged over the runs (seeds) given.
+    NaN where a structure's value is undefined (e.g. HD of a structure never predicted)."""
+    cols = []
+    for rec in records:
+        df = pd.DataFrame(rec["metrics"][part_of(rec)])
+        if df.empty:
+            continue
+        wide = df.set_index(["case", "structure"])[metric].astype(float).unstack()
+        cols.append(wide.reindex(columns=list(STRUCTURES)).mean(axis=1, skipna=False))
+    return pd.concat(cols, axis=1).mean(axis=1, skipna=False) if cols else pd.Series(dtype=float)
+
+
+def wilcoxon(a: pd.Series, b: pd.Series) -> dict:
+    """Paired two-sided Wilcoxon signed-rank test of a - b over the cases both have (finite values)."""
+    from scipy import stats
+
+    both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    d = both["a"] - both["b"]
+    out = {"patients": int(len(d)), "mean difference": float(d.mean()) if len(d) else float("nan"),
+           "p (Wilcoxon)": float("nan")}
+    if len(d) >= 2 and (d != 0).any():
+        out["p (Wilcoxon)"] = float(stats.wilcoxon(both["a"], both["b"]).pvalue)
+    return out
+
+
+def comparisons(present: list[tuple]) -> list[tuple[tuple, tuple]]:
+    """The pairs the paper and the baselines ask about, among the rows present: every row against setting 0;
+    RAIN against AdaConv in each setting; each stylizer + intensity against the stylizer alone and against
+    intensity alone."""
+    s0, out = (0, "none", 0), []
+    out += [(k, s0) for k in present if k != s0 and s0 in present]
+    for s in (1, 2, 3):
+        rain = next((k for k in present if k[:2] == (s, "rain")), None)
+        if rain and (s, "adaconv", 0) in present:
+            out.append((rain, (s, "adaconv", 0)))
+        for k in present:
+            if k[0] == s and k[1].endswith("+intensity"):
+                alone = next((j for j in present if j[:2] == (s, k[1].split("+")[0])), None)
+                out += [(k, j) for j in (alone, (0, "intensity", 0)) if j in present]
+    return out
+
+
+def paired_tests(records: list[dict], rows=TABLE2_ROWS, metrics=("dice", "hd")) -> pd.DataFrame:
+    """Paired Wilcoxon signed-rank tests over test (else validation) patients for `comparisons`: per patient
+    the mean over structures, averaged over seeds. Columns: row, against, metric, patients, mean difference
+    (row - against), p."""
+    by_key: dict[tuple, list[dict]] = {}
+    for rec in records:
+        by_key.setdefault(row_key(rec), []).append(rec)
+    present = [k for k in rows if k in by_key]
+    out = []
+    for a, b in comparisons(present):
+        for m in metrics:
+            out.append({"row": _label(a), "against": _label(b), "metric": f"{METRIC_NAMES[m]} AVG",
+                        **wilcoxon(patient_scores(by_key[a], m), patient_scores(by_key[b], m))})
+    return pd.DataFrame(out, columns=["row", "against", "metric", "patients", "mean difference", "p (Wilcoxon)"])
+
+
+def tests_markdown(tests: pd.DataFrame) -> str:
+    """The paired tests as a markdown table (differences: row minus the row it is compared with)."""
+    lines = ["| row | against | metric | patients | mean difference | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
+    for _, t in tests.iterrows():
+        d = 3 if t["metric"].startswith("DC") else 1
+        diff = "nan" if not np.isfinite(t["mean difference"]) else f"{t['mean difference']:+.{d}f}"
+        p = "nan" if not np.isfinite(t["p (Wilcoxon)"]) else f"{t['p (Wilcoxon)']:.3g}"
+        lines.append(f"| {t['row']} | {t['against']} | {t['metric']} | {t['patients']} | {diff} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict], *, data: str = "the phantom",
+                     alpha: float = 0.05) -> str:
+    """A written reading of the baselines, from the numbers: where style transfer beats appearance
+    augmentation, where it does not, and by how much (Dice AVG; p from paired Wilcoxon tests)."""
+    base_names = {"histmatch", "intensity", "GIN"}
+    st = t2[t2["stylizer"].isin(STYLE_TRANSFER)]
+    bl = t2[t2["stylizer"].isin(base_names)]
+    s0 = _get(t2, 0, "none", "DC AVG")
+    if st.empty or bl.empty:
+        return f"On {data}: the table lacks style-transfer or baseline rows; nothing to compare.\n"
+
+    def key_of(r):
+        inv = {v: k for k, v in STYLIZER_NAMES.items()}
+        k = inv[r["stylizer"]]
+        return (int(r["setting"]), k, int(r["epsilon"]) if _uses_rain(k) else 0)
+
+    def verdict(p):
+        return "n/a" if not np.isfinite(p) else ("significant" if p < alpha else "not significant") + f", p = {p:.3g}"
+
+    by_key: dict[tuple, list[dict]] = {}
+    for rec in records:
+        by_key.setdefault(row_key(rec), []).append(rec)
+    best_st, best_bl = st.loc[st["DC AVG"].idxmax()], bl.loc[bl["DC AVG"].idxmax()]
+    w = wilcoxon(patient_scores(by_key[key_of(best_st)]), patient_scores(by_key[key_of(best_bl)]))
+    lines = [f"On {data} ({int(best_st['cases'])} {best_st['patients']} patients, setting 0 Dice {s0:.3f}):"]
+    lines.append(f"- Best style transfer: {_label(key_of(best_st))}, Dice {best_st['DC AVG']:.3f}; best appearance "
+                 f"baseline: {_label(key_of(best_bl))}, Dice {best_bl['DC AVG']:.3f}. Difference "
+                 f"{best_st['DC AVG'] - best_bl['DC AVG']:+.3f} ({verdict(w['p (Wilcoxon)'])}; both rows picked "
+                 f"as the best of their group on these same patients, so the p-value is optimistic).")
+    beats = [f"{_label(key_of(r))} ({r['DC AVG']:.3f})" for _, r in st.iterrows() if r["DC AVG"] > best_bl["DC AVG"]]
+    lines.append(f"- Style-transfer rows above the best baseline: {', '.join(beats) if beats else 'none'}.")
+    for _, r in bl.iterrows():
+        t = tests[(tests["row"] == _label(key_of(r))) & (tests["metric"] == "DC AVG")
+                  & (tests["against"] == "setting 0 (none)")]
+        p = float(t["p (Wilcoxon)"].iloc[0]) if len(t) else float("nan")
+        lines.append(f"- {_label(key_of(r))} against setting 0: {r['DC AVG'] - s0:+.3f} Dice ({verdict(p)}).")
+    for _, r in t2[t2["stylizer"].str.endswith("+ intensity")].iterrows():
+        alone = _get(t2, int(r["setting"]), r["stylizer"].split(" +")[0], "DC AVG")
+        t = tests[(tests["row"] == _label(key_of(r))) & (tests["metric"] == "DC AVG")
+                  & (~tests["against"].str.contains("intensity")) & (tests["against"] != "setting 0 (none)")]
+        p = float(t["p (Wilcoxon)"].iloc[0]) if len(t) else float("nan")
+        lines.append(f"- Adding intensity to {r['stylizer'].split(' +')[0]} in setting {int(r['setting'])}: "
+                     f"{r['DC AVG'] - alone:+.3f} Dice ({verdict(p)}).")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,10 +441,12 @@ def _first_run_per_row(records: list[dict], rows) -> tuple[dict, list]:
 
 def _label(key) -> str:
     s, k, e = key
-    return "setting 0 (none)" if s == 0 else f"setting {s}, {STYLIZER_NAMES[k]}" + (f" ε{e}" if k == "rain" else "")
+    if (s, k) == (0, "none"):
+        return "setting 0 (none)"
+    return f"setting {s}, {STYLIZER_NAMES[k]}" + (f" ε{e}" if _uses_rain(k) else "")
 
 
-def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABLE2_ROWS):
+def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=PAPER_ROWS):
     """Fig. 6: LGE slices of labelled test (else validation) patients, ground truth and each Table 2 row's
     saved prediction (from the predictions/ folder beside its run.json, or its val/ subfolder)."""
     import matplotlib.pyplot as plt
@@ -319,7 +493,7 @@ def prediction_grid(records: list[dict], source, *, patients: int = 3, rows=TABL
 
 
 def setting_histograms(records: list[dict], source, make_cfg, *, slices: int = 48, bins: int = 64,
-                       rows=TABLE2_ROWS):
+                       rows=PAPER_ROWS):
     """Fig. 8 per setting: intensity histograms of the images each stylized setting trains on (training
     patients' bSSFP restyled with LGE styles picked by the setting's pairing, latent mean for RAIN), in the
     myocardium and in LV ∪ MYO ∪ RV, against the LGE of validation patients; KL(stylized || LGE) per row.

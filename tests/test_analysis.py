@@ -149,3 +149,70 @@ def test_bars_draw_every_row_and_patient(table2_records):
     assert heights[0] == pytest.approx(0.5) and heights[-1] == pytest.approx(0.85)
     dots = sum(len(line.get_xdata()) for line in left.lines)
     assert dots == 7 * 3 * 3
+
+
+def _varied(setting, stylizer, eps=0, shift=0.0, *, seed=0, cases=8, noise=0.0):
+    """A record whose per-patient Dice vary by patient (0.5 + 0.03 case) plus `shift` (+ seeded noise)."""
+    rec = _record(setting, stylizer, eps, seed=seed, cases=cases)
+    rng = np.random.default_rng([seed, setting, len(stylizer)])
+    for m in rec["metrics"]["test"]:
+        c = int(m["case"].split("_")[0].removeprefix("patient"))
+        m["dice"] = 0.5 + 0.03 * c + shift + noise * float(rng.normal())
+        m["hd"] = 30.0 - 10 * shift - c
+    df = pd.DataFrame(rec["metrics"]["test"])
+    for metric in ("dice", "hd"):
+        means = df.groupby("structure")[metric].mean()
+        vals = [float(means[s]) for s in STRUCTURES]
+        rec["summary"]["test"][metric].update({**dict(zip(STRUCTURES, vals)), "AVG": float(np.mean(vals)),
+                                               "STD": float(np.std(vals))})
+    return rec
+
+
+def test_seeds_give_mean_and_95_percent_interval():
+    recs = [_varied(3, "rain", 5, shift=s, seed=i) for i, s in enumerate((0.0, 0.02, 0.04))]
+    t = analysis.table(recs, [(3, "rain", 5)])
+    assert t["seeds"].iloc[0] == 3
+    dc = [r["summary"]["test"]["dice"]["AVG"] for r in recs]
+    assert t["DC AVG"].iloc[0] == pytest.approx(np.mean(dc))
+    from scipy import stats
+    want = stats.t.ppf(0.975, 2) * np.std(dc, ddof=1) / np.sqrt(3)
+    assert t["DC AVG ci95"].iloc[0] == pytest.approx(want)
+    md = analysis.markdown(t)
+    assert f"{np.mean(dc):.3f} ± {want:.3f}" in md and "95 % confidence interval over seeds" in md
+    single = analysis.table(recs[:1], [(3, "rain", 5)])
+    assert "DC AVG ci95" not in single and "confidence" not in analysis.markdown(single)
+
+
+def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
+    recs = [_varied(0, "none"), _varied(3, "rain", 5, shift=0.05), _varied(3, "adaconv", shift=0.0, noise=0.05),
+            _varied(0, "intensity", shift=0.02), _varied(3, "rain+intensity", 5, shift=0.06)]
+    t = analysis.paired_tests(recs)
+    got = {(r["row"], r["against"], r["metric"]): r for _, r in t.iterrows()}
+    gain = got[("setting 3, RAIN ε5", "setting 0 (none)", "DC AVG")]
+    assert gain["patients"] == 8 and gain["mean difference"] == pytest.approx(0.05)
+    assert gain["p (Wilcoxon)"] < 0.01                         # 8 of 8 patients better: exact p = 2/256
+    noisy = got[("setting 3, AdaConv", "setting 0 (none)", "DC AVG")]
+    assert noisy["p (Wilcoxon)"] > 0.05
+    assert ("setting 3, RAIN ε5", "setting 3, AdaConv", "DC AVG") in got
+    assert ("setting 3, RAIN + intensity ε5", "setting 3, RAIN ε5", "DC AVG") in got
+    assert ("setting 3, RAIN + intensity ε5", "setting 0, intensity", "HD AVG") in got
+    md = analysis.tests_markdown(t)
+    assert "| setting 3, RAIN ε5 | setting 0 (none) | DC AVG | 8 | +0.050 |" in md
+
+
+def test_wilcoxon_skips_undefined_patients_and_identical_rows():
+    a = pd.Series([0.5, 0.6, np.nan, 0.7], index=list("abcd"))
+    out = analysis.wilcoxon(a, a)
+    assert out["patients"] == 3 and np.isnan(out["p (Wilcoxon)"])
+
+
+def test_the_baseline_reading_says_which_wins_and_by_how_much():
+    recs = [_varied(0, "none"), _varied(3, "rain", 5, shift=0.05), _varied(0, "intensity", shift=0.08),
+            _varied(2, "histmatch", shift=-0.02), _varied(3, "rain+intensity", 5, shift=0.09)]
+    t2 = analysis.table(recs)
+    text = analysis.baseline_reading(t2, analysis.paired_tests(recs), recs, data="a test set")
+    assert text.startswith("On a test set (8 test patients, setting 0 Dice")
+    assert "Best style transfer: setting 3, RAIN ε5" in text and "best appearance baseline: setting 0, intensity" in text
+    assert "Difference -0.030" in text and "Style-transfer rows above the best baseline: none." in text
+    assert "setting 2, histmatch against setting 0: -0.020 Dice" in text
+    assert "Adding intensity to RAIN in setting 3: +0.040 Dice (significant" in text
