@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 DATA_DIR ?=
 SEED ?= 0
+SEEDS ?=
+JOBS ?= 2
 FORCE ?=
 C0_SPACING ?=
 T2_DIR ?=
@@ -23,9 +25,10 @@ $(STAMP): pyproject.toml
 
 ## Regenerate the phantom (if needed), run every notebook with papermill, write results/ and figures/.
 ## Unchanged steps are reused (FORCE=1 reruns them); PROFILE=paper DATA_DIR=/path SEED=n pick the run;
+## SEEDS=3 runs every Table 2/3 row with 3 seeds (default: the profile's); JOBS=n notebooks side by side;
 ## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2).
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
+	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
 	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR))
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.

@@ -30,9 +30,10 @@ STYLE_TRANSFER = ("RAIN", "AdaConv")
 METRIC_NAMES = {"dice": "DC", "hd": "HD", "hd95": "HD95", "assd": "ASSD"}
 
 
-def load_runs(results_dir, *, profile: str | None = None, seed: int | None = None,
-              allow_mixed: bool = False) -> list[dict]:
-    """The run.json records under results_dir/runs (optionally one profile and seed).
+def load_runs(results_dir, *, profile: str | None = None, seed: int | list | None = None,
+              data_root: str | None = None, allow_mixed: bool = False) -> list[dict]:
+    """The run.json records under results_dir/runs (optionally one profile, one seed or a list of seeds, and
+    one data source: the `data.root` its records name).
 
     Runs from different profiles or data sources never share a table unless `allow_mixed`: a one-line
     error names what differs.
@@ -46,7 +47,9 @@ def load_runs(results_dir, *, profile: str | None = None, seed: int | None = Non
             raise CmrError(f"{path}: not a readable run record ({exc.__class__.__name__})") from None
         if not isinstance(rec, dict) or not {"setting", "stylizer", "summary", "profile", "data"} <= set(rec):
             raise CmrError(f"{path}: not a run record (needs setting, stylizer, summary, profile and data)")
-        if (profile is None or rec["profile"] == profile) and (seed is None or rec.get("seed") == seed):
+        seeds = None if seed is None else (list(seed) if isinstance(seed, (list, tuple)) else [seed])
+        if (profile is None or rec["profile"] == profile) and (seeds is None or rec.get("seed") in seeds) \
+                and (data_root is None or str(rec["data"].get("root")) == str(data_root)):
             rec["_path"] = str(path)
             records.append(rec)
     if not records:
@@ -367,6 +370,9 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
         k = inv[r["stylizer"]]
         return (int(r["setting"]), k, int(r["epsilon"]) if _uses_rain(k) else 0)
 
+    def signed(v, d=3):
+        return f"{round(v, d) + 0.0:+.{d}f}"
+
     def verdict(p):
         return "n/a" if not np.isfinite(p) else ("significant" if p < alpha else "not significant") + f", p = {p:.3g}"
 
@@ -378,7 +384,7 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
     lines = [f"On {data} ({int(best_st['cases'])} {best_st['patients']} patients, setting 0 Dice {s0:.3f}):"]
     lines.append(f"- Best style transfer: {_label(key_of(best_st))}, Dice {best_st['DC AVG']:.3f}; best appearance "
                  f"baseline: {_label(key_of(best_bl))}, Dice {best_bl['DC AVG']:.3f}. Difference "
-                 f"{best_st['DC AVG'] - best_bl['DC AVG']:+.3f} ({verdict(w['p (Wilcoxon)'])}; both rows picked "
+                 f"{signed(best_st['DC AVG'] - best_bl['DC AVG'])} ({verdict(w['p (Wilcoxon)'])}; both rows picked "
                  f"as the best of their group on these same patients, so the p-value is optimistic).")
     beats = [f"{_label(key_of(r))} ({r['DC AVG']:.3f})" for _, r in st.iterrows() if r["DC AVG"] > best_bl["DC AVG"]]
     lines.append(f"- Style-transfer rows above the best baseline: {', '.join(beats) if beats else 'none'}.")
@@ -386,14 +392,107 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
         t = tests[(tests["row"] == _label(key_of(r))) & (tests["metric"] == "DC AVG")
                   & (tests["against"] == "setting 0 (none)")]
         p = float(t["p (Wilcoxon)"].iloc[0]) if len(t) else float("nan")
-        lines.append(f"- {_label(key_of(r))} against setting 0: {r['DC AVG'] - s0:+.3f} Dice ({verdict(p)}).")
+        lines.append(f"- {_label(key_of(r))} against setting 0: {signed(r['DC AVG'] - s0)} Dice ({verdict(p)}).")
     for _, r in t2[t2["stylizer"].str.endswith("+ intensity")].iterrows():
         alone = _get(t2, int(r["setting"]), r["stylizer"].split(" +")[0], "DC AVG")
         t = tests[(tests["row"] == _label(key_of(r))) & (tests["metric"] == "DC AVG")
                   & (~tests["against"].str.contains("intensity")) & (tests["against"] != "setting 0 (none)")]
         p = float(t["p (Wilcoxon)"].iloc[0]) if len(t) else float("nan")
         lines.append(f"- Adding intensity to {r['stylizer'].split(' +')[0]} in setting {int(r['setting'])}: "
-                     f"{r['DC AVG'] - alone:+.3f} Dice ({verdict(p)}).")
+                     f"{signed(r['DC AVG'] - alone)} Dice ({verdict(p)}).")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-dataset check: networks trained on one data set, scored on the others' LGE
+
+DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
+
+
+def other_sources(own, *, real=None, phantom_dir=None) -> dict:
+    """The data sets to test on besides the runs' own: the real sample sets found (data.find_real_data, or
+    `real` = {name: folder}) and the phantom (`phantom_dir`), minus the runs' own source."""
+    from cmr_lib.data import find_real_data, open_source
+
+    found = dict(find_real_data() if real is None else real)
+    if phantom_dir is not None and Path(phantom_dir).is_dir():
+        found["phantom"] = Path(phantom_dir)
+    out = {}
+    for key, folder in found.items():
+        src = open_source(folder)
+        if Path(src.root).resolve() != Path(own.root).resolve() and src.patients_with("LGE", labelled=True):
+            out[DATA_NAMES.get(src.name, src.name)] = src
+    return out
+
+
+def cross_dataset(records: list[dict], own, others: dict, make_cfg, rows=TABLE2_ROWS) -> pd.DataFrame:
+    """Each Table 2 row's DRU-Net (one run per row), trained on `own`, scored on every labelled LGE volume
+    of each data set in `others` (networks never saw them); its own data set's column is its table value.
+
+    make_cfg(record) returns the run's Config (for crop, spacing and the network's size). Columns:
+    setting, stylizer, epsilon, then '<data> DC' and '<data> HD' (AVG over MYO, LV, RV), with the patient
+    counts in df.attrs['patients']."""
+    from cmr_lib.evaluate import COLUMNS, summarize
+    from cmr_lib.inference import predict_volume
+    from cmr_lib.metrics import evaluate_volume
+    from cmr_lib.params import repo_root
+    from cmr_lib.train import build_segmenter, load_checkpoint
+
+    by_key, present = _first_run_per_row(records, rows)
+    volumes = {name: [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)]
+               for name, src in others.items()}                     # read once, scored by every network
+    own_name = DATA_NAMES.get(own.name, own.name)
+    counts, out = {}, []
+    for key in present:
+        rec = by_key[key]
+        s, k, e = key
+        part = part_of(rec)
+        summ = rec["summary"][part]
+        own_col = f"{own_name} ({'own ' + part})"
+        counts[own_col] = summ["dice"]["cases"]
+        row = {"setting": s, "stylizer": STYLIZER_NAMES[k], "epsilon": e if _uses_rain(k) else None,
+               f"{own_col} DC": _num(summ["dice"]["AVG"]), f"{own_col} HD": _num(summ["hd"]["AVG"])}
+        cfg = make_cfg(rec)
+        ckpt = Path(rec["segmenter"]["checkpoint"])
+        ckpt = (ckpt if ckpt.is_absolute() else repo_root() / ckpt) / "final.pt"
+        model = build_segmenter(cfg)
+        load_checkpoint(ckpt, model=model)
+        model.eval()
+        pre = cfg.sizes.preprocess
+        for name, vols in volumes.items():
+            scores = []
+            for vol in vols:
+                pred = predict_volume(model, vol, crop=cfg.crop, spacing_mm=pre.spacing_mm,
+                                      percentiles=tuple(pre.percentiles))
+                scores += [{"case": vol.image_path.name, "structure": st, **v}
+                           for st, v in evaluate_volume(pred, vol.label, vol.spacing).items()]
+            df = pd.DataFrame(scores, columns=COLUMNS)
+            m = summarize(df)
+            counts[name] = int(df["case"].nunique())
+            row[f"{name} DC"], row[f"{name} HD"] = float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"])
+        out.append(row)
+    df = pd.DataFrame(out)
+    df.attrs["patients"] = counts
+    return df
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def cross_markdown(df: pd.DataFrame) -> str:
+    """The cross-dataset table: Dice AVG and HD AVG (mm) per test data set, one row per Table 2 row."""
+    names = [c[:-3] for c in df.columns if c.endswith(" DC")]
+    counts = df.attrs.get("patients", {})
+    head = ["setting", "stylizer", "ε"] + [f"{n} ({counts.get(n, '?')} pat.) {m}" for n in names for m in ("DC", "HD")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        eps = "" if r["epsilon"] is None or pd.isna(r["epsilon"]) else str(int(r["epsilon"]))
+        cells = [str(r["setting"]), r["stylizer"], eps]
+        for n in names:
+            dc, hd = r[f"{n} DC"], r[f"{n} HD"]
+            cells += ["nan" if not np.isfinite(dc) else f"{dc:.3f}", "nan" if not np.isfinite(hd) else f"{hd:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -343,6 +343,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                       "mean_explore_gain": (float(np.mean(hist["explore_gain"])) if hist.get("explore_gain")
                                             else None)},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "torch_threads": torch.get_num_threads(),           # CPU results depend on it (summation order)
         "test_patients_labelled": sorted({int(r) for r in split["test"]} - set(unlabelled)),
         "test_patients_unlabelled": unlabelled,
         "predictions": display_path(run_dir / "predictions"),

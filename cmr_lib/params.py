@@ -194,6 +194,7 @@ PROFILE_SCHEMA = {
         "gin": {"layers": lambda n, v: _int(n, v, minimum=2), "channels": _pos_int,
                 "kernel_sizes": _odd_kernels},
     },
+    "reproduce": {"seeds": _pos_int},
     "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
 }
 

@@ -21,26 +21,60 @@ import sys
 import time
 from pathlib import Path
 
-from cmr_lib.atomic import atomic_path, write_json
+from cmr_lib.atomic import write_json
 from cmr_lib.errors import CmrError, cli_main
 from cmr_lib.params import make_config, repo_root
 
-# (step name, notebook, extra parameters): grows with the study (stylizers, DRU-Net, settings, analysis)
+# (step name, notebook, extra parameters[, may run beside its neighbours]). A notebook name "prepare:<what>"
+# is a library call instead (see `prepare`). Parallel steps that follow each other run `jobs` at a time.
 STEPS = [
     ("data exploration (Fig. 1)", "01_data_exploration.ipynb", {}),
-    ("RAIN stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 5, 7-9)", "02_rain.ipynb", {}),
-    ("AdaConv stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 7-9)", "03_adaconv.ipynb", {}),
+    ("stylizer encoder and decoder warm start (shared by 02 and 03)", "prepare:encoder", {}),
+    ("RAIN stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 5, 7-9)", "02_rain.ipynb", {}, True),
+    ("AdaConv stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 7-9)", "03_adaconv.ipynb", {}, True),
     ("DRU-Net, setting 0 and the domain gap (Fig. 6)", "04_drunet.ipynb", {}),
 ]
-# Table 2: setting 0, then settings 1-3 with each stylizer (RAIN with 5 epsilon iterations)
-STEPS += [(f"Table 2 row: setting {s}" + (f", {k}" if s else ""), "05_settings.ipynb",
-           {"setting": s, "stylizer": k, "epsilon_iterations": 5})
-          for s, k in [(0, "rain"), (1, "rain"), (1, "adaconv"), (2, "rain"), (2, "adaconv"), (3, "rain"),
-                       (3, "adaconv")]]
+# Table 2: setting 0, then settings 1-3 with each stylizer (RAIN with 5 epsilon iterations), then our baselines
+TABLE2_RUNS = [(0, "rain"), (1, "rain"), (1, "adaconv"), (2, "rain"), (2, "adaconv"), (3, "rain"), (3, "adaconv"),
+               (0, "intensity"), (0, "gin"), (2, "histmatch"), (3, "histmatch"), (3, "rain+intensity")]
+ROW_STEPS = [(f"Table 2 row: setting {s}" + (f", {k}" if s or k not in ("rain", "adaconv") else ""),
+              "05_settings.ipynb", {"setting": s, "stylizer": k, "epsilon_iterations": 5}, True)
+             for s, k in TABLE2_RUNS]
 # Table 3: RAIN in setting 1 with 1 and 3 epsilon iterations (5 is Table 2's row)
-STEPS += [(f"Table 3 row: setting 1, rain, {e} epsilon iteration{'s' if e > 1 else ''}", "05_settings.ipynb",
-           {"setting": 1, "stylizer": "rain", "epsilon_iterations": e}) for e in (1, 3)]
-STEPS += [("analysis: Tables 2 and 3, Figs. 6 and 8, bars", "06_analysis.ipynb", {})]
+ROW_STEPS += [(f"Table 3 row: setting 1, rain, {e} epsilon iteration{'s' if e > 1 else ''}", "05_settings.ipynb",
+               {"setting": 1, "stylizer": "rain", "epsilon_iterations": e}, True) for e in (1, 3)]
+STEPS += ROW_STEPS
+STEPS += [("analysis: Tables 2 and 3, tests, Figs. 6 and 8, bars", "06_analysis.ipynb", {})]
+
+
+def with_seeds(steps: list, seeds: list[int]) -> list:
+    """The steps for several seeds: each seed after the first gets its stylizers trained first (so rows
+    running side by side never train the same one twice), then every Table 2/3 row again with that seed;
+    06 gets the list of seeds."""
+    if len(seeds) <= 1:
+        return steps
+    extra_seeds = seeds[1:]
+    out = []
+    for step in steps:
+        name, nb, extra, parallel = (*step, False)[:4]
+        if nb == "06_analysis.ipynb":
+            out += [(f"stylizers, seed {s}", "prepare:stylizers", {"seed": s}) for s in extra_seeds]
+            rows = [st for st in steps if (*st, False)[3] and st[1] == "05_settings.ipynb"]
+            out += [(f"{r[0]} (seed {s})", r[1], {**r[2], "seed": s}, True) for s in extra_seeds for r in rows]
+            out.append((name, nb, {**extra, "seeds": seeds}))
+        else:
+            out.append(step)
+    return out
+
+
+def cost_hint(extra: dict) -> float:
+    """Rough relative cost of a step, so parallel steps start longest first (RAIN rows pay for the style search)."""
+    k = str(extra.get("stylizer", ""))
+    if extra.get("setting", 1) == 0 or not extra:
+        return 1.0
+    if k.startswith("rain"):
+        return 2.0 + extra.get("epsilon_iterations", 5)
+    return 1.5 if k.startswith("adaconv") else 1.0
 
 
 def machine() -> dict:
@@ -64,15 +98,23 @@ def peak_memory_mb() -> float:
 
 
 def executed_name(nb: str, extra: dict) -> str:
-    """05_settings.ipynb + {setting: 3, stylizer: 'rain'} -> 05_settings_setting3_rain_eps5.ipynb."""
+    """05_settings.ipynb + {setting: 3, stylizer: 'rain'} -> 05_settings_setting3_rain_eps5.ipynb; a seed
+    given to one step is appended (_seed1); 'prepare:stylizers' + {seed: 1} -> prepare_stylizers_seed1."""
     nb = str(nb)
+    if nb.startswith("prepare:"):
+        return f"prepare_{nb.split(':', 1)[1]}" + (f"_seed{extra['seed']}" if "seed" in extra else "")
+    extra = {k: v for k, v in extra.items() if k != "seeds"}
     if not extra:
         return nb
-    if extra.get("setting") == 0:
+    seed = extra.pop("seed", None)
+    if extra.get("setting") == 0 and extra.get("stylizer", "rain") in ("rain", "adaconv", "none"):
         extra = {"setting": 0}
-    elif extra.get("stylizer") != "rain":
+    elif not str(extra.get("stylizer", "")).startswith("rain"):
         extra = {k: v for k, v in extra.items() if k != "epsilon_iterations"}
-    tag = "_".join(f"{'eps' if k == 'epsilon_iterations' else k if k == 'setting' else ''}{v}" for k, v in extra.items())
+    if seed is not None:
+        extra["seed"] = seed
+    tag = "_".join(f"{'eps' if k == 'epsilon_iterations' else k if k in ('setting', 'seed') else ''}{v}"
+                   for k, v in extra.items())
     return nb.replace(".ipynb", f"_{tag}.ipynb")
 
 
@@ -92,22 +134,93 @@ def shared_inputs(cfg) -> str:
     return h.hexdigest()
 
 
-def fingerprint(nb: Path, parameters: dict, shared: str) -> str:
-    """What a step's result depends on: its notebook, its parameters and the shared inputs; a step is rerun
-    when any of these changed."""
+def fingerprint(nb: Path | None, parameters: dict, shared: str) -> str:
+    """What a step's result depends on: its notebook (None for library steps), its parameters and the
+    shared inputs; a step is rerun when any of these changed."""
     h = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode())
-    h.update(Path(nb).read_bytes())
+    if nb is not None:
+        h.update(Path(nb).read_bytes())
     h.update(shared.encode())
     return h.hexdigest()[:16]
 
 
-def run_notebook(src: Path, dst: Path, parameters: dict, *, log_output=False):
-    """Execute one notebook with papermill (kernel python3, working directory = repository root)."""
-    import papermill as pm
+def _notebook_error(path: Path) -> str | None:
+    """'ExcName: message' of the first error output in an executed notebook, if any."""
+    try:
+        nb = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}"
+    return None
 
-    with atomic_path(dst) as tmp:
-        pm.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name="python3",
-                            cwd=str(repo_root()), progress_bar=False, log_output=log_output)
+
+def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None):
+    """Start executing one notebook with papermill in its own process (kernel python3, working directory =
+    the repository root), writing to a temporary file beside `dst`. Returns (process, temporary path, log)."""
+    import subprocess
+    import tempfile
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.ipynb", dir=dst.parent)
+    os.close(fd)
+    env = dict(os.environ)
+    if threads:                                    # each kernel's torch uses this many threads
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log = open(Path(tmp).with_suffix(".log"), "w")
+    proc = subprocess.Popen([sys.executable, "-m", "papermill", str(src), tmp, "-k", "python3", "--cwd",
+                             str(repo_root()), "--no-progress-bar", "-y", json.dumps(parameters)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, Path(tmp), log
+
+
+def finish_notebook(proc, tmp: Path, log, dst: Path) -> str | None:
+    """Wait for a started notebook; on success rename it onto `dst` (None), else keep it as
+    <name>.failed.ipynb and return a one-line reason."""
+    rc = proc.wait()
+    log.close()
+    log_path = Path(log.name)
+    if rc == 0:
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+        log_path.unlink(missing_ok=True)
+        return None
+    failed = dst.with_name(dst.stem + ".failed.ipynb")
+    reason = _notebook_error(tmp) if tmp.is_file() and tmp.stat().st_size else None
+    if tmp.is_file():
+        os.replace(tmp, failed)
+    if reason is None:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"papermill exited with {rc}"
+    log_path.replace(failed.with_suffix(".log"))
+    return f"{reason}; see {failed}"
+
+
+def run_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None):
+    """Execute one notebook (see start_notebook); a one-line CmrError when it fails."""
+    err = finish_notebook(*start_notebook(src, dst, parameters, threads=threads), dst)
+    if err:
+        raise CmrError(f"{src.name} failed: {err}")
+
+
+def prepare(what: str, parameters: dict) -> None:
+    """The library steps of `make reproduce`: 'encoder' (the stylizers' shared encoder and warm start) or
+    'stylizers' (every stylizer of a seed, so the rows of that seed only reuse them)."""
+    from cmr_lib import experiment, train
+    from cmr_lib.data import source_for
+
+    keys = ("profile", "seed", "data_dir", "output_root", "c0_spacing", "t2_dir")
+    cfg = make_config(**{k: v for k, v in parameters.items() if k in keys and v is not None})
+    source = source_for(cfg, progress=False)
+    if what == "encoder":
+        train.prepare_encoder(cfg, source, progress=False)
+    elif what == "stylizers":
+        for kind in ("rain", "adaconv"):
+            experiment.train_pairs(cfg, source, kind, progress=False)
+    else:
+        raise CmrError(f"unknown reproduce step 'prepare:{what}'")
 
 
 @cli_main
@@ -115,23 +228,33 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cmr_lib.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the first seed (and the only one when --seeds is 1)")
+    ap.add_argument("--seeds", type=int, default=None, help="run every Table 2/3 row with this many seeds "
+                    "(default: the profile's reproduce.seeds)")
+    ap.add_argument("--jobs", type=int, default=2, help="notebooks run side by side where they may (default 2)")
     ap.add_argument("--c0-spacing", default=None, help="'lge' for the cropped MS-CMRSeg copy (stale C0 voxel size)")
     ap.add_argument("--t2-dir", default=None, help="T2 images for setting 1 when the data set has none (MyoPS)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     args = ap.parse_args(argv)
-    return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, force=args.force,
-                     c0_spacing=args.c0_spacing, t2_dir=args.t2_dir)
+    return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
+                     force=args.force, c0_spacing=args.c0_spacing, t2_dir=args.t2_dir)
 
 
-def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=None, output_root=None,
-              c0_spacing=None, t2_dir=None) -> int:
-    """Run `steps_list` (default: STEPS; notebooks by name in notebooks/ or by path) in order; see the module
+def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
+              output_root=None, c0_spacing=None, t2_dir=None) -> int:
+    """Run `steps_list` (default: STEPS, for `seeds` seeds; notebooks by name in notebooks/ or by path) in
+    order, parallel neighbours `jobs` at a time with cpu_count // jobs threads each; see the module
     docstring. `output_root` (default: the repository) receives results/ and figures/; `c0_spacing` and
     `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both)."""
-    steps_list = STEPS if steps_list is None else steps_list
     cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
                       c0_spacing=c0_spacing or "header", t2_dir=None if t2_dir is None else str(t2_dir))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise CmrError(f"parameter 'jobs' = {jobs!r}: must be a positive integer")
+    n_seeds = cfg.sizes.reproduce.seeds if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise CmrError(f"parameter 'seeds' = {seeds!r}: must be a positive integer")
+    seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
+    steps_list = with_seeds(STEPS if steps_list is None else steps_list, seed_list)
     if t2_dir is not None and not Path(t2_dir).is_dir():
         raise CmrError(f"{t2_dir}: parameter 't2_dir' is not a folder")
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
@@ -146,39 +269,99 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, force=False, steps_list=
               **({"output_root": str(cfg.output_root)} if output_root is not None else {}),
               **({"c0_spacing": cfg.c0_spacing} if c0_spacing is not None else {}),
               **({"t2_dir": str(Path(t2_dir).resolve())} if t2_dir is not None else {})}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     t_all = time.perf_counter()
-    steps = []
     ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() and not force else {}
-    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, {len(steps_list)} steps")
-    for i, (name, nb, extra) in enumerate(steps_list, 1):
-        t0 = time.perf_counter()
-        dst = out_dir / executed_name(Path(nb).name, extra)
-        key = fingerprint(root / "notebooks" / nb, {**params, **extra}, shared)
-        done = ledger.get(dst.name, {})
-        reused = dst.is_file() and done.get("key") == key
-        if not reused:
-            try:
-                run_notebook(root / "notebooks" / nb, dst, {**params, **extra})
-            except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
-                msg = str(exc).strip().splitlines()
-                raise CmrError(f"step {i} ({nb}) failed: {msg[-1] if msg else type(exc).__name__}; "
-                               f"see {dst}") from None
-        dt = time.perf_counter() - t0
+    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, seeds {seed_list}, "
+          f"{len(steps_list)} steps, {jobs} at a time where they may ({threads} threads each)")
+    plan = []
+    for i, step in enumerate(steps_list, 1):
+        name, nb, extra, parallel = (*step, False)[:4]
+        library = isinstance(nb, str) and nb.startswith("prepare:")
+        nb = nb if library else str(nb)
+        src = None if library else root / "notebooks" / nb            # an absolute path stays as it is
+        dst = out_dir / executed_name(nb if library else Path(nb).name, extra)
+        parameters = {**params, **extra}
+        key = fingerprint(src, parameters, shared)
+        plan.append({"i": i, "name": name, "nb": nb, "src": src, "dst": dst, "extra": extra,
+                     "parameters": parameters, "parallel": bool(parallel) and jobs > 1, "key": key})
+    results: dict[int, dict] = {}
+
+    def record(p, dt, reused, ran_parallel):
+        done = ledger.get(p["dst"].name, {})
         if not reused:               # the kernel has exited: its peak is in RUSAGE_CHILDREN (a running max)
-            done = ledger[dst.name] = {"key": key, "seconds": round(dt, 1), "peak_memory_mb_so_far": peak_memory_mb()}
+            done = ledger[p["dst"].name] = {"key": p["key"], "seconds": round(dt, 1),
+                                            "peak_memory_mb_so_far": peak_memory_mb(), "parallel": ran_parallel}
             write_json(ledger_path, ledger)
-        steps.append({"step": name, "notebook": nb, "executed": dst.name, "parameters": extra,
-                      "seconds": round(dt, 1), "reused": reused, "seconds_when_run": done["seconds"],
-                      "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far")})
-        print(f"[{i}/{len(steps_list)}] {name}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
+        results[p["i"]] = {"step": p["name"], "notebook": p["nb"], "executed": p["dst"].name,
+                           "parameters": p["extra"], "seconds": round(dt, 1), "reused": reused,
+                           "ran_beside_others": done.get("parallel", False),
+                           "seconds_when_run": done["seconds"],
+                           "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far")}
+        print(f"[{p['i']}/{len(plan)}] {p['name']}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
+
+    def is_done(p):
+        exists = p["src"] is None or p["dst"].is_file()
+        return exists and ledger.get(p["dst"].name, {}).get("key") == p["key"]
+
+    k = 0
+    while k < len(plan):
+        group = [plan[k]]
+        while group[0]["parallel"] and k + len(group) < len(plan) and plan[k + len(group)]["parallel"]:
+            group.append(plan[k + len(group)])
+        k += len(group)
+        todo = []
+        for p in group:
+            if is_done(p):
+                record(p, 0.0, True, False)
+            else:
+                todo.append(p)
+        if len(todo) <= 1 or not group[0]["parallel"]:
+            for p in todo:
+                t0 = time.perf_counter()
+                if p["src"] is None:
+                    prepare(p["nb"].split(":", 1)[1], p["parameters"])
+                else:
+                    err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"]), p["dst"])
+                    if err:
+                        raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
+                record(p, time.perf_counter() - t0, False, False)
+            continue
+        queue = sorted(todo, key=lambda p: -cost_hint(p["extra"]))        # longest first
+        running, failures = {}, []
+        while queue or running:
+            while queue and len(running) < jobs and not failures:
+                p = queue.pop(0)
+                running[p["i"]] = (p, time.perf_counter(), start_notebook(p["src"], p["dst"], p["parameters"],
+                                                                          threads=threads))
+            finished = None
+            while finished is None:
+                for i, (p, t0, started) in running.items():
+                    if started[0].poll() is not None:
+                        finished = i
+                        break
+                else:
+                    time.sleep(0.2)
+            p, t0, started = running.pop(finished)
+            err = finish_notebook(*started, p["dst"])
+            if err:
+                failures.append(f"step {p['i']} ({p['nb']}) failed: {err}")
+                queue.clear()
+            else:
+                record(p, time.perf_counter() - t0, False, True)
+        if failures:
+            raise CmrError(failures[0])
+    steps = [results[i] for i in sorted(results)]
     total = time.perf_counter() - t_all
     write_json(cfg.results_dir / "reproduce.json", {
         "profile": cfg.profile, "data_source": str(cfg.data_dir) if cfg.data_dir else "phantom",
-        "seed": cfg.seed, "steps": steps, "total_seconds": round(total, 1),
+        "seed": cfg.seed, "seeds": seed_list, "jobs": jobs, "threads_per_parallel_step": threads,
+        "steps": steps, "total_seconds": round(total, 1),
         "total_seconds_when_run": round(sum(st["seconds_when_run"] for st in steps), 1),
         "peak_memory_mb": peak_memory_mb(),
         "peak_memory_mb_when_run": max((st["peak_memory_mb_so_far_when_run"] or 0.0 for st in steps), default=None),
+        "peak_memory_note": f"the largest single process; up to {jobs} notebooks ran at once",
         "machine": machine(),
     })
     print(f"done in {total:.1f} s ({total / 60:.1f} min); executed notebooks in {out_dir}")

@@ -236,6 +236,15 @@ def resolve_encoder(cfg, source: CMRSource, *, progress=True):
     return enc, record
 
 
+def prepare_encoder(cfg, source: CMRSource, *, progress=True) -> dict:
+    """Train (or reuse) what every stylizer shares: the encoder weights and the decoders' warm-start
+    autoencoder. `make reproduce` does this first so that the stylizers can then train side by side."""
+    encoder, record = resolve_encoder(cfg, source, progress=progress)
+    if cfg.sizes.stylizer.warm_start and record["weights"] != "mr":
+        pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=record, progress=progress)
+    return record
+
+
 # ---------------------------------------------------------------------------------------------
 # stylizers
 

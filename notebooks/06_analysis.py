@@ -17,8 +17,8 @@
 # %% [markdown]
 # # 06 · Analysis: Tables 2 and 3, the paper's claims, and the summary figures
 #
-# Every row of Table 2 (settings 0–3 × RAIN, AdaConv) and Table 3 (RAIN with 1, 3, 5 epsilon
-# iterations) was written by notebook 05 as `results/runs/<run>/run.json`. This notebook reads those
+# Every row of Table 2 (settings 0–3 × RAIN, AdaConv, and our baselines) and Table 3 (RAIN with 1, 3,
+# 5 epsilon iterations) was written by notebook 05 as `results/runs/<run>/run.json`. This notebook reads those
 # records alone (plus the saved predictions and the stylizers they name, for the figures), builds the
 # tables in the paper's layout, checks the paper's claims against them, and draws:
 #
@@ -29,15 +29,19 @@
 # **Metric conventions** (as in the paper): Dice and the Hausdorff distance (HD, mm, on each volume's
 # own voxel grid) per structure and patient; a table cell is the mean over patients; "AVG ± STD" is the
 # mean and the population standard deviation over the three structures' means. HD95 and ASSD are extra.
+# With several seeds, a cell is the mean over seeds ± the 95 % confidence interval of that mean.
 
 # %% tags=["parameters"]
 profile = "demo"        # the profile whose runs make the tables (runs of other profiles are ignored)
-seed = 0                # the seed whose runs make the tables
+seed = 0                # the seed whose runs make the figures (and the tables when seeds is None)
+seeds = None            # a list of seeds whose runs the tables average (make reproduce SEEDS=3 passes [0, 1, 2])
 data_dir = None         # None: the built-in phantom; else the data folder the runs used
 c0_spacing = "header"   # as the runs had it ("lge" for the cropped MS-CMRSeg copy)
 t2_dir = None           # as the runs had it (T2 for setting 1 when data_dir has none)
 output_root = None      # None: figures/, results/ and checkpoints/ of the repository
 allow_mixed = False     # True: let runs of several profiles or data sources share one table
+cross_data = "auto"     # data sets to test every row's network on besides its own: "auto" (the real sample
+                        # sets found and the phantom), None (skip), or a list of data folders
 
 # %% [markdown]
 # ## The runs
@@ -45,12 +49,16 @@ allow_mixed = False     # True: let runs of several profiles or data sources sha
 # %%
 from cmr_lib import analysis, data
 from cmr_lib.atomic import save_figure, write_text
-from cmr_lib.params import make_config
+from cmr_lib.params import display_path, make_config
 
 cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_spacing=c0_spacing,
                   output_root=output_root, t2_dir=t2_dir)
-runs = analysis.load_runs(cfg.results_dir, profile=cfg.profile, seed=cfg.seed, allow_mixed=allow_mixed)
-print(f"{len(runs)} runs of profile {cfg.profile}, seed {cfg.seed}:")
+seeds = list(seeds) if seeds else [cfg.seed]
+source = data.source_for(cfg)
+runs = analysis.load_runs(cfg.results_dir, profile=cfg.profile, seed=seeds, allow_mixed=allow_mixed,
+                          data_root=None if allow_mixed else display_path(source.root))
+first_seed = [r for r in runs if r["seed"] == cfg.seed] or runs          # one run per row for the figures
+print(f"{len(runs)} runs of profile {cfg.profile}, seeds {seeds}:")
 for r in runs:
     print(f"  {r['run_name']}: {analysis.part_of(r)} patients, {r['summary'][analysis.part_of(r)]['dice']['cases']} cases")
 
@@ -58,7 +66,10 @@ for r in runs:
 # ## Table 2: settings × stylizers
 #
 # Rows follow the paper: setting 0 (bSSFP only), then settings 1–3 with each stylizer (RAIN with 5
-# epsilon iterations). The `patients` column says whether a row reports the labelled test patients or,
+# epsilon iterations). Then come our baseline rows, which the paper does not have: appearance
+# augmentations a practitioner would try first (`intensity`: random monotone curves, gamma and
+# contrast; `GIN`: random shallow conv nets; `histmatch`: the histogram of an LGE slice, random in
+# setting 2, the same patient's in setting 3), and RAIN followed by the intensity remap. The `patients` column says whether a row reports the labelled test patients or,
 # when test labels are withheld (the real MS-CMRSeg copy), the validation patients.
 
 # %%
@@ -112,15 +123,66 @@ print(analysis.claims_markdown(verdicts))
 # setting 0 belongs to the real data and the paper profile.
 
 # %% [markdown]
+# ## Does style transfer beat simple appearance augmentation?
+#
+# A table cell is a mean; whether two rows differ is a question about patients. For each pair below,
+# every test (else validation) patient gives one number per row, its Dice or HD averaged over MYO, LV
+# and RV (and over seeds), and a paired Wilcoxon signed-rank test asks whether the differences are
+# centred on zero. With 15 phantom test patients, p < 0.05 needs a consistent difference; with the 5
+# labelled validation patients of the real MS-CMRSeg copy, no difference can reach it (the smallest
+# two-sided p with 5 pairs is 0.0625): there, read the differences, not the verdicts.
+
+# %%
+tests = analysis.paired_tests(runs, analysis.TABLE2_ROWS)
+write_text(cfg.results_dir / "table2_tests.md", analysis.tests_markdown(tests))
+write_text(cfg.results_dir / "table2_tests.csv", tests.to_csv(index=False, float_format="%.5g"))
+print(analysis.tests_markdown(tests))
+
+# %% [markdown]
+# The reading below is written from the numbers above, for the data this notebook was run on.
+
+# %%
+where = "the built-in phantom" if cfg.data_dir is None else f"{cfg.data_dir.name}"
+reading = analysis.baseline_reading(table2, tests, runs, data=where)
+write_text(cfg.results_dir / "baselines.md", reading)
+print(reading)
+
+# %% [markdown]
+# ## Across data sets
+#
+# A network trained on one data set's bSSFP (and styled with its LGE) meets another scanner, another
+# centre and, for the phantom, another world. Each row's DRU-Net is scored, as it is, on every labelled
+# LGE volume of the other data sets available here (real MS-CMRSeg 2019 validation patients, MyoPS
+# 2020 patients, the phantom); its own column repeats its Table 2 value. None of these volumes took
+# part in its training.
+
+# %%
+if cross_data:
+    if cross_data == "auto":
+        phantom = None if cfg.data_dir is None else data.source_for(make_config(profile=profile)).root
+        others = analysis.other_sources(source, phantom_dir=phantom)
+    else:
+        others = analysis.other_sources(source, real={str(d): d for d in cross_data})
+    if others:
+        cross = analysis.cross_dataset(first_seed, source, others, lambda r: make_config(
+            profile=profile, setting=r["setting"], stylizer=r["stylizer"], seed=r["seed"], data_dir=data_dir,
+            c0_spacing=c0_spacing, output_root=output_root, t2_dir=t2_dir))
+        write_text(cfg.results_dir / "cross_dataset.md", analysis.cross_markdown(cross))
+        write_text(cfg.results_dir / "cross_dataset.csv", cross.to_csv(index=False, float_format="%.4f"))
+        print(analysis.cross_markdown(cross))
+    else:
+        print("no other data set with labelled LGE found (set CMR_REAL_DATA to the folder holding mscmrseg2019/ "
+              "and myops2020/)")
+
+# %% [markdown]
 # ## Figures
 
 # %%
-source = data.source_for(cfg)
-save_figure(analysis.prediction_grid(runs, source), cfg.figures_dir / "fig6_predictions.png")
+save_figure(analysis.prediction_grid(first_seed, source), cfg.figures_dir / "fig6_predictions.png")
 
 # %%
 fig, kl = analysis.setting_histograms(
-    runs, source, lambda s, k: make_config(profile=profile, setting=s, stylizer=k if s else "rain", seed=seed,
+    first_seed, source, lambda s, k: make_config(profile=profile, setting=s, stylizer=k if s else "rain", seed=seed,
                                            data_dir=data_dir, c0_spacing=c0_spacing, output_root=output_root,
                                            t2_dir=t2_dir))
 save_figure(fig, cfg.figures_dir / "fig8_histograms.png")
@@ -130,4 +192,4 @@ if kl.attrs["skipped"]:
     print("left out (stylizer checkpoint gone):", ", ".join(kl.attrs["skipped"]))
 
 # %%
-save_figure(analysis.table2_bars(runs), cfg.figures_dir / "table2_bars.png");
+save_figure(analysis.table2_bars(first_seed), cfg.figures_dir / "table2_bars.png");

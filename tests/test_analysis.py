@@ -216,3 +216,25 @@ def test_the_baseline_reading_says_which_wins_and_by_how_much():
     assert "Difference -0.030" in text and "Style-transfer rows above the best baseline: none." in text
     assert "setting 2, histmatch against setting 0: -0.020 Dice" in text
     assert "Adding intensity to RAIN in setting 3: +0.040 Dice (significant" in text
+
+
+def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, tmp_path):
+    from cmr_lib import phantom
+    from cmr_lib.data import open_source
+    from cmr_lib.experiment import run_setting
+    from cmr_lib.params import make_config
+
+    cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path)
+    run = run_setting(cfg, open_source(tiny_phantom), progress=False)
+    other_dir = tmp_path / "other"
+    phantom.generate(other_dir, patients=2, seed=11, workers=1, progress=False)
+    own = open_source(tiny_phantom)
+    assert analysis.other_sources(own, real={"same": tiny_phantom}) == {}            # never its own data
+    others = analysis.other_sources(own, real={"x": other_dir})
+    assert list(others) == ["phantom"] and len(others["phantom"].patients_with("LGE", labelled=True)) == 2
+    df = analysis.cross_dataset([run.record], own, others, lambda r: cfg)
+    assert df.attrs["patients"] == {"phantom (own test)": 1, "phantom": 2}
+    assert df["phantom (own test) DC"].iloc[0] == run.record["summary"]["test"]["dice"]["AVG"]
+    assert 0.0 <= df["phantom DC"].iloc[0] <= 1.0
+    md = analysis.cross_markdown(df)
+    assert "| phantom (own test) (1 pat.) DC |" in md and "| phantom (2 pat.) DC |" in md

@@ -19,14 +19,64 @@ def _notebook(path, code):
 
 
 def test_steps_follow_the_paper_order():
-    names = [rp.executed_name(nb, extra) for _, nb, extra in rp.STEPS]
-    assert names[:4] == ["01_data_exploration.ipynb", "02_rain.ipynb", "03_adaconv.ipynb", "04_drunet.ipynb"]
-    assert names[4] == "05_settings_setting0.ipynb"
+    names = [rp.executed_name(st[1], st[2]) for st in rp.STEPS]
+    assert names[:5] == ["01_data_exploration.ipynb", "prepare_encoder", "02_rain.ipynb", "03_adaconv.ipynb",
+                         "04_drunet.ipynb"]
+    assert names[5] == "05_settings_setting0.ipynb"
     assert {n for n in names if n.startswith("05_")} == {
         "05_settings_setting0.ipynb", *(f"05_settings_setting{s}_{k}.ipynb" for s in (1, 2, 3) for k in
                                         ("rain_eps5", "adaconv")),
-        "05_settings_setting1_rain_eps1.ipynb", "05_settings_setting1_rain_eps3.ipynb"}
-    assert names[-1] == "06_analysis.ipynb" and len(names) == len(set(names)) == 14
+        "05_settings_setting1_rain_eps1.ipynb", "05_settings_setting1_rain_eps3.ipynb",
+        "05_settings_setting0_intensity.ipynb", "05_settings_setting0_gin.ipynb",
+        "05_settings_setting2_histmatch.ipynb", "05_settings_setting3_histmatch.ipynb",
+        "05_settings_setting3_rain+intensity_eps5.ipynb"}
+    assert names[-1] == "06_analysis.ipynb" and len(names) == len(set(names)) == 20
+    parallel = [st[1] for st in rp.STEPS if len(st) > 3 and st[3]]
+    assert set(parallel) == {"02_rain.ipynb", "03_adaconv.ipynb", "05_settings.ipynb"}
+
+
+def test_more_seeds_train_their_stylizers_first_then_repeat_every_row():
+    steps = rp.with_seeds(rp.STEPS, [0, 1, 2])
+    names = [rp.executed_name(st[1], st[2]) for st in steps]
+    rows = [n for n in names if n.startswith("05_")]
+    assert len(rows) == 3 * 14 and len(names) == len(set(names))
+    assert "05_settings_setting3_rain+intensity_eps5_seed2.ipynb" in names
+    assert names.index("prepare_stylizers_seed1") < names.index("05_settings_setting1_rain_eps5_seed1.ipynb")
+    assert names.index("prepare_stylizers_seed2") < min(i for i, n in enumerate(names) if n.endswith("_seed1.ipynb"))
+    assert steps[-1][1] == "06_analysis.ipynb" and steps[-1][2]["seeds"] == [0, 1, 2]
+    assert rp.with_seeds(rp.STEPS, [0]) == rp.STEPS
+    assert rp.cost_hint({"setting": 1, "stylizer": "rain", "epsilon_iterations": 5}) > \
+        rp.cost_hint({"setting": 1, "stylizer": "adaconv"}) > rp.cost_hint({"setting": 0, "stylizer": "gin"})
+
+
+def test_parallel_steps_run_side_by_side_with_fewer_threads(tmp_path):
+    import os
+
+    code = ("import os, time, pathlib\n"
+            "p = pathlib.Path(output_root)\np.mkdir(parents=True, exist_ok=True)\n"
+            "t0 = time.time(); time.sleep(3)\n"
+            "(p / f'{name}.txt').write_text(f\"{t0} {time.time()} {os.environ.get('OMP_NUM_THREADS')}\")")
+    nbs = []
+    for name in ("a", "b"):
+        nb = _notebook(tmp_path / f"{name}.ipynb", f"name = '{name}'\n" + code)
+        nbs.append((name, nb, {}, True))
+    out = tmp_path / "out"
+    rp.reproduce("smoke", steps_list=nbs, output_root=out, jobs=2)
+    (a0, a1, ta), (b0, b1, tb) = [(out / f"{n}.txt").read_text().split() for n in ("a", "b")]
+    assert float(a0) < float(b1) and float(b0) < float(a1)                         # they overlapped
+    assert ta == tb == str(max(1, (os.cpu_count() or 1) // 2))
+    rec = json.loads((out / "results" / "reproduce.json").read_text())
+    assert rec["jobs"] == 2 and all(s["ran_beside_others"] for s in rec["steps"])
+    bad = _notebook(tmp_path / "bad.ipynb", "import time\ntime.sleep(1)\nraise ValueError('broken on purpose')")
+    ok = _notebook(tmp_path / "ok.ipynb", "x = 3")
+    with pytest.raises(CmrError, match=r"step 1 \(.*bad.ipynb\) failed: ValueError: broken on purpose; see .*"
+                                       r"bad.failed.ipynb"):
+        rp.reproduce("smoke", steps_list=[("bad", bad, {}, True), ("ok", ok, {}, True)], output_root=out, jobs=2)
+    ledger = json.loads((out / "results" / "notebooks" / "smoke" / "steps.json").read_text())
+    assert "ok.ipynb" in ledger and "bad.ipynb" not in ledger                        # the finished one is kept
+    assert (out / "results" / "notebooks" / "smoke" / "bad.failed.ipynb").is_file()
+    with pytest.raises(CmrError, match="parameter 'jobs' = 0"):
+        rp.reproduce("smoke", steps_list=nbs, output_root=out, jobs=0)
 
 
 def test_second_run_reuses_and_a_change_reruns(tmp_path, capsys):
