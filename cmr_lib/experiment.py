@@ -282,7 +282,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     import time
 
     from cmr_lib.data import source_for
-    from cmr_lib.train import train_setting
+    from cmr_lib.train import data_fingerprint, train_setting
 
     t_start = time.perf_counter()
     timings = {}
@@ -344,6 +344,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                                             else None)},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "torch_threads": torch.get_num_threads(),           # CPU results depend on it (summation order)
+        "data_files": {**seg.info["config"]["data"],           # each file's size, per role: what the run saw
+                       "test": data_fingerprint(source, {"test": ("LGE", split["test"])})},
         "test_patients_labelled": sorted({int(r) for r in split["test"]} - set(unlabelled)),
         "test_patients_unlabelled": unlabelled,
         "predictions": display_path(run_dir / "predictions"),

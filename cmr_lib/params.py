@@ -116,6 +116,15 @@ def _scale_range(name, v):
     return [lo, hi]
 
 
+def _safe_name(name, v):
+    """A profile name becomes part of folder and run names: letters, digits, '_' and '-' only (no '..', '/')."""
+    import re
+
+    if not (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", v)):
+        _fail(name, v, "must be a plain name (letters, digits, '_', '-'); it names result folders")
+    return v
+
+
 def _encoder_weights(name, v):
     if isinstance(v, str) and (v in ("auto", "imagenet", "random", "mr") or v.endswith((".pth", ".pt"))):
         return v
@@ -137,7 +146,7 @@ def _odd_kernels(name, v):
 
 # The key tree every profile must have, with a validator per leaf.
 PROFILE_SCHEMA = {
-    "profile": lambda n, v: v if isinstance(v, str) else _fail(n, v, "must be a name"),
+    "profile": lambda n, v: _safe_name(n, v),
     "data": {
         "phantom_patients": _pos_int,
         "phantom_seed": lambda n, v: _int(n, v, minimum=0),
@@ -390,6 +399,18 @@ def _dir_param(name, value, *, must_exist):
     return path
 
 
+def _writable_dir(name, path: Path) -> Path:
+    """Fail now, not after hours of training, when results cannot be written under `path`."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        _fail(name, str(path), f"{probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        _fail(name, str(path), f"folder {probe} is not writable")
+    return path
+
+
 def apply_overrides(tree: dict, overrides, where: str) -> dict:
     """Set dotted keys of a profile tree (e.g. {'stylizer.adaconv.kernel_size': 5}); unknown keys are errors."""
     if overrides is None:
@@ -462,7 +483,8 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     seed = _int("seed", seed, minimum=0)
     data = _dir_param("data_dir", data_dir, must_exist=True)
     c0_spacing = _choice("c0_spacing", c0_spacing, ("header", "lge"))
-    out = _dir_param("output_root", output_root, must_exist=False) or repo_root()
+    out = _dir_param("output_root", output_root, must_exist=False)
+    out = _writable_dir("output_root", out) if out is not None else repo_root()
     for key, value in extra.items():
         if not (value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))):
             _fail(key, value, "must be a plain literal (str, number, bool, list, dict or None)")

@@ -1,11 +1,9 @@
-import gzip
-
 import nibabel as nib
 import numpy as np
 import pytest
 from conftest import heart_label, write_nifti
 
-from cmr_lib.data import CLASS_TO_LABEL, open_source, read_image, read_label, write_label
+from cmr_lib.data import CLASS_TO_LABEL, open_source, read_label, write_label
 from cmr_lib.errors import CmrError
 
 
@@ -98,74 +96,9 @@ def test_de_token_is_lge(tmp_path):
     assert src.sequences == ["LGE"] and src.load(1, "LGE").label is not None
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: None, "data folder is empty"),
-    (lambda d: (d / "notes.txt").write_text("x"), "no MS-CMRSeg 2019"),
-    (lambda d: (write_nifti(d / "patient1_C0.nii.gz", np.ones((4, 4, 2))),
-                write_nifti(d / "myops_training_101_C0.nii.gz", np.ones((4, 4, 2)))), "mixes MS-CMRSeg files"),
-    (lambda d: write_nifti(d / "patient1_C0_manual.nii.gz", heart_label()), "label file without its image"),
-])
-def test_bad_folders(tmp_path, setup, message):
-    setup(tmp_path)
-    with pytest.raises(CmrError, match=message):
-        open_source(tmp_path)
-
-
-def test_missing_folder(tmp_path):
-    with pytest.raises(CmrError, match="data folder not found"):
-        open_source(tmp_path / "nope")
-
-
-@pytest.mark.parametrize("make, message", [
-    (lambda d: _case(d, label=heart_label((32, 30, 4))), r"shape \(32, 30, 4\) differs from patient1_LGE.nii.gz"),
-    (lambda d: _case(d, label=np.where(heart_label() == 200, 300, heart_label())), r"unknown label value\(s\) \[300\]"),
-    (lambda d: _case(d, label=np.zeros((32, 32, 4), np.int16)), "label volume is all background"),
-    (lambda d: _case(d, label=heart_label().astype(np.float32) + 0.5), "non-integer values"),
-    (lambda d: _case(d, image=np.full((32, 32, 4), 3.0, np.float32)), "image is constant"),
-    (lambda d: _case(d, image=np.where(heart_label() > 0, np.nan, 1.0).astype(np.float32)), "NaN or Inf voxels"),
-    (lambda d: _case(d, image=np.random.default_rng(0).random((32, 32, 4, 3)).astype(np.float32)), "is 4-D"),
-])
-def test_bad_volumes_are_one_line_errors(tmp_path, make, message):
-    make(tmp_path)
-    with pytest.raises(CmrError, match=message) as err:
-        open_source(tmp_path).load(1, "LGE")
-    assert "\n" not in str(err.value) and "patient1_LGE" in str(err.value)
-
-
-def test_affine_mismatch_between_image_and_label(tmp_path):
-    _case(tmp_path, label=False)
-    aff = np.diag([1.0, 1.0, 5.0, 1.0])
-    aff[0, 3] = 2.0
-    write_nifti(tmp_path / "patient1_LGE_manual.nii.gz", heart_label(), affine=aff)
-    with pytest.raises(CmrError, match="affine differs"):
-        open_source(tmp_path).load(1, "LGE")
-
-
 def test_singleton_fourth_axis_is_squeezed(tmp_path):
     _case(tmp_path, image=np.random.default_rng(1).random((32, 32, 4, 1)).astype(np.float32))
     assert open_source(tmp_path).load(1, "LGE").image.shape == (32, 32, 4)
-
-
-def test_corrupt_and_non_nifti_files(tmp_path):
-    path = tmp_path / "x.nii.gz"
-    write_nifti(path, np.random.default_rng(0).random((32, 32, 8)).astype(np.float32))
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CmrError, match="x.nii.gz: corrupt or truncated|x.nii.gz: not a readable NIfTI"):
-        read_image(path)
-    path.write_bytes(gzip.compress(b"this is not an image"))
-    with pytest.raises(CmrError, match="not a readable NIfTI"):
-        read_image(path)
-    with pytest.raises(CmrError, match="file not found"):
-        read_image(tmp_path / "missing.nii.gz")
-
-
-def test_int_and_float_storage_and_extreme_values(tmp_path):
-    base = np.random.default_rng(0).random((32, 32, 4))
-    for dtype, scale in ((np.int16, 3000), (np.float64, 1.0), (np.float32, 1e9)):
-        path = write_nifti(tmp_path / f"img_{np.dtype(dtype).name}.nii.gz", (base * scale).astype(dtype))
-        img, zooms, _ = read_image(path)
-        assert img.dtype == np.float32 and np.isfinite(img).all() and zooms == (1.0, 1.0, 5.0)
 
 
 def test_write_label_round_trip(tmp_path):

@@ -163,6 +163,8 @@ def test_a_run_writes_its_record_and_predictions_and_is_deterministic(tiny_phant
     for key in ("config", "seed", "git", "encoder", "data", "timings_seconds", "metrics", "summary", "versions"):
         assert rec[key] is not None, key
     assert rec["encoder"]["weights"] in ("mr", "imagenet", "random") and rec["data"]["split"]["test"] == [3]
+    assert rec["data_files"]["files"]["patient1_C0.nii.gz"] > 0 and list(rec["data_files"]["test"]["files"]) == \
+        ["patient3_LGE.nii.gz"] and rec["torch_threads"] >= 1 and rec["versions"]["torch"]
     assert {r["structure"] for r in rec["metrics"]["test"]} == {"MYO", "LV", "RV"}
     assert set(rec["summary"]["test"]["dice"]) >= {"MYO", "LV", "RV", "AVG", "STD"}
     src = open_source(tiny_phantom)

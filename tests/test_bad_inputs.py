@@ -1,0 +1,291 @@
+"""The bad-input catalogue (issue 6): each case is a real file or parameter, answered by one line that
+names the file or parameter and the problem, with nothing previously written damaged. The CLIs exit
+non-zero with that line; notebooks show it without a traceback (CmrError._render_traceback_)."""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import heart_label, write_nifti
+
+from cmr_lib.data import open_source, read_image
+from cmr_lib.errors import CmrError
+from cmr_lib.params import make_config
+
+
+def _img(shape=(32, 32, 4)):
+    return np.random.default_rng(0).random(shape).astype(np.float32)
+
+
+def _case(d: Path, name="patient1", seq="LGE", image=None, label=None, spacing=(1.0, 1.0, 5.0)):
+    write_nifti(d / f"{name}_{seq}.nii.gz", _img() if image is None else image, spacing)
+    if label is not False:
+        write_nifti(d / f"{name}_{seq}_manual.nii.gz", heart_label() if label is None else label, spacing)
+    return d
+
+
+def _load(d: Path, seq="LGE", patient=1):
+    return lambda: open_source(d).load(patient, seq)
+
+
+def _affine_shifted(d):
+    _case(d, label=False)
+    aff = np.diag([1.0, 1.0, 5.0, 1.0])
+    aff[0, 3] = 2.0
+    write_nifti(d / "patient1_LGE_manual.nii.gz", heart_label(), affine=aff)
+    return _load(d)
+
+
+def _truncated(d):
+    _case(d, label=False)
+    path = d / "patient1_LGE.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return lambda: read_image(path)
+
+
+def _not_nifti(d):
+    (d / "patient1_LGE.nii.gz").write_bytes(gzip.compress(b"this is a text file, not an image"))
+    return lambda: read_image(d / "patient1_LGE.nii.gz")
+
+
+def _missing_sequence(d):
+    _case(d, seq="C0")
+    return _load(d, "LGE")
+
+
+def _missing_label(d):
+    _case(d, label=False)
+    return lambda: open_source(d).load(1, "LGE", label="require")
+
+
+def _checkpoint(d, **state):
+    from cmr_lib.drunet import DRUNet
+    model = DRUNet(depth=3, root=4)
+    torch.save({"model": model.state_dict(), "step": 1, "config": {"kind": "segmenter"}, **state}, d / "ckpt.pt")
+    return d / "ckpt.pt"
+
+
+def _other_architecture(d):
+    from cmr_lib.drunet import DRUNet
+    from cmr_lib.train import load_checkpoint
+    path = _checkpoint(d)
+    return lambda: load_checkpoint(path, model=DRUNet(depth=4, root=8))
+
+
+def _other_profile(d):
+    from cmr_lib.train import load_checkpoint
+    path = _checkpoint(d)
+    return lambda: load_checkpoint(path, config={"kind": "segmenter", "segmenter": {"root": 16}})
+
+
+def _truncated_checkpoint(d):
+    from cmr_lib.train import load_checkpoint
+    path = _checkpoint(d)
+    path.write_bytes(path.read_bytes()[:300])
+    return lambda: load_checkpoint(path)
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command (the attack a weights_only load refuses)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/cmr_pwned_by_pickle",))
+
+
+def _malicious_pickle(d):
+    from cmr_lib.train import load_checkpoint
+    path = d / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": _RunsCode(), "step": 1, "config": {}}, f)
+    return lambda: load_checkpoint(path)
+
+
+def _escaping_profile(d):
+    from cmr_lib.params import repo_root
+    text = (repo_root() / "params" / "smoke.yaml").read_text().replace("profile: smoke", "profile: ../../evil")
+    (d / "mine.yaml").write_text(text)
+    return lambda: make_config(profile=str(d / "mine.yaml"))
+
+
+def _unwritable_output(d):
+    out = d / "readonly"
+    out.mkdir()
+    if os.geteuid() == 0:            # root writes through permission bits: a file in the way stands in
+        blocker = d / "file.txt"
+        blocker.write_text("x")
+        out = blocker / "results"
+    else:
+        out.chmod(0o555)
+    return lambda: make_config(profile="smoke", output_root=str(out))
+
+
+def _run_with_another_config(d, phantom):
+    from cmr_lib.experiment import run_setting
+    run_setting(make_config(profile="smoke", setting=0, data_dir=phantom, output_root=d), progress=False)
+    record = next((d / "results" / "runs").glob("*/run.json"))
+    before = record.read_bytes()
+    cfg = make_config(profile="smoke", setting=0, data_dir=phantom, output_root=d,
+                      overrides={"segmenter.iterations": 4})
+
+    def action():
+        try:
+            run_setting(cfg, progress=False)
+        finally:
+            assert record.read_bytes() == before                   # the earlier run is untouched
+    return action
+
+
+@dataclass
+class Case:
+    name: str
+    make: object                # (tmp folder[, phantom]) -> a callable that must raise CmrError
+    message: str                # regex the one line must match
+    names: str                  # what the line must name (a file or a parameter)
+    phantom: bool = False       # make() also takes the tiny phantom's folder
+
+
+CASES = [
+    # data folders and files
+    Case("data folder missing", lambda d: lambda: open_source(d / "nope"), "data folder not found", "nope"),
+    Case("data folder empty", lambda d: lambda: open_source(d), "data folder is empty", "/data"),
+    Case("no known files", lambda d: ((d / "notes.txt").write_text("x"), lambda: open_source(d))[1],
+         "no MS-CMRSeg 2019 .* files found", "/data"),
+    Case("MS-CMRSeg and MyoPS files mixed", lambda d: (write_nifti(d / "patient1_C0.nii.gz", _img()),
+                                                       write_nifti(d / "myops_training_101_C0.nii.gz", _img()),
+                                                       lambda: open_source(d))[2], "mixes MS-CMRSeg files", "/data"),
+    Case("label file without its image", lambda d: (write_nifti(d / "patient1_C0_manual.nii.gz", heart_label()),
+                                                    lambda: open_source(d))[1], "label file without its image",
+         "patient1_C0_manual.nii.gz"),
+    Case("patient missing one sequence", _missing_sequence, "patient 1 has no LGE image", "/data"),
+    Case("label file missing", _missing_label, "patient 1 has no LGE label file", "/data"),
+    Case("image and label shapes differ", lambda d: _load(_case(d, label=heart_label((32, 30, 4)))),
+         r"shape \(32, 30, 4\) differs from patient1_LGE.nii.gz", "patient1_LGE_manual.nii.gz"),
+    Case("affines differ beyond tolerance", _affine_shifted, "affine differs from patient1_LGE.nii.gz",
+         "patient1_LGE_manual.nii.gz"),
+    Case("unknown label value 300", lambda d: _load(_case(d, label=np.where(heart_label() == 200, 300,
+                                                                            heart_label()))),
+         r"unknown label value\(s\) \[300\]", "patient1_LGE_manual.nii.gz"),
+    Case("label volume all background", lambda d: _load(_case(d, label=np.zeros((32, 32, 4), np.int16))),
+         "label volume is all background", "patient1_LGE_manual.nii.gz"),
+    Case("truncated .nii.gz", _truncated, "corrupt or truncated|not a readable NIfTI", "patient1_LGE.nii.gz"),
+    Case("not a NIfTI", _not_nifti, "not a readable NIfTI", "patient1_LGE.nii.gz"),
+    Case("4-D volume", lambda d: _load(_case(d, image=_img((32, 32, 4, 3)))), "is 4-D", "patient1_LGE.nii.gz"),
+    Case("NaN voxels", lambda d: _load(_case(d, image=np.where(heart_label() > 0, np.nan, 1.0).astype(np.float32))),
+         "NaN or Inf voxels", "patient1_LGE.nii.gz"),
+    Case("Inf voxels", lambda d: _load(_case(d, image=np.where(heart_label() > 0, np.inf, 1.0).astype(np.float32))),
+         "NaN or Inf voxels", "patient1_LGE.nii.gz"),
+    Case("constant image", lambda d: _load(_case(d, image=np.full((32, 32, 4), 3.0, np.float32))),
+         "image is constant", "patient1_LGE.nii.gz"),
+    Case("non-integer labels", lambda d: _load(_case(d, label=heart_label().astype(np.float32) + 0.5)),
+         "non-integer values", "patient1_LGE_manual.nii.gz"),
+    # parameters
+    Case("unknown setting", lambda d: lambda: make_config(setting=7), "choose one of 0, 1, 2, 3", "'setting' = 7"),
+    Case("unknown stylizer", lambda d: lambda: make_config(setting=1, stylizer="foo"), "choose one of 'rain'",
+         "'stylizer' = 'foo'"),
+    Case("unknown profile", lambda d: lambda: make_config(profile="huge"), "profile", "huge"),
+    Case("zero iterations", lambda d: lambda: make_config(overrides={"segmenter.iterations": 0}), "must be >= 1",
+         "segmenter.iterations"),
+    Case("negative iterations", lambda d: lambda: make_config(overrides={"stylizer.iterations": -5}),
+         "must be >= 1", "stylizer.iterations"),
+    Case("epsilon_iterations not an int", lambda d: lambda: __import__("cmr_lib.experiment").experiment
+         .check_epsilon_iterations(2.5), "must be a non-negative integer", "'epsilon_iterations' = 2.5"),
+    Case("negative epsilon_iterations", lambda d: lambda: __import__("cmr_lib.experiment").experiment
+         .check_epsilon_iterations(-1), "must be a non-negative integer", "'epsilon_iterations' = -1"),
+    # checkpoints
+    Case("checkpoint of another architecture", _other_architecture, "checkpoint is for another architecture",
+         "ckpt.pt"),
+    Case("checkpoint of another profile", _other_profile, "made with another configuration", "ckpt.pt"),
+    Case("truncated checkpoint", _truncated_checkpoint, "not a loadable checkpoint", "ckpt.pt"),
+    Case("pickle that runs code on load", _malicious_pickle, "not a loadable checkpoint", "evil.pt"),
+    # outputs
+    Case("profile name that would escape the results folder", _escaping_profile, "must be a plain name",
+         "'profile' = '../../evil'"),
+    Case("output folder not writable", _unwritable_output, "not writable|is a file, not a folder",
+         "'output_root'"),
+    Case("a run with the same name and another configuration", _run_with_another_config,
+         "a run with this name and another configuration exists", "run.json", phantom=True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_catalogue(case, tmp_path, request):
+    d = tmp_path / "data"
+    d.mkdir()
+    sentinel = tmp_path / "earlier_result.json"
+    sentinel.write_text('{"kept": true}')
+    action = case.make(d, request.getfixturevalue("tiny_phantom")) if case.phantom else case.make(d)
+    with pytest.raises(CmrError) as err:
+        action()
+    line = str(err.value)
+    assert "\n" not in line and case.names in line, line
+    import re
+    assert re.search(case.message, line), line
+    assert err.value._render_traceback_() == [f"CmrError: {line}"]            # how a notebook shows it
+    assert sentinel.read_text() == '{"kept": true}'
+    assert not Path("/tmp/cmr_pwned_by_pickle").exists()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("cmr_lib.evaluate", "{d}/nope", "{d}"), "nope: "),
+    (("cmr_lib.phantom", "{d}/out", "--patients", "0"), "patients"),
+    (("cmr_lib.reproduce", "--profile", "huge"), "huge"),
+    (("cmr_lib.reproduce", "--jobs", "0"), "'jobs' = 0"),
+])
+def test_clis_exit_nonzero_with_one_line(tmp_path, args, message):
+    r = _cli(*(a.format(d=tmp_path) for a in args))
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs that are odd but valid: accepted, with the documented result
+
+def test_int_and_float_storage_and_extreme_intensities_read_alike(tmp_path):
+    base = np.random.default_rng(0).random((32, 32, 4))
+    for dtype, scale in ((np.int16, 3000), (np.float64, 1.0), (np.float32, 1.0), (np.float32, 1e9)):
+        path = write_nifti(tmp_path / f"img_{np.dtype(dtype).name}_{scale:g}.nii.gz", (base * scale).astype(dtype))
+        img, zooms, _ = read_image(path)
+        assert img.dtype == np.float32 and np.isfinite(img).all() and zooms == (1.0, 1.0, 5.0)
+        from cmr_lib.transforms import normalise
+        n = normalise(img, (0.5, 99.5))
+        assert n.min() >= 0 and n.max() <= 1 and np.corrcoef(n.ravel(), base.ravel())[0, 1] > 0.95
+
+
+def test_an_image_smaller_than_the_crop_is_padded_and_predicted_on_its_own_grid(tmp_path):
+    from cmr_lib.drunet import DRUNet
+    from cmr_lib.inference import predict_volume
+    write_nifti(tmp_path / "patient1_LGE.nii.gz", _img((16, 16, 3)))
+    write_nifti(tmp_path / "patient1_LGE_manual.nii.gz", heart_label((16, 16, 3)))
+    vol = open_source(tmp_path).load(1, "LGE")
+    pred = predict_volume(DRUNet(depth=3, root=4).eval(), vol, crop=64, spacing_mm=1.5, percentiles=(0.5, 99.5))
+    assert pred.shape == (16, 16, 3) and set(np.unique(pred)) <= {0, 1, 2, 3}
+
+
+def test_an_empty_prediction_scores_dice_zero_and_an_undefined_distance(tmp_path):
+    from cmr_lib.evaluate import evaluate_dirs, summarize
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    lab = heart_label()
+    write_nifti(gt / "patient1_LGE.nii.gz", lab)
+    write_nifti(pred / "patient1_LGE.nii.gz", np.where(lab == 600, 0, lab).astype(np.int16))   # no RV at all
+    df = evaluate_dirs(pred, gt)
+    rv = df[df["structure"] == "RV"].iloc[0]
+    assert rv["dice"] == 0.0 and np.isnan(rv["hd"])
+    s = summarize(df)
+    assert s.loc["hd", "nan_RV"] == 1 and s.loc["dice", "LV"] == 1.0
