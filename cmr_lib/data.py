@@ -135,7 +135,7 @@ def check_same_grid(path_a, shape_a, affine_a, path_b, shape_b, affine_b, *, wha
                        f"({what} must share one grid)")
     diff = float(np.abs(np.asarray(affine_a) - np.asarray(affine_b)).max())
     if diff > AFFINE_TOLERANCE_MM:
-        raise CmrError(f"{path_b}: affine differs from {Path(path_a).name} by {diff:.3g} "
+        raise CmrError(f"{path_b}: affine differs from {Path(path_a).name} by {diff:.3g} mm "
                        f"(tolerance {AFFINE_TOLERANCE_MM} mm; {what} must share one grid)")
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -93,22 +95,34 @@ def load_checkpoint(path, *, model=None, optimizer=None, config: dict | None = N
     """Load safely (weights_only=True); a truncated file, a pickle that runs code, another architecture or
     another configuration is a one-line CmrError."""
     path = Path(path)
+    if not path.is_file():
+        raise CmrError(f"{path}: checkpoint not found")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CmrError(f"{path}: not a loadable checkpoint: refused, it holds objects other than tensors{what}, "
+                       f"which could run code on load") from None
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CmrError(f"{path}: not a loadable checkpoint ({first[:160]})") from None
+        raise CmrError(f"{path}: not a loadable checkpoint: corrupt or truncated ({first[:80]})") from None
     if not isinstance(state, dict) or not {"model", "step", "config"} <= set(state):
         raise CmrError(f"{path}: not a cmr-stylize checkpoint (needs model, step and config)")
     if config is not None and state["config"] != config:
         diff = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
         raise CmrError(f"{path}: checkpoint was made with another configuration (differs in: {', '.join(diff)})")
     if model is not None:
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise CmrError(f"{path}: checkpoint is for another architecture "
-                           f"({str(exc).splitlines()[0][:160]})") from None
+        theirs, ours = state["model"], model.state_dict()
+        missing = [k for k in ours if k not in theirs]
+        extra = [k for k in theirs if k not in ours]
+        shapes = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+        if missing or extra or shapes:
+            first = (missing or extra or shapes)[0]
+            raise CmrError(f"{path}: checkpoint is for another architecture ({len(missing)} tensors missing, "
+                           f"{len(extra)} unexpected, {len(shapes)} of another shape; first: {first}) "
+                           f"than {type(model).__name__}") from None
+        model.load_state_dict(theirs)
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     return state

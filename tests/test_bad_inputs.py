@@ -101,11 +101,11 @@ class _RunsCode:
         return (os.system, ("touch /tmp/cmr_pwned_by_pickle",))
 
 
-def _malicious_pickle(d):
+def _malicious_pickle(d, protocol=pickle.DEFAULT_PROTOCOL):
     from cmr_lib.train import load_checkpoint
     path = d / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"model": _RunsCode(), "step": 1, "config": {}}, f)
+        pickle.dump({"model": _RunsCode(), "step": 1, "config": {}}, f, protocol=protocol)
     return lambda: load_checkpoint(path)
 
 
@@ -201,11 +201,17 @@ CASES = [
     Case("negative epsilon_iterations", lambda d: lambda: __import__("cmr_lib.experiment").experiment
          .check_epsilon_iterations(-1), "must be a non-negative integer", "'epsilon_iterations' = -1"),
     # checkpoints
-    Case("checkpoint of another architecture", _other_architecture, "checkpoint is for another architecture",
+    Case("checkpoint of another architecture", _other_architecture,
+         r"checkpoint is for another architecture \(\d+ tensors missing, \d+ unexpected, \d+ of another shape",
          "ckpt.pt"),
     Case("checkpoint of another profile", _other_profile, "made with another configuration", "ckpt.pt"),
-    Case("truncated checkpoint", _truncated_checkpoint, "not a loadable checkpoint", "ckpt.pt"),
-    Case("pickle that runs code on load", _malicious_pickle, "not a loadable checkpoint", "evil.pt"),
+    Case("truncated checkpoint", _truncated_checkpoint, "not a loadable checkpoint: corrupt or truncated", "ckpt.pt"),
+    Case("pickle that runs code on load", _malicious_pickle, "refused, it holds objects other than tensors",
+         "evil.pt"),
+    Case("pickle (protocol 2) that runs code on load", lambda d: _malicious_pickle(d, protocol=2),
+         r"refused, .*\((posix|nt)\.system\), which could run code", "evil.pt"),
+    Case("checkpoint file missing", lambda d: lambda: __import__("cmr_lib.train").train.load_checkpoint(d / "no.pt"),
+         "checkpoint not found", "no.pt"),
     # outputs
     Case("profile name that would escape the results folder", _escaping_profile, "must be a plain name",
          "'profile' = '../../evil'"),
