@@ -244,7 +244,8 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: 
         rel = {s: 1 - _get(t2, s, "RAIN", "HD AVG") / _get(t2, s, "AdaConv", "HD AVG") for s in settings}
         rows.append({"claim": claim, "holds": all(r >= hd_margin for r in rel.values()),
                      "evidence": "; ".join(f"setting {s}: RAIN {_get(t2, s, 'RAIN', 'HD AVG'):.1f} mm vs AdaConv "
-                                           f"{_get(t2, s, 'AdaConv', 'HD AVG'):.1f} mm ({r:+.0%})"
+                                           f"{_get(t2, s, 'AdaConv', 'HD AVG'):.1f} mm "
+                                           f"({abs(r):.0%} {'below' if r >= 0 else 'above'})"
                                            for s, r in rel.items()) + note})
     else:
         rows.append({"claim": claim, "holds": None, "evidence": "no setting has both stylizers' HD" + note})

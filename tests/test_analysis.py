@@ -113,7 +113,10 @@ def test_claims_hold_fail_and_cannot_tell(table2_records):
     t2_nan.loc[(t2_nan["setting"] == 2) & (t2_nan["stylizer"] == "AdaConv"), "HD AVG"] = np.nan
     assert "setting 2: HD undefined" in analysis.claims(t2_nan, t3).loc[0, "evidence"]
     close = analysis.claims(t2, t3, hd_margin=0.6)                 # RAIN 17-50 % below AdaConv: not "far"
-    assert close.loc[0, "holds"] is False and "setting 3: RAIN 16.0 mm vs AdaConv 30.0 mm (+47%)" in close.loc[0, "evidence"]
+    assert close.loc[0, "holds"] is False and "setting 3: RAIN 16.0 mm vs AdaConv 30.0 mm (47% below)" in close.loc[0, "evidence"]
+    t2_up = t2.copy()
+    t2_up.loc[(t2_up["setting"] == 3) & (t2_up["stylizer"] == "RAIN"), "HD AVG"] = 45.0
+    assert "RAIN 45.0 mm vs AdaConv 30.0 mm (50% above)" in analysis.claims(t2_up, t3).loc[0, "evidence"]
     worse = analysis.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.6), (3, 0.5))],
                            analysis.TABLE3_ROWS)
     v = analysis.claims(t2.iloc[:3], worse)
