@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 profile = "demo"        # the profile whose runs make the tables (runs of other profiles are ignored)
 seed = 0                # the seed whose runs make the figures (and the tables when seeds is None)
-seeds = None            # a list of seeds whose runs the tables average (make reproduce SEEDS=3 passes [0, 1, 2])
+seeds = None            # a list of seeds whose runs the tables average ([0, 1, 2] from make reproduce with SEEDS 3)
 data_dir = None         # None: the built-in phantom; else the data folder the runs used
 c0_spacing = "header"   # as the runs had it ("lge" for the cropped MS-CMRSeg copy)
 t2_dir = None           # as the runs had it (T2 for setting 1 when data_dir has none)
