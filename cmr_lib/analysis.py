@@ -497,6 +497,36 @@ def cross_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cross_reading(df: pd.DataFrame) -> str:
+    """The baselines read on every data set of a cross-dataset table: setting 0, the best style-transfer row
+    and the best appearance baseline, by Dice AVG (one run per row, so no p-values)."""
+    names = [c[:-3] for c in df.columns if c.endswith(" DC")]
+    counts = df.attrs.get("patients", {})
+    is_st = df["stylizer"].isin(STYLE_TRANSFER)
+    is_bl = df["stylizer"].isin({"histmatch", "intensity", "GIN"})
+
+    def label(r):
+        eps = "" if r["epsilon"] is None or pd.isna(r["epsilon"]) else f" ε{int(r['epsilon'])}"
+        return f"setting {int(r['setting'])}, {r['stylizer']}{eps}"
+
+    lines = []
+    for n in names:
+        col = f"{n} DC"
+        s0 = df[(df["setting"] == 0) & (df["stylizer"] == "none")][col]
+        base = f"setting 0 {s0.iloc[0]:.3f}" if len(s0) and np.isfinite(s0.iloc[0]) else "no setting-0 row"
+        parts = []
+        for what, mask in (("best style transfer", is_st), ("best baseline", is_bl)):
+            sub = df[mask & df[col].notna()]
+            parts.append(f"{what} {label(sub.loc[sub[col].idxmax()])} {sub[col].max():.3f}" if len(sub)
+                         else f"no {what.split(' ', 1)[1]} row")
+        verdict = ""
+        st, bl = df[is_st][col].max(), df[is_bl][col].max()
+        if np.isfinite(st) and np.isfinite(bl):
+            verdict = (f": style transfer {'ahead' if st > bl else 'behind'} by {abs(st - bl):.3f}")
+        lines.append(f"- {n} ({counts.get(n, '?')} patients): {base}; {'; '.join(parts)}{verdict}.")
+    return "Across data sets (Dice AVG, one run per row):\n" + "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # figures
 

@@ -154,7 +154,7 @@ print(reading)
 # centre and, for the phantom, another world. Each row's DRU-Net is scored, as it is, on every labelled
 # LGE volume of the other data sets available here (real MS-CMRSeg 2019 validation patients, MyoPS
 # 2020 patients, the phantom); its own column repeats its Table 2 value. None of these volumes took
-# part in its training.
+# part in its training. The baselines are then read again on each data set (added to `baselines.md`).
 
 # %%
 if cross_data:
@@ -170,6 +170,9 @@ if cross_data:
         write_text(cfg.results_dir / "cross_dataset.md", analysis.cross_markdown(cross))
         write_text(cfg.results_dir / "cross_dataset.csv", cross.to_csv(index=False, float_format="%.4f"))
         print(analysis.cross_markdown(cross))
+        reading += "\n" + analysis.cross_reading(cross)          # the baselines, read on every data set
+        write_text(cfg.results_dir / "baselines.md", reading)
+        print(analysis.cross_reading(cross))
     else:
         print("no other data set with labelled LGE found (set CMR_REAL_DATA to the folder holding mscmrseg2019/ "
               "and myops2020/)")

@@ -241,3 +241,16 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     assert 0.0 <= df["phantom DC"].iloc[0] <= 1.0
     md = analysis.cross_markdown(df)
     assert "| phantom (own test) (1 pat.) DC |" in md and "| phantom (2 pat.) DC |" in md
+
+
+def test_the_cross_reading_names_the_winner_on_each_data_set():
+    df = pd.DataFrame([
+        {"setting": 0, "stylizer": "none", "epsilon": None, "own DC": 0.6, "own HD": 30.0, "MyoPS DC": 0.3, "MyoPS HD": 40.0},
+        {"setting": 3, "stylizer": "RAIN", "epsilon": 5, "own DC": 0.7, "own HD": 30.0, "MyoPS DC": 0.5, "MyoPS HD": 40.0},
+        {"setting": 0, "stylizer": "intensity", "epsilon": None, "own DC": 0.65, "own HD": 30.0, "MyoPS DC": 0.6,
+         "MyoPS HD": 40.0}])
+    df.attrs["patients"] = {"own": 5, "MyoPS": 20}
+    text = analysis.cross_reading(df)
+    assert ("- own (5 patients): setting 0 0.600; best style transfer setting 3, RAIN ε5 0.700; best baseline "
+            "setting 0, intensity 0.650: style transfer ahead by 0.050.") in text
+    assert "MyoPS (20 patients): setting 0 0.300" in text and "style transfer behind by 0.100" in text
