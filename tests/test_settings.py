@@ -97,11 +97,29 @@ def test_drunet_shapes_and_parameter_count():
     assert parameter_count(ref) == 3_113_280                       # the reference's ~3.1 M
     out = ref.eval()(torch.rand(2, 1, 64, 48))
     assert out.shape == (2, 4, 64, 48) and (out >= 0).all()         # head ReLU, as in the reference
+    plain = DRUNet(depth=5, root=16, head_relu=False).eval()(torch.rand(2, 1, 64, 48))
+    assert plain.shape == (2, 4, 64, 48) and (plain < 0).any()
     rows = layer_table(DRUNet(depth=3, root=4), 32)
     assert [r["block"] for r in rows] == ["stem", "down0", "down1", "down2", "up1", "up0", "head"]
     assert rows[3]["output"] == (32, 8, 8) and rows[-1]["output"] == (4, 32, 32)
     assert sum(r["parameters"] for r in rows) == parameter_count(DRUNet(depth=3, root=4))
     assert parameter_count(DRUNet(depth=5, root=8)) < parameter_count(ref) / 3
+
+
+@pytest.mark.parametrize("head_relu", [True, False])
+def test_the_logit_relu_can_kill_a_class_for_good(head_relu):
+    """With the reference's ReLU on the logits, a class whose logits went negative everywhere gets no gradient
+    and never comes back (why the demo and smoke profiles turn it off); raw logits keep learning it."""
+    from cmr_lib.drunet import DRUNet, segmentation_loss
+    torch.manual_seed(0)
+    net = DRUNet(depth=2, root=4, head_relu=head_relu)
+    with torch.no_grad():
+        net.head.weight[2] = -net.head.weight[2].abs() - 0.1       # head inputs are >= 0: LV logits < 0 everywhere
+    x = torch.rand(2, 1, 16, 16)
+    y = torch.full((2, 16, 16), 2)                                  # every pixel is LV
+    segmentation_loss(net(x), y).backward()
+    lv_grad = net.head.weight.grad[2].abs().sum().item()
+    assert (lv_grad == 0.0) if head_relu else (lv_grad > 1e-4), lv_grad
 
 
 def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
