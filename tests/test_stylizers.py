@@ -272,4 +272,5 @@ def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_
                                   "stylizer.checkpoint_every": 30, "segmenter.iterations": 6})
     seg = train.train_setting(cfg2, src, stylizer=ts, epsilon_iterations=2, progress=False)
     gains = seg.history["explore_gain"]
-    assert len(gains) == 6 and min(gains) >= 0.0 and np.mean(gains) > 0.0, gains
+    # the loss may stay put within float32 rounding (~1e-7 of a loss near 1), never fall below it
+    assert len(gains) == 6 and min(gains) >= -1e-6 and np.mean(gains) > 0.0, gains
