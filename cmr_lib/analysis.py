@@ -27,6 +27,7 @@ STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "histmat
                   "intensity": "intensity", "gin": "GIN", "rain+intensity": "RAIN + intensity",
                   "adaconv+intensity": "AdaConv + intensity"}
 STYLE_TRANSFER = ("RAIN", "AdaConv")
+APPEARANCE_BASELINES = ("histmatch", "intensity", "GIN")
 METRIC_NAMES = {"dice": "DC", "hd": "HD", "hd95": "HD95", "assd": "ASSD"}
 
 
@@ -359,17 +360,11 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
                      alpha: float = 0.05) -> str:
     """A written reading of the baselines, from the numbers: where style transfer beats appearance
     augmentation, where it does not, and by how much (Dice AVG; p from paired Wilcoxon tests)."""
-    base_names = {"histmatch", "intensity", "GIN"}
     st = t2[t2["stylizer"].isin(STYLE_TRANSFER)]
-    bl = t2[t2["stylizer"].isin(base_names)]
+    bl = t2[t2["stylizer"].isin(APPEARANCE_BASELINES)]
     s0 = _get(t2, 0, "none", "DC AVG")
     if st.empty or bl.empty:
         return f"On {data}: the table lacks style-transfer or baseline rows; nothing to compare.\n"
-
-    def key_of(r):
-        inv = {v: k for k, v in STYLIZER_NAMES.items()}
-        k = inv[r["stylizer"]]
-        return (int(r["setting"]), k, int(r["epsilon"]) if _uses_rain(k) else 0)
 
     def signed(v, d=3):
         return f"{round(v, d) + 0.0:+.{d}f}"
@@ -381,22 +376,22 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
     for rec in records:
         by_key.setdefault(row_key(rec), []).append(rec)
     best_st, best_bl = st.loc[st["DC AVG"].idxmax()], bl.loc[bl["DC AVG"].idxmax()]
-    w = wilcoxon(patient_scores(by_key[key_of(best_st)]), patient_scores(by_key[key_of(best_bl)]))
+    w = wilcoxon(patient_scores(by_key[_key_of(best_st)]), patient_scores(by_key[_key_of(best_bl)]))
     lines = [f"On {data} ({int(best_st['cases'])} {best_st['patients']} patients, setting 0 Dice {s0:.3f}):"]
-    lines.append(f"- Best style transfer: {_label(key_of(best_st))}, Dice {best_st['DC AVG']:.3f}; best appearance "
-                 f"baseline: {_label(key_of(best_bl))}, Dice {best_bl['DC AVG']:.3f}. Difference "
+    lines.append(f"- Best style transfer: {_label(_key_of(best_st))}, Dice {best_st['DC AVG']:.3f}; best appearance "
+                 f"baseline: {_label(_key_of(best_bl))}, Dice {best_bl['DC AVG']:.3f}. Difference "
                  f"{signed(best_st['DC AVG'] - best_bl['DC AVG'])} ({verdict(w['p (Wilcoxon)'])}; both rows picked "
                  f"as the best of their group on these same patients, so the p-value is optimistic).")
-    beats = [f"{_label(key_of(r))} ({r['DC AVG']:.3f})" for _, r in st.iterrows() if r["DC AVG"] > best_bl["DC AVG"]]
+    beats = [f"{_label(_key_of(r))} ({r['DC AVG']:.3f})" for _, r in st.iterrows() if r["DC AVG"] > best_bl["DC AVG"]]
     lines.append(f"- Style-transfer rows above the best baseline: {', '.join(beats) if beats else 'none'}.")
     for _, r in bl.iterrows():
-        t = tests[(tests["row"] == _label(key_of(r))) & (tests["metric"] == "DC AVG")
+        t = tests[(tests["row"] == _label(_key_of(r))) & (tests["metric"] == "DC AVG")
                   & (tests["against"] == "setting 0 (none)")]
         p = float(t["p (Wilcoxon)"].iloc[0]) if len(t) else float("nan")
-        lines.append(f"- {_label(key_of(r))} against setting 0: {signed(r['DC AVG'] - s0)} Dice ({verdict(p)}).")
+        lines.append(f"- {_label(_key_of(r))} against setting 0: {signed(r['DC AVG'] - s0)} Dice ({verdict(p)}).")
     for _, r in t2[t2["stylizer"].str.endswith("+ intensity")].iterrows():
         alone = _get(t2, int(r["setting"]), r["stylizer"].split(" +")[0], "DC AVG")
-        t = tests[(tests["row"] == _label(key_of(r))) & (tests["metric"] == "DC AVG")
+        t = tests[(tests["row"] == _label(_key_of(r))) & (tests["metric"] == "DC AVG")
                   & (~tests["against"].str.contains("intensity")) & (tests["against"] != "setting 0 (none)")]
         p = float(t["p (Wilcoxon)"].iloc[0]) if len(t) else float("nan")
         lines.append(f"- Adding intensity to {r['stylizer'].split(' +')[0]} in setting {int(r['setting'])}: "
@@ -502,27 +497,26 @@ def cross_reading(df: pd.DataFrame) -> str:
     and the best appearance baseline, by Dice AVG (one run per row, so no p-values)."""
     names = [c[:-3] for c in df.columns if c.endswith(" DC")]
     counts = df.attrs.get("patients", {})
-    is_st = df["stylizer"].isin(STYLE_TRANSFER)
-    is_bl = df["stylizer"].isin({"histmatch", "intensity", "GIN"})
-
-    def label(r):
-        eps = "" if r["epsilon"] is None or pd.isna(r["epsilon"]) else f" ε{int(r['epsilon'])}"
-        return f"setting {int(r['setting'])}, {r['stylizer']}{eps}"
-
+    groups = (("style transfer", df["stylizer"].isin(STYLE_TRANSFER)),
+              ("baseline", df["stylizer"].isin(APPEARANCE_BASELINES)))
     lines = []
     for n in names:
         col = f"{n} DC"
         s0 = df[(df["setting"] == 0) & (df["stylizer"] == "none")][col]
         base = f"setting 0 {s0.iloc[0]:.3f}" if len(s0) and np.isfinite(s0.iloc[0]) else "no setting-0 row"
-        parts = []
-        for what, mask in (("best style transfer", is_st), ("best baseline", is_bl)):
+        parts, best = [], {}
+        for what, mask in groups:
             sub = df[mask & df[col].notna()]
-            parts.append(f"{what} {label(sub.loc[sub[col].idxmax()])} {sub[col].max():.3f}" if len(sub)
-                         else f"no {what.split(' ', 1)[1]} row")
+            if len(sub):
+                r = sub.loc[sub[col].idxmax()]
+                best[what] = r[col]
+                parts.append(f"best {what} {_label(_key_of(r))} {r[col]:.3f}")
+            else:
+                parts.append(f"no {what} row")
         verdict = ""
-        st, bl = df[is_st][col].max(), df[is_bl][col].max()
-        if np.isfinite(st) and np.isfinite(bl):
-            verdict = (f": style transfer {'ahead' if st > bl else 'behind'} by {abs(st - bl):.3f}")
+        if len(best) == 2:
+            d = best["style transfer"] - best["baseline"]
+            verdict = f": style transfer {'ahead' if d > 0 else 'behind'} by {abs(d):.3f}"
         lines.append(f"- {n} ({counts.get(n, '?')} patients): {base}; {'; '.join(parts)}{verdict}.")
     return "Across data sets (Dice AVG, one run per row):\n" + "\n".join(lines) + "\n"
 
@@ -567,6 +561,12 @@ def _first_run_per_row(records: list[dict], rows) -> tuple[dict, list]:
     if not present:
         raise CmrError("no run matches a row of Table 2")
     return by_key, present
+
+
+def _key_of(r) -> tuple:
+    """The (setting, stylizer key, epsilon) of a table row, whose stylizer is a display name."""
+    k = {v: k for k, v in STYLIZER_NAMES.items()}[r["stylizer"]]
+    return (int(r["setting"]), k, int(r["epsilon"]) if _uses_rain(k) else 0)
 
 
 def _label(key) -> str:

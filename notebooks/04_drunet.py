@@ -61,8 +61,9 @@ print({role: len(p) for role, p in split.items()}, "patients per role")
 # A 1×1 head gives the four classes: background, MYO, LV, RV. The reference puts a ReLU on these
 # logits. Once a class's logits are negative everywhere, that ReLU zeroes them and passes no gradient,
 # and the class is gone for good; the CPU profiles therefore leave it out (`segmenter.head_relu`), the
-# `paper` profile keeps it. The loss is cross-entropy plus soft Dice over the three structures. At the reference size (5 levels, 16 root channels) the network has
-# about 3.1 M parameters. The CPU profiles halve the width.
+# `paper` profile keeps it. The loss is cross-entropy plus soft Dice over the three structures. At
+# the reference size (5 levels, 16 root channels) the network has about 3.1 M parameters. The CPU
+# profiles halve the width.
 
 # %%
 model = train.build_segmenter(cfg)

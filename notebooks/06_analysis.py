@@ -170,9 +170,9 @@ if cross_data:
         write_text(cfg.results_dir / "cross_dataset.md", analysis.cross_markdown(cross))
         write_text(cfg.results_dir / "cross_dataset.csv", cross.to_csv(index=False, float_format="%.4f"))
         print(analysis.cross_markdown(cross))
-        reading += "\n" + analysis.cross_reading(cross)          # the baselines, read on every data set
-        write_text(cfg.results_dir / "baselines.md", reading)
-        print(analysis.cross_reading(cross))
+        across = analysis.cross_reading(cross)                    # the baselines, read on every data set
+        write_text(cfg.results_dir / "baselines.md", reading + "\n" + across)
+        print(across)
     else:
         print("no other data set with labelled LGE found (set CMR_REAL_DATA to the folder holding mscmrseg2019/ "
               "and myops2020/)")
