@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 ## SEEDS=3 runs every Table 2/3 row with 3 seeds (default: the profile's); JOBS=n notebooks side by side;
 ## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2).
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.reproduce --profile $(PROFILE) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
+	$(BIN)/python -m cmr_lib.study.reproduce --profile $(PROFILE) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
 	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR))
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.

@@ -20,19 +20,19 @@ import numpy as np
 what, arg, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 t0 = time.perf_counter()
 if what == "phantom":
-    from cmr_lib import phantom
+    from cmr_lib.data import phantom
     n, workers = (int(v) for v in arg.split(","))
     phantom.generate(work / f"phantom{n}", patients=n, seed=2019, workers=workers, progress=False)
     extra = {"files": len(list((work / f"phantom{n}").glob("*.nii.gz")))}
 elif what == "evaluate":
-    from cmr_lib.evaluate import evaluate_dirs
+    from cmr_lib.evaluation.evaluate import evaluate_dirs
     n = int(arg)
     df = evaluate_dirs(work / f"pred{n}", work / f"gt{n}")
     extra = {"cases": int(df["case"].nunique()), "dice_mean": round(float(df["dice"].mean()), 4)}
 else:  # one big volume: read it, score it against a shifted copy; tracemalloc sees numpy's buffers
     import tracemalloc
-    from cmr_lib.data import open_source
-    from cmr_lib.metrics import evaluate_volume
+    from cmr_lib.data.sources import open_source
+    from cmr_lib.evaluation.metrics import evaluate_volume
     tracemalloc.start()
     vol = open_source(work / "big").load(1, "LGE")
     pred = np.roll(vol.label, 3, axis=0)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from cmr_lib.metrics import evaluate_volume
+from cmr_lib.evaluation.metrics import evaluate_volume
 
 try:
     from medpy.metric import binary as medpy
@@ -61,7 +61,7 @@ def main():
 
     diff = max(abs(o[s][k] - m[s][k]) for o, m in zip(ours, ref) for s in o for k in o[s])
     print(f"volumes: {args.volumes} x {cases[0][0].shape}, spacing {spacing} mm")
-    print(f"cmr_lib.metrics : {t_ours:7.2f} s ({1000 * t_ours / args.volumes:6.1f} ms/volume)")
+    print(f"cmr_lib.evaluation.metrics : {t_ours:7.2f} s ({1000 * t_ours / args.volumes:6.1f} ms/volume)")
     print(f"medpy 0.5       : {t_medpy:7.2f} s ({1000 * t_medpy / args.volumes:6.1f} ms/volume)")
     print(f"speed-up vs medpy: {t_medpy / t_ours:.1f}x   max |difference|: {diff:.2e}")
     if diff > 1e-6:

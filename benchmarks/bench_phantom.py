@@ -9,7 +9,7 @@ import resource
 import tempfile
 import time
 
-from cmr_lib import phantom
+from cmr_lib.data import phantom
 
 
 def main():

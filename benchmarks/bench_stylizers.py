@@ -16,10 +16,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cmr_lib.adaconv import AdaConv
-from cmr_lib.rain import RAIN
-from cmr_lib.train import bf16_supported, device
-from cmr_lib.vgg import build_encoder
+from cmr_lib.models.adaconv import AdaConv
+from cmr_lib.models.rain import RAIN
+from cmr_lib.training.train import bf16_supported, device
+from cmr_lib.models.vgg import build_encoder
 
 
 def matmul_rate(dtype, dev, n=4096, reps=5) -> float:

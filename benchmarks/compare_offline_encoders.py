@@ -12,10 +12,12 @@ import argparse
 import json
 import time
 
-from cmr_lib import data, experiment, train
-from cmr_lib.atomic import write_json
-from cmr_lib.evaluate import summarize
-from cmr_lib.params import make_config
+from cmr_lib.data import sources as data
+from cmr_lib.study import experiment
+from cmr_lib.training import train
+from cmr_lib.core.atomic import write_json
+from cmr_lib.evaluation.evaluate import summarize
+from cmr_lib.core.config import make_config
 
 
 def run(profile: str, fallback: str | None, kind: str | None):

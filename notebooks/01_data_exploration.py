@@ -43,14 +43,16 @@ real_data_dir = None    # folder holding mscmrseg2019/ and myops2020/; None: $CM
 # %%
 import pandas as pd
 
-from cmr_lib import data, explore, params, plots
-from cmr_lib.atomic import save_figure, write_json, write_text
-from cmr_lib.slices import SliceDataset
+from cmr_lib.core.atomic import save_figure, write_json, write_text
+from cmr_lib.core.config import make_config
+from cmr_lib.data import sources
+from cmr_lib.data.slices import SliceDataset
+from cmr_lib.report import explore, plots
 
-cfg = params.make_config(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
+cfg = make_config(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
                          output_root=output_root, real_data_dir=real_data_dir)
 print(cfg.summary())
-source = data.source_for(cfg)
+source = sources.source_for(cfg)
 print(source)
 
 # %% [markdown]
@@ -89,10 +91,10 @@ explore.tissue_table().round(2)
 
 # %%
 sources = {"phantom" if data_dir is None else source.layout: source}
-real = data.find_real_data(real_data_dir)
+real = sources.find_real_data(real_data_dir)
 for name, path in real.items():
     if cfg.data_dir is None or path != cfg.data_dir:
-        sources[{"mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}[name]] = data.open_source(path)
+        sources[{"mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}[name]] = sources.open_source(path)
 print("data sets:", ", ".join(f"{k} ({v.root})" for k, v in sources.items()))
 if not real:
     print("real sample sets not found: showing the phantom only (set real_data_dir or CMR_REAL_DATA)")

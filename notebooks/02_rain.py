@@ -42,17 +42,22 @@ output_root = None      # None: figures/, results/ and checkpoints/ of the repos
 # %%
 import pandas as pd
 
-from cmr_lib import data, experiment, plots, train
-from cmr_lib.atomic import save_figure
-from cmr_lib.params import make_config
+from cmr_lib.core.atomic import save_figure
+from cmr_lib.core.config import make_config
+from cmr_lib.core.device import device, precision_used
+from cmr_lib.data.sources import source_for
+from cmr_lib.report import plots
+from cmr_lib.study import stylizers
+from cmr_lib.training.segmenters import train_segmenter
+from cmr_lib.training.stylizers import resolve_encoder
 
 cfg = make_config(profile=profile, setting=2, stylizer="rain", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, t2_dir=t2_dir)
 print(cfg.summary())
-source = data.source_for(cfg)
+source = source_for(cfg)
 st = cfg.sizes.stylizer
 print(f"RAIN input {cfg.sizes.preprocess.crop.rain} px, {st.iterations} steps of batch {st.batch}, "
-      f"precision {train.precision_used(st.precision, train.device())} on {train.device()}")
+      f"precision {precision_used(st.precision, device())} on {device()}")
 
 # %% [markdown]
 # ## The encoder: VGG-19 to relu4_1
@@ -70,7 +75,7 @@ print(f"RAIN input {cfg.sizes.preprocess.crop.rain} px, {st.iterations} steps of
 # a few hundred steps suffice. The `paper` profile trains from scratch with the full VGG-19.
 
 # %%
-encoder, record = train.resolve_encoder(cfg, source)
+encoder, record = resolve_encoder(cfg, source)
 print("encoder weights:", record)
 
 # %% [markdown]
@@ -96,7 +101,7 @@ print("encoder weights:", record)
 # intensities. The `paper` profile keeps the reference weights.
 
 # %%
-trained = experiment.train_pairs(cfg, source, "rain")
+trained = stylizers.train_pairs(cfg, source, "rain")
 for pair, ts in trained.items():
     plots.loss_curves(ts.history, title=f"RAIN {pair[0]}->{pair[1]} training losses")
 
@@ -109,10 +114,10 @@ for pair, ts in trained.items():
 # anatomy, so that the bSSFP labels still fit (the contours in Fig. 9 and the edge overlap)?
 
 # %%
-reports = {pair: experiment.stylizer_figures(cfg, source, ts, f"RAIN {pair[0]} -> {pair[1]}")
+reports = {pair: stylizers.stylizer_figures(cfg, source, ts, f"RAIN {pair[0]} -> {pair[1]}")
            for pair, ts in trained.items()}
 table = pd.DataFrame(reports.values()).set_index("pretrain")
-table[experiment.REPORT_COLUMNS].round(3)
+table[stylizers.REPORT_COLUMNS].round(3)
 
 # %% [markdown]
 # Read the table row by row. `kl_stylized_to_style` below `kl_content_to_style` means the
@@ -121,7 +126,7 @@ table[experiment.REPORT_COLUMNS].round(3)
 # tells whether the anatomy survived.
 
 # %%
-experiment.print_verdicts(reports, "RAIN")
+stylizers.print_verdicts(reports, "RAIN")
 
 # %% [markdown]
 # ## Style exploration: mining harder styles (Fig. 5)
@@ -133,8 +138,8 @@ experiment.print_verdicts(reports, "RAIN")
 # 0, 1, 3 and 5 exploration iterations. Table 3 compares these iteration counts during training.
 
 # %%
-segmenter = train.train_segmenter(cfg, source)
-content, labels, exploration = experiment.explore_examples(cfg, source, trained[("C0", "LGE")], segmenter, n=3,
+segmenter = train_segmenter(cfg, source)
+content, labels, exploration = stylizers.explore_examples(cfg, source, trained[("C0", "LGE")], segmenter, n=3,
                                                            iterations=5)
 save_figure(plots.exploration_strip(content, labels, exploration, title="RAIN style exploration (bSSFP -> LGE)"),
             cfg.figures_dir / "fig5_rain_C0-LGE.png")

@@ -40,17 +40,21 @@ output_root = None      # None: figures/, results/ and checkpoints/ of the repos
 # %%
 import pandas as pd
 
-from cmr_lib import data, experiment, plots, train
-from cmr_lib.params import make_config
+from cmr_lib.core.config import make_config
+from cmr_lib.core.device import device, precision_used
+from cmr_lib.data.sources import source_for
+from cmr_lib.report import plots
+from cmr_lib.study import stylizers
+from cmr_lib.training.stylizers import resolve_encoder
 
 overrides = None if kernel_size is None else {"stylizer.adaconv.kernel_size": kernel_size}
 cfg = make_config(profile=profile, setting=2, stylizer="adaconv", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, overrides=overrides, t2_dir=t2_dir)
 print(cfg.summary())
-source = data.source_for(cfg)
+source = source_for(cfg)
 st = cfg.sizes.stylizer
 print(f"AdaConv input {cfg.sizes.preprocess.crop.adaconv} px, kernel size {st.adaconv.kernel_size}, "
-      f"{st.iterations} steps of batch {st.batch}, precision {train.precision_used(st.precision, train.device())}")
+      f"{st.iterations} steps of batch {st.batch}, precision {precision_used(st.precision, device())}")
 
 # %% [markdown]
 # ## The model
@@ -74,9 +78,9 @@ print(f"AdaConv input {cfg.sizes.preprocess.crop.adaconv} px, kernel size {st.ad
 # content on relu4_1 against the content's own features, and the mean/std style loss with weight 10.
 
 # %%
-encoder, record = train.resolve_encoder(cfg, source)
+encoder, record = resolve_encoder(cfg, source)
 print("encoder weights:", record)
-trained = experiment.train_pairs(cfg, source, "adaconv")
+trained = stylizers.train_pairs(cfg, source, "adaconv")
 for pair, ts in trained.items():
     plots.loss_curves(ts.history, title=f"AdaConv {pair[0]}->{pair[1]} training losses")
 n_params = sum(p.numel() for p in ts.model.trainable())
@@ -89,13 +93,13 @@ print(f"trainable parameters (style encoder + decoder with kernel predictors): {
 # be compared directly.
 
 # %%
-reports = {pair: experiment.stylizer_figures(cfg, source, ts, f"AdaConv {pair[0]} -> {pair[1]}")
+reports = {pair: stylizers.stylizer_figures(cfg, source, ts, f"AdaConv {pair[0]} -> {pair[1]}")
            for pair, ts in trained.items()}
 table = pd.DataFrame(reports.values()).set_index("pretrain")
-table[experiment.REPORT_COLUMNS].round(3)
+table[stylizers.REPORT_COLUMNS].round(3)
 
 # %%
-experiment.print_verdicts(reports, "AdaConv")
+stylizers.print_verdicts(reports, "AdaConv")
 
 # %% [markdown]
 # ## RAIN or AdaConv?
@@ -105,12 +109,4 @@ experiment.print_verdicts(reports, "AdaConv")
 # two matters for segmentation.
 
 # %%
-import json
-
-rows = []
-for path in sorted((cfg.results_dir / "stylizers").glob("*.json")):
-    r = json.loads(path.read_text())
-    if r.get("profile") == cfg.profile:
-        rows.append({k: r[k] for k in ("stylizer", "pretrain", "kl_content_to_style", "kl_stylized_to_style",
-                                       "kl_stylized_to_content", "edge_overlap_content_stylized")})
-pd.DataFrame(rows).round(3)
+stylizers.stylizer_reports(cfg).round(3)

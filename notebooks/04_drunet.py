@@ -36,15 +36,19 @@ output_root = None      # None: figures/, results/ and checkpoints/ of the repos
 # %%
 import pandas as pd
 
-from cmr_lib import data, drunet, experiment, plots, train
-from cmr_lib.atomic import save_figure
-from cmr_lib.params import make_config
+from cmr_lib.core.atomic import save_figure
+from cmr_lib.core.config import make_config
+from cmr_lib.data.sources import source_for, split_for
+from cmr_lib.models import drunet
+from cmr_lib.report import plots
+from cmr_lib.study import runs
+from cmr_lib.training.segmenters import build_segmenter
 
 cfg = make_config(profile=profile, setting=0, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
                   output_root=output_root)
 print(cfg.summary())
-source = data.source_for(cfg)
-split = data.split_for(source, cfg.split)
+source = source_for(cfg)
+split = split_for(source, cfg.split)
 print({role: len(p) for role, p in split.items()}, "patients per role")
 
 # %% [markdown]
@@ -66,7 +70,7 @@ print({role: len(p) for role, p in split.items()}, "patients per role")
 # profiles halve the width.
 
 # %%
-model = train.build_segmenter(cfg)
+model = build_segmenter(cfg)
 reference = drunet.DRUNet(depth=5, root=16)
 print(f"this profile: depth {model.depth}, root {cfg.sizes.segmenter.root}: "
       f"{drunet.parameter_count(model):,} parameters")
@@ -82,7 +86,7 @@ pd.DataFrame(drunet.layer_table(model, cfg.crop)).set_index("block")
 # volume on its own grid and writes `results/runs/<run>/run.json`.
 
 # %%
-run = experiment.run_setting(cfg)
+run = runs.run_setting(cfg)
 save_figure(plots.training_curves(run.segmenter.history, title="DRU-Net, setting 0 (bSSFP only)"),
             cfg.figures_dir / "fig6_drunet_training.png")
 print(f"run {run.record['run_name']}: best validation step {run.record['segmenter']['best_step']}, "
@@ -97,13 +101,13 @@ print(f"run {run.record['run_name']}: best validation step {run.record['segmente
 
 # %%
 held_out = split["val"] + split["test"]
-experiment.domain_gap(cfg, source, run.segmenter, held_out)
+runs.domain_gap(cfg, source, run.segmenter.model, held_out)
 
 # %%
 n = cfg.sizes.analysis.examples
 pats = [p for p in held_out if source.has_label(p, "C0") and source.has_label(p, "LGE")][:n]
-rows = {"bSSFP": experiment.predict_examples(cfg, source, run.segmenter, pats, sequence="C0"),
-        "LGE": experiment.predict_examples(cfg, source, run.segmenter, pats, sequence="LGE")}
+rows = {"bSSFP": runs.predict_examples(cfg, source, run.segmenter.model, pats, sequence="C0"),
+        "LGE": runs.predict_examples(cfg, source, run.segmenter.model, pats, sequence="LGE")}
 save_figure(plots.prediction_panels(rows, title="Setting 0: a DRU-Net trained on bSSFP, on bSSFP and on LGE"),
             cfg.figures_dir / "fig6_domain_gap.png");
 

@@ -61,13 +61,16 @@ t2_dir = None             # T2 images for setting 1 when data_dir has none (the 
 output_root = None        # None: figures/, results/ and checkpoints/ of the repository
 
 # %%
-from cmr_lib import data, experiment, plots
-from cmr_lib.atomic import save_figure
-from cmr_lib.params import make_config
+from cmr_lib.core.atomic import save_figure
+from cmr_lib.core.config import check_epsilon_iterations, make_config
+from cmr_lib.data.sources import source_for
+from cmr_lib.report import plots
+from cmr_lib.report.summary_figures import run_training_examples
+from cmr_lib.study import runs
 
 cfg = make_config(profile=profile, setting=setting, stylizer=stylizer, seed=seed, data_dir=data_dir,
                   c0_spacing=c0_spacing, output_root=output_root, t2_dir=t2_dir)
-epsilon_iterations = experiment.check_epsilon_iterations(epsilon_iterations)
+epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
 print(cfg.summary())
 if cfg.network == "rain":
     print(f"epsilon iterations {epsilon_iterations}, also training on the original batch: {include_original}")
@@ -79,8 +82,8 @@ if cfg.network == "rain":
 # checkpoint and a finished `run.json`. A killed run resumes from its last checkpoint.
 
 # %%
-source = data.source_for(cfg)
-run = experiment.run_setting(cfg, source, epsilon_iterations=epsilon_iterations, include_original=include_original)
+source = source_for(cfg)
+run = runs.run_setting(cfg, source, epsilon_iterations=epsilon_iterations, include_original=include_original)
 rec = run.record
 print(f"run {rec['run_name']}: {run.run_dir}")
 print("timings (s):", rec["timings_seconds"])
@@ -92,15 +95,16 @@ save_figure(plots.training_curves(run.segmenter.history, title=f"DRU-Net, {rec['
 # %% [markdown]
 # ## What the network trained on
 #
-# Content: bSSFP slices of training patients. Style: the LGE slice that this setting's pairing
-# picks for each one (none for the style-free baselines). Stylized: what the DRU-Net saw. For RAIN
-# this is after the style search against the trained network, which looks for the styles it finds
-# hardest.
+# The first training batch, rebuilt from the run's record with the very function training used
+# (a test checks that the images are identical): bSSFP slices of training patients, after the random
+# affine augmentation; the LGE slice that this setting's pairing picked for each one (none for the
+# style-free baselines); and what the DRU-Net saw. For RAIN with style search, the search here runs
+# against the trained network (the network of step 0 is not kept), which looks for the styles it
+# finds hardest.
 
 # %%
 if cfg.network or cfg.baseline:
-    examples = experiment.training_examples(cfg, source, run, n=cfg.sizes.analysis.examples,
-                                            epsilon_iterations=epsilon_iterations if cfg.network == "rain" else 0)
+    examples = run_training_examples(rec, source, output_root=output_root)
     save_figure(plots.stylization_grid(examples, title=f"setting {cfg.setting}, {cfg.stylizer}: training images"),
                 cfg.figures_dir / "runs" / f"{rec['run_name']}_stylized.png")
 else:
@@ -110,10 +114,9 @@ else:
 # ## Predictions on LGE (test patients with labels)
 
 # %%
-split = data.split_for(source, cfg.split)
-labelled = rec["test_patients_labelled"] or [p for p in split["val"] if source.has_label(p, "LGE")]
+labelled = rec["test_patients_labelled"] or [p for p in rec["data"]["split"]["val"] if source.has_label(p, "LGE")]
 shown = labelled[: cfg.sizes.analysis.examples]
-rows = {"LGE": experiment.predict_examples(cfg, source, run.segmenter, shown, sequence="LGE")}
+rows = {"LGE": runs.predict_examples(cfg, source, run.segmenter.model, shown, sequence="LGE")}
 save_figure(plots.prediction_panels(rows, title=f"{rec['run_name']}: LGE ground truth and prediction"),
             cfg.figures_dir / "runs" / f"{rec['run_name']}_predictions.png");
 
@@ -129,4 +132,4 @@ save_figure(plots.prediction_panels(rows, title=f"{rec['run_name']}: LGE ground 
 # %%
 if rec["test_patients_unlabelled"]:
     print(f"test patients without labels (predicted, not scored): {rec['test_patients_unlabelled']}")
-experiment.summary_table(rec)
+runs.summary_table(rec)

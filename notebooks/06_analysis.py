@@ -47,20 +47,23 @@ cross_data = "auto"     # data sets to test every row's network on besides its o
 # ## The runs
 
 # %%
-from cmr_lib import analysis, data
-from cmr_lib.atomic import save_figure, write_text
-from cmr_lib.params import display_path, make_config
+from cmr_lib.core import grid
+from cmr_lib.core.atomic import save_figure, write_text
+from cmr_lib.core.config import make_config
+from cmr_lib.core.paths import display_path
+from cmr_lib.data.sources import source_for
+from cmr_lib.report import cross, paper, stats, summary_figures, tables
 
 cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_spacing=c0_spacing,
                   output_root=output_root, t2_dir=t2_dir)
 seeds = list(seeds) if seeds else [cfg.seed]
-source = data.source_for(cfg)
-runs = analysis.load_runs(cfg.results_dir, profile=cfg.profile, seed=seeds, allow_mixed=allow_mixed,
+source = source_for(cfg)
+runs = tables.load_runs(cfg.results_dir, profile=cfg.profile, seed=seeds, allow_mixed=allow_mixed,
                           data_root=None if allow_mixed else display_path(source.root))
 first_seed = [r for r in runs if r["seed"] == cfg.seed] or runs          # one run per row for the figures
 print(f"{len(runs)} runs of profile {cfg.profile}, seeds {seeds}:")
 for r in runs:
-    print(f"  {r['run_name']}: {analysis.part_of(r)} patients, {r['summary'][analysis.part_of(r)]['dice']['cases']} cases")
+    print(f"  {r['run_name']}: {tables.part_of(r)} patients, {r['summary'][tables.part_of(r)]['dice']['cases']} cases")
 
 # %% [markdown]
 # ## Table 2: settings × stylizers
@@ -73,9 +76,9 @@ for r in runs:
 # when test labels are withheld (the real MS-CMRSeg copy), the validation patients.
 
 # %%
-table2 = analysis.table(runs, analysis.TABLE2_ROWS)
-analysis.write_table(table2, cfg.results_dir / "table2")
-print(analysis.markdown(table2))
+table2 = tables.table(runs, grid.table_rows("table2"))
+tables.write_table(table2, cfg.results_dir / "table2")
+print(tables.markdown(table2))
 
 # %% [markdown]
 # ## Table 3: RAIN and the number of epsilon iterations
@@ -85,10 +88,10 @@ print(analysis.markdown(table2))
 
 # %%
 table3 = None
-if any(analysis.row_key(r) in analysis.TABLE3_ROWS for r in runs):
-    table3 = analysis.table(runs, analysis.TABLE3_ROWS)
-    analysis.write_table(table3, cfg.results_dir / "table3")
-    print(analysis.markdown(table3))
+if any(grid.row_key(r) in grid.table_rows("table3") for r in runs):
+    table3 = tables.table(runs, grid.table_rows("table3"))
+    tables.write_table(table3, cfg.results_dir / "table3")
+    print(tables.markdown(table3))
 else:
     print("no RAIN setting-1 run yet: run 05_settings with setting=1, stylizer='rain', epsilon_iterations=1, 3, 5")
 
@@ -99,10 +102,10 @@ else:
 # transcribed there (see the file's header). Differences are ours minus the paper's.
 
 # %%
-paper = analysis.paper_tables()
-print(analysis.compare_with_paper(table2, paper["table2"]).round(3).to_string(index=False))
+theirs = paper.paper_tables()
+print(paper.compare_with_paper(table2, theirs["table2"]).round(3).to_string(index=False))
 if table3 is not None:
-    print(analysis.compare_with_paper(table3, paper["table3"]).round(3).to_string(index=False))
+    print(paper.compare_with_paper(table3, theirs["table3"]).round(3).to_string(index=False))
 
 # %% [markdown]
 # ## Which of the paper's claims hold here?
@@ -110,9 +113,9 @@ if table3 is not None:
 # Each claim is checked on the tables above; `holds` is empty when the rows it needs are missing.
 
 # %%
-verdicts = analysis.claims(table2, table3)
-write_text(cfg.results_dir / "claims.md", analysis.claims_markdown(verdicts))
-print(analysis.claims_markdown(verdicts))
+verdicts = paper.claims(table2, table3)
+write_text(cfg.results_dir / "claims.md", paper.claims_markdown(verdicts))
+print(paper.claims_markdown(verdicts))
 
 # %% [markdown]
 # How to read this on the built-in phantom (demo profile): the phantom's LGE differs from its bSSFP
@@ -133,17 +136,17 @@ print(analysis.claims_markdown(verdicts))
 # two-sided p with 5 pairs is 0.0625): there, read the differences, not the verdicts.
 
 # %%
-tests = analysis.paired_tests(runs, analysis.TABLE2_ROWS)
-write_text(cfg.results_dir / "table2_tests.md", analysis.tests_markdown(tests))
+tests = stats.paired_tests(runs, grid.table_rows("table2"))
+write_text(cfg.results_dir / "table2_tests.md", stats.tests_markdown(tests))
 write_text(cfg.results_dir / "table2_tests.csv", tests.to_csv(index=False, float_format="%.5g"))
-print(analysis.tests_markdown(tests))
+print(stats.tests_markdown(tests))
 
 # %% [markdown]
 # The reading below is written from the numbers above, for the data this notebook was run on.
 
 # %%
 where = "the built-in phantom" if cfg.data_dir is None else f"{cfg.data_dir.name}"
-reading = analysis.baseline_reading(table2, tests, runs, data=where)
+reading = stats.baseline_reading(table2, tests, runs, data=where)
 write_text(cfg.results_dir / "baselines.md", reading)
 print(reading)
 
@@ -157,37 +160,29 @@ print(reading)
 # part in its training. The baselines are then read again on each data set (added to `baselines.md`).
 
 # %%
-if cross_data:
-    if cross_data == "auto":
-        phantom = None if cfg.data_dir is None else data.source_for(make_config(profile=profile)).root
-        others = analysis.other_sources(source, phantom_dir=phantom)
-    else:
-        others = analysis.other_sources(source, real={str(d): d for d in cross_data})
-    if others:
-        cross = analysis.cross_dataset(first_seed, source, others, lambda r: make_config(
-            profile=profile, setting=r["setting"], stylizer=r["stylizer"], seed=r["seed"], data_dir=data_dir,
-            c0_spacing=c0_spacing, output_root=output_root, t2_dir=t2_dir))
-        write_text(cfg.results_dir / "cross_dataset.md", analysis.cross_markdown(cross))
-        write_text(cfg.results_dir / "cross_dataset.csv", cross.to_csv(index=False, float_format="%.4f"))
-        print(analysis.cross_markdown(cross))
-        across = analysis.cross_reading(cross)                    # the baselines, read on every data set
-        write_text(cfg.results_dir / "baselines.md", reading + "\n" + across)
-        print(across)
-    else:
-        print("no other data set with labelled LGE found (set CMR_REAL_DATA to the folder holding mscmrseg2019/ "
-              "and myops2020/)")
+others = cross.cross_sources(cfg, source, cross_data)
+if others:
+    table_x = cross.cross_dataset(first_seed, source, others, grid.table_rows("table2"), output_root=output_root)
+    write_text(cfg.results_dir / "cross_dataset.md", cross.cross_markdown(table_x))
+    write_text(cfg.results_dir / "cross_dataset.csv", table_x.to_csv(index=False, float_format="%.4f"))
+    print(cross.cross_markdown(table_x))
+    across = cross.cross_reading(table_x)                   # the baselines, read on every data set
+    write_text(cfg.results_dir / "baselines.md", reading + "\n" + across)
+    print(across)
+elif cross_data:
+    print("no other data set with labelled LGE found (set CMR_REAL_DATA to the folder holding mscmrseg2019/ "
+          "and myops2020/)")
 
 # %% [markdown]
 # ## Figures
 
 # %%
-save_figure(analysis.prediction_grid(first_seed, source), cfg.figures_dir / "fig6_predictions.png")
+save_figure(summary_figures.prediction_grid(first_seed, source, grid.table_rows("table2", "paper")),
+            cfg.figures_dir / "fig6_predictions.png")
 
 # %%
-fig, kl = analysis.setting_histograms(
-    first_seed, source, lambda s, k: make_config(profile=profile, setting=s, stylizer=k if s else "rain", seed=seed,
-                                           data_dir=data_dir, c0_spacing=c0_spacing, output_root=output_root,
-                                           t2_dir=t2_dir))
+fig, kl = summary_figures.setting_histograms(first_seed, source, grid.table_rows("table2", "paper"),
+                                             output_root=output_root)
 save_figure(fig, cfg.figures_dir / "fig8_histograms.png")
 write_text(cfg.results_dir / "fig8_kl.csv", kl.to_csv())
 print(kl.round(3).to_string())
@@ -195,4 +190,4 @@ if kl.attrs["skipped"]:
     print("left out (stylizer checkpoint gone):", ", ".join(kl.attrs["skipped"]))
 
 # %%
-save_figure(analysis.table2_bars(first_seed), cfg.figures_dir / "table2_bars.png");
+save_figure(summary_figures.table2_bars(first_seed, grid.table_rows("table2")), cfg.figures_dir / "table2_bars.png");

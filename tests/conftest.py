@@ -5,8 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmr_lib import phantom
-from cmr_lib.data import find_real_data
+from cmr_lib.data import phantom
+from cmr_lib.data.sources import find_real_data
 
 REAL = find_real_data()
 _WHERE = "set CMR_REAL_DATA to the folder holding mscmrseg2019/ and myops2020/, or place it at ../shared/data"

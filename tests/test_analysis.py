@@ -5,9 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmr_lib import analysis
-from cmr_lib.errors import CmrError
-from cmr_lib.evaluate import STRUCTURES
+from cmr_lib.core.errors import CmrError
+from cmr_lib.evaluation.evaluate import STRUCTURES
+from cmr_lib.report import cross
+from cmr_lib.core import grid
+from cmr_lib.report import paper
+from cmr_lib.report import stats
+from cmr_lib.report import summary_figures
+from cmr_lib.report import tables
 
 
 def _record(setting, stylizer, eps=0, dice=(0.7, 0.8, 0.6), hd=(30.0, 20.0, 40.0), *, seed=0, profile="demo",
@@ -50,16 +55,16 @@ def test_load_runs_filters_and_refuses_mixing(tmp_path):
     _write(tmp_path, _record(0, "none"))
     _write(tmp_path, _record(1, "rain", 5, seed=1))
     _write(tmp_path, _record(0, "none", profile="smoke"))
-    assert len(analysis.load_runs(tmp_path, profile="demo")) == 2
-    assert [r["seed"] for r in analysis.load_runs(tmp_path, profile="demo", seed=1)] == [1]
+    assert len(tables.load_runs(tmp_path, profile="demo")) == 2
+    assert [r["seed"] for r in tables.load_runs(tmp_path, profile="demo", seed=1)] == [1]
     with pytest.raises(CmrError, match="several profiles"):
-        analysis.load_runs(tmp_path)
-    assert len(analysis.load_runs(tmp_path, allow_mixed=True)) == 3
+        tables.load_runs(tmp_path)
+    assert len(tables.load_runs(tmp_path, allow_mixed=True)) == 3
     _write(tmp_path, _record(2, "rain", 5, root="/elsewhere/mscmrseg2019"))
     with pytest.raises(CmrError, match="several data sources"):
-        analysis.load_runs(tmp_path, profile="demo")
+        tables.load_runs(tmp_path, profile="demo")
     with pytest.raises(CmrError, match="no run.json for profile 'paper'"):
-        analysis.load_runs(tmp_path, profile="paper")
+        tables.load_runs(tmp_path, profile="paper")
 
 
 def test_a_broken_record_is_named(tmp_path):
@@ -67,21 +72,21 @@ def test_a_broken_record_is_named(tmp_path):
     d.mkdir(parents=True)
     (d / "run.json").write_text("{not json")
     with pytest.raises(CmrError, match=r"broken/run.json: not a readable run record"):
-        analysis.load_runs(tmp_path)
+        tables.load_runs(tmp_path)
     (d / "run.json").write_text('{"setting": 1}')
     with pytest.raises(CmrError, match="not a run record"):
-        analysis.load_runs(tmp_path)
+        tables.load_runs(tmp_path)
 
 
 def test_table2_rows_values_and_markdown(table2_records):
-    t = analysis.table(list(reversed(table2_records)))           # record order does not matter
+    t = tables.table(list(reversed(table2_records)))           # record order does not matter
     assert list(zip(t["setting"], t["stylizer"])) == [(0, "none"), (1, "RAIN"), (1, "AdaConv"), (2, "RAIN"),
                                                       (2, "AdaConv"), (3, "RAIN"), (3, "AdaConv")]
     row = t.iloc[5]
     assert row["DC MYO"] == pytest.approx(0.75) and row["DC AVG"] == pytest.approx(0.75)
     assert row["DC STD"] == pytest.approx(np.std([0.75, 0.85, 0.65]))
     assert row["HD AVG"] == pytest.approx(16.0) and row["patients"] == "test" and row["seeds"] == 1
-    md = analysis.markdown(t)
+    md = tables.markdown(t)
     assert "| 3 | RAIN | 5 | 0.750 | 0.850 | 0.650 | 0.750 ± 0.082 | 16.0 | 12.0 | 20.0 | 16.0 ± 3.3 |" in md
     assert md.count("\n") == 9                                   # header, rule, seven rows
 
@@ -89,63 +94,63 @@ def test_table2_rows_values_and_markdown(table2_records):
 def test_seeds_are_averaged_and_val_reported_without_test_labels():
     recs = [_record(1, "rain", 1, dice=(0.5, 0.5, 0.5), seed=0, part="val"),
             _record(1, "rain", 1, dice=(0.7, 0.7, 0.7), seed=1, part="val")]
-    t = analysis.table(recs, analysis.TABLE3_ROWS)
+    t = tables.table(recs, grid.table_rows("table3"))
     assert len(t) == 1 and t.iloc[0]["seeds"] == 2 and t.iloc[0]["patients"] == "val"
     assert t.iloc[0]["DC AVG"] == pytest.approx(0.6)
     with pytest.raises(CmrError, match="no run matches"):
-        analysis.table(recs, analysis.TABLE2_ROWS)
+        tables.table(recs, grid.table_rows('table2'))
 
 
 def test_write_table_is_readable(tmp_path, table2_records):
-    csv, md = analysis.write_table(analysis.table(table2_records), tmp_path / "table2")
+    csv, md = tables.write_table(tables.table(table2_records), tmp_path / "table2")
     back = pd.read_csv(csv)
     assert len(back) == 7 and back.loc[0, "DC AVG"] == pytest.approx(0.6)
     assert md.read_text().startswith("| setting | stylizer | ε | DC MYO")
 
 
 def test_claims_hold_fail_and_cannot_tell(table2_records):
-    t2 = analysis.table(table2_records)
-    t3 = analysis.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.5), (3, 0.55), (5, 0.6))],
-                        analysis.TABLE3_ROWS)
-    v = analysis.claims(t2, t3).set_index("claim")["holds"]
+    t2 = tables.table(table2_records)
+    t3 = tables.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.5), (3, 0.55), (5, 0.6))],
+                        grid.table_rows("table3"))
+    v = paper.claims(t2, t3).set_index("claim")["holds"]
     assert list(v) == [True, True, True, True]
     t2_nan = t2.copy()
     t2_nan.loc[(t2_nan["setting"] == 2) & (t2_nan["stylizer"] == "AdaConv"), "HD AVG"] = np.nan
-    assert "setting 2: HD undefined" in analysis.claims(t2_nan, t3).loc[0, "evidence"]
-    close = analysis.claims(t2, t3, hd_margin=0.6)                 # RAIN 17-50 % below AdaConv: not "far"
+    assert "setting 2: HD undefined" in paper.claims(t2_nan, t3).loc[0, "evidence"]
+    close = paper.claims(t2, t3, hd_margin=0.6)                 # RAIN 17-50 % below AdaConv: not "far"
     assert close.loc[0, "holds"] is False and "setting 3: RAIN 16.0 mm vs AdaConv 30.0 mm (47% below)" in close.loc[0, "evidence"]
     t2_up = t2.copy()
     t2_up.loc[(t2_up["setting"] == 3) & (t2_up["stylizer"] == "RAIN"), "HD AVG"] = 45.0
-    assert "RAIN 45.0 mm vs AdaConv 30.0 mm (50% above)" in analysis.claims(t2_up, t3).loc[0, "evidence"]
-    worse = analysis.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.6), (3, 0.5))],
-                           analysis.TABLE3_ROWS)
-    v = analysis.claims(t2.iloc[:3], worse)
+    assert "RAIN 45.0 mm vs AdaConv 30.0 mm (50% above)" in paper.claims(t2_up, t3).loc[0, "evidence"]
+    worse = tables.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((1, 0.6), (3, 0.5))],
+                           grid.table_rows("table3"))
+    v = paper.claims(t2.iloc[:3], worse)
     assert v.loc[0, "holds"] is True and v.loc[1, "holds"] is None and v.loc[2, "holds"] is False
     assert v.loc[3, "holds"] is False and "+0.050" in v.loc[3, "evidence"]
-    md = analysis.claims_markdown(v)
+    md = paper.claims_markdown(v)
     assert "**cannot tell (rows missing)**" in md and "**does not hold**" in md
 
 
 def test_paper_file_and_comparison(tmp_path, table2_records):
-    shipped = analysis.paper_tables()
+    shipped = paper.paper_tables()
     assert len(shipped["table2"]) == 7 and len(shipped["table3"]) == 3
-    t2 = analysis.table(table2_records)
-    paper = [{"setting": 3, "stylizer": "RAIN", "epsilon": 5, "DC AVG": 0.8, "HD AVG": 10.0},
-             {"setting": 0, "stylizer": "none", "DC AVG": None, "HD AVG": 50.0}]
-    c = analysis.compare_with_paper(t2, paper).set_index(["setting", "stylizer"])
+    t2 = tables.table(table2_records)
+    theirs = [{"setting": 3, "stylizer": "rain", "epsilon": 5, "DC AVG": 0.8, "HD AVG": 10.0},
+              {"setting": 0, "stylizer": "none", "DC AVG": None, "HD AVG": 50.0}]
+    c = paper.compare_with_paper(t2, theirs).set_index(["setting", "stylizer"])
     assert c.loc[(3, "RAIN"), "DC AVG difference"] == pytest.approx(-0.05)
     assert c.loc[(3, "RAIN"), "HD AVG difference"] == pytest.approx(6.0)
     assert np.isnan(c.loc[(0, "none"), "DC AVG paper"]) and c.loc[(0, "none"), "HD AVG paper"] == 50.0
     assert np.isnan(c.loc[(1, "AdaConv"), "DC AVG difference"])
     (tmp_path / "p.yaml").write_text("table2: []\n")
     with pytest.raises(CmrError, match="needs a list 'table3'"):
-        analysis.paper_tables(tmp_path / "p.yaml")
-    with pytest.raises(CmrError, match="missing"):
-        analysis.paper_tables(tmp_path / "none.yaml")
+        paper.paper_tables(tmp_path / "p.yaml")
+    with pytest.raises(CmrError, match="not found"):
+        paper.paper_tables(tmp_path / "none.yaml")
 
 
 def test_bars_draw_every_row_and_patient(table2_records):
-    fig = analysis.table2_bars(table2_records)
+    fig = summary_figures.table2_bars(table2_records)
     left = fig.axes[0]
     assert len(left.patches) == 7 * 3
     heights = sorted(p.get_height() for p in left.patches)
@@ -173,23 +178,23 @@ def _varied(setting, stylizer, eps=0, shift=0.0, *, seed=0, cases=8, noise=0.0):
 
 def test_seeds_give_mean_and_95_percent_interval():
     recs = [_varied(3, "rain", 5, shift=s, seed=i) for i, s in enumerate((0.0, 0.02, 0.04))]
-    t = analysis.table(recs, [(3, "rain", 5)])
+    t = tables.table(recs, [(3, "rain", 5)])
     assert t["seeds"].iloc[0] == 3
     dc = [r["summary"]["test"]["dice"]["AVG"] for r in recs]
     assert t["DC AVG"].iloc[0] == pytest.approx(np.mean(dc))
     from scipy import stats
     want = stats.t.ppf(0.975, 2) * np.std(dc, ddof=1) / np.sqrt(3)
     assert t["DC AVG ci95"].iloc[0] == pytest.approx(want)
-    md = analysis.markdown(t)
+    md = tables.markdown(t)
     assert f"{np.mean(dc):.3f} ± {want:.3f}" in md and "95 % confidence interval over seeds" in md
-    single = analysis.table(recs[:1], [(3, "rain", 5)])
-    assert "DC AVG ci95" not in single and "confidence" not in analysis.markdown(single)
+    single = tables.table(recs[:1], [(3, "rain", 5)])
+    assert "DC AVG ci95" not in single and "confidence" not in tables.markdown(single)
 
 
 def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
     recs = [_varied(0, "none"), _varied(3, "rain", 5, shift=0.05), _varied(3, "adaconv", shift=0.0, noise=0.05),
             _varied(0, "intensity", shift=0.02), _varied(3, "rain+intensity", 5, shift=0.06)]
-    t = analysis.paired_tests(recs)
+    t = stats.paired_tests(recs)
     got = {(r["row"], r["against"], r["metric"]): r for _, r in t.iterrows()}
     gain = got[("setting 3, RAIN ε5", "setting 0 (none)", "DC AVG")]
     assert gain["patients"] == 8 and gain["mean difference"] == pytest.approx(0.05)
@@ -199,21 +204,21 @@ def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
     assert ("setting 3, RAIN ε5", "setting 3, AdaConv", "DC AVG") in got
     assert ("setting 3, RAIN + intensity ε5", "setting 3, RAIN ε5", "DC AVG") in got
     assert ("setting 3, RAIN + intensity ε5", "setting 0, intensity", "HD AVG") in got
-    md = analysis.tests_markdown(t)
+    md = stats.tests_markdown(t)
     assert "| setting 3, RAIN ε5 | setting 0 (none) | DC AVG | 8 | +0.050 |" in md
 
 
 def test_wilcoxon_skips_undefined_patients_and_identical_rows():
     a = pd.Series([0.5, 0.6, np.nan, 0.7], index=list("abcd"))
-    out = analysis.wilcoxon(a, a)
+    out = stats.wilcoxon(a, a)
     assert out["patients"] == 3 and np.isnan(out["p (Wilcoxon)"])
 
 
 def test_the_baseline_reading_says_which_wins_and_by_how_much():
     recs = [_varied(0, "none"), _varied(3, "rain", 5, shift=0.05), _varied(0, "intensity", shift=0.08),
             _varied(2, "histmatch", shift=-0.02), _varied(3, "rain+intensity", 5, shift=0.09)]
-    t2 = analysis.table(recs)
-    text = analysis.baseline_reading(t2, analysis.paired_tests(recs), recs, data="a test set")
+    t2 = tables.table(recs)
+    text = stats.baseline_reading(t2, stats.paired_tests(recs), recs, data="a test set")
     assert text.startswith("On a test set (8 test patients, setting 0 Dice")
     assert "Best style transfer: setting 3, RAIN ε5" in text and "best appearance baseline: setting 0, intensity" in text
     assert "Difference -0.030" in text and "Style-transfer rows above the best baseline: none." in text
@@ -222,35 +227,35 @@ def test_the_baseline_reading_says_which_wins_and_by_how_much():
 
 
 def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, tmp_path):
-    from cmr_lib import phantom
-    from cmr_lib.data import open_source
-    from cmr_lib.experiment import run_setting
-    from cmr_lib.params import make_config
+    from cmr_lib.data import phantom
+    from cmr_lib.data.sources import open_source
+    from cmr_lib.study.runs import run_setting
+    from cmr_lib.core.config import make_config
 
     cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path)
     run = run_setting(cfg, open_source(tiny_phantom), progress=False)
     other_dir = tmp_path / "other"
     phantom.generate(other_dir, patients=2, seed=11, workers=1, progress=False)
     own = open_source(tiny_phantom)
-    assert analysis.other_sources(own, real={"same": tiny_phantom}) == {}            # never its own data
-    others = analysis.other_sources(own, real={"x": other_dir})
+    assert cross.other_sources(own, real={"same": tiny_phantom}) == {}            # never its own data
+    others = cross.other_sources(own, real={"x": other_dir})
     assert list(others) == ["phantom"] and len(others["phantom"].patients_with("LGE", labelled=True)) == 2
-    df = analysis.cross_dataset([run.record], own, others, lambda r: cfg)
+    df = cross.cross_dataset([run.record], own, others, output_root=tmp_path)
     assert df.attrs["patients"] == {"phantom (own test)": 1, "phantom": 2}
     assert df["phantom (own test) DC"].iloc[0] == run.record["summary"]["test"]["dice"]["AVG"]
     assert 0.0 <= df["phantom DC"].iloc[0] <= 1.0
-    md = analysis.cross_markdown(df)
+    md = cross.cross_markdown(df)
     assert "| phantom (own test) (1 pat.) DC |" in md and "| phantom (2 pat.) DC |" in md
 
 
 def test_the_cross_reading_names_the_winner_on_each_data_set():
     df = pd.DataFrame([
-        {"setting": 0, "stylizer": "none", "epsilon": None, "own DC": 0.6, "own HD": 30.0, "MyoPS DC": 0.3, "MyoPS HD": 40.0},
-        {"setting": 3, "stylizer": "RAIN", "epsilon": 5, "own DC": 0.7, "own HD": 30.0, "MyoPS DC": 0.5, "MyoPS HD": 40.0},
-        {"setting": 0, "stylizer": "intensity", "epsilon": None, "own DC": 0.65, "own HD": 30.0, "MyoPS DC": 0.6,
+        {"setting": 0, "key": "none", "stylizer": "none", "epsilon": None, "own DC": 0.6, "own HD": 30.0, "MyoPS DC": 0.3, "MyoPS HD": 40.0},
+        {"setting": 3, "key": "rain", "stylizer": "RAIN", "epsilon": 5, "own DC": 0.7, "own HD": 30.0, "MyoPS DC": 0.5, "MyoPS HD": 40.0},
+        {"setting": 0, "key": "intensity", "stylizer": "intensity", "epsilon": None, "own DC": 0.65, "own HD": 30.0, "MyoPS DC": 0.6,
          "MyoPS HD": 40.0}])
     df.attrs["patients"] = {"own": 5, "MyoPS": 20}
-    text = analysis.cross_reading(df)
+    text = cross.cross_reading(df)
     assert ("- own (5 patients): setting 0 0.600; best style transfer setting 3, RAIN ε5 0.700; best baseline "
             "setting 0, intensity 0.650: style transfer ahead by 0.050.") in text
     assert "MyoPS (20 patients): setting 0 0.300" in text and "style transfer behind by 0.100" in text

@@ -5,8 +5,8 @@ import stat
 import numpy as np
 import pytest
 
-from cmr_lib.atomic import atomic_path, write_json, write_text
-from cmr_lib.errors import CmrError
+from cmr_lib.core.atomic import atomic_path, write_json, write_text
+from cmr_lib.core.errors import CmrError
 
 
 def test_files_get_normal_permissions(tmp_path):

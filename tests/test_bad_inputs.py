@@ -16,9 +16,10 @@ import pytest
 import torch
 from conftest import heart_label, write_nifti
 
-from cmr_lib.data import open_source, read_image
-from cmr_lib.errors import CmrError
-from cmr_lib.params import make_config
+from cmr_lib.data.sources import open_source, read_image
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core.config import check_epsilon_iterations, make_config
+from cmr_lib.training.checkpoints import load_checkpoint
 
 
 def _img(shape=(32, 32, 4)):
@@ -68,27 +69,24 @@ def _missing_label(d):
 
 
 def _checkpoint(d, **state):
-    from cmr_lib.drunet import DRUNet
+    from cmr_lib.models.drunet import DRUNet
     model = DRUNet(depth=3, root=4)
     torch.save({"model": model.state_dict(), "step": 1, "config": {"kind": "segmenter"}, **state}, d / "ckpt.pt")
     return d / "ckpt.pt"
 
 
 def _other_architecture(d):
-    from cmr_lib.drunet import DRUNet
-    from cmr_lib.train import load_checkpoint
+    from cmr_lib.models.drunet import DRUNet
     path = _checkpoint(d)
     return lambda: load_checkpoint(path, model=DRUNet(depth=4, root=8))
 
 
 def _other_profile(d):
-    from cmr_lib.train import load_checkpoint
     path = _checkpoint(d)
     return lambda: load_checkpoint(path, config={"kind": "segmenter", "segmenter": {"root": 16}})
 
 
 def _truncated_checkpoint(d):
-    from cmr_lib.train import load_checkpoint
     path = _checkpoint(d)
     path.write_bytes(path.read_bytes()[:300])
     return lambda: load_checkpoint(path)
@@ -102,7 +100,6 @@ class _RunsCode:
 
 
 def _malicious_pickle(d, protocol=pickle.DEFAULT_PROTOCOL):
-    from cmr_lib.train import load_checkpoint
     path = d / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"model": _RunsCode(), "step": 1, "config": {}}, f, protocol=protocol)
@@ -110,7 +107,7 @@ def _malicious_pickle(d, protocol=pickle.DEFAULT_PROTOCOL):
 
 
 def _escaping_profile(d):
-    from cmr_lib.params import repo_root
+    from cmr_lib.core.paths import repo_root
     text = (repo_root() / "params" / "smoke.yaml").read_text().replace("profile: smoke", "profile: ../../evil")
     (d / "mine.yaml").write_text(text)
     return lambda: make_config(profile=str(d / "mine.yaml"))
@@ -129,7 +126,7 @@ def _unwritable_output(d):
 
 
 def _run_with_another_config(d, phantom):
-    from cmr_lib.experiment import run_setting
+    from cmr_lib.study.runs import run_setting
     run_setting(make_config(profile="smoke", setting=0, data_dir=phantom, output_root=d), progress=False)
     record = next((d / "results" / "runs").glob("*/run.json"))
     before = record.read_bytes()
@@ -196,10 +193,8 @@ CASES = [
          "segmenter.iterations"),
     Case("negative iterations", lambda d: lambda: make_config(overrides={"stylizer.iterations": -5}),
          "must be >= 1", "stylizer.iterations"),
-    Case("epsilon_iterations not an int", lambda d: lambda: __import__("cmr_lib.experiment").experiment
-         .check_epsilon_iterations(2.5), "must be a non-negative integer", "'epsilon_iterations' = 2.5"),
-    Case("negative epsilon_iterations", lambda d: lambda: __import__("cmr_lib.experiment").experiment
-         .check_epsilon_iterations(-1), "must be a non-negative integer", "'epsilon_iterations' = -1"),
+    Case("epsilon_iterations not an int", lambda d: lambda: check_epsilon_iterations(2.5), "must be a non-negative integer", "'epsilon_iterations' = 2.5"),
+    Case("negative epsilon_iterations", lambda d: lambda: check_epsilon_iterations(-1), "must be a non-negative integer", "'epsilon_iterations' = -1"),
     # checkpoints
     Case("checkpoint of another architecture", _other_architecture,
          r"checkpoint is for another architecture \(\d+ tensors missing, \d+ unexpected, \d+ of another shape",
@@ -210,7 +205,7 @@ CASES = [
          "evil.pt"),
     Case("pickle (protocol 2) that runs code on load", lambda d: _malicious_pickle(d, protocol=2),
          r"refused, .*\((posix|nt)\.system\), which could run code", "evil.pt"),
-    Case("checkpoint file missing", lambda d: lambda: __import__("cmr_lib.train").train.load_checkpoint(d / "no.pt"),
+    Case("checkpoint file missing", lambda d: lambda: load_checkpoint(d / "no.pt"),
          "checkpoint not found", "no.pt"),
     # outputs
     Case("profile name that would escape the results folder", _escaping_profile, "must be a plain name",
@@ -245,10 +240,10 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("cmr_lib.evaluate", "{d}/nope", "{d}"), "nope: "),
-    (("cmr_lib.phantom", "{d}/out", "--patients", "0"), "patients"),
-    (("cmr_lib.reproduce", "--profile", "huge"), "huge"),
-    (("cmr_lib.reproduce", "--jobs", "0"), "'jobs' = 0"),
+    (("cmr_lib.evaluation.evaluate", "{d}/nope", "{d}"), "nope: "),
+    (("cmr_lib.data.phantom", "{d}/out", "--patients", "0"), "patients"),
+    (("cmr_lib.study.reproduce", "--profile", "huge"), "huge"),
+    (("cmr_lib.study.reproduce", "--jobs", "0"), "'jobs' = 0"),
 ])
 def test_clis_exit_nonzero_with_one_line(tmp_path, args, message):
     r = _cli(*(a.format(d=tmp_path) for a in args))
@@ -267,14 +262,14 @@ def test_int_and_float_storage_and_extreme_intensities_read_alike(tmp_path):
         path = write_nifti(tmp_path / f"img_{np.dtype(dtype).name}_{scale:g}.nii.gz", (base * scale).astype(dtype))
         img, zooms, _ = read_image(path)
         assert img.dtype == np.float32 and np.isfinite(img).all() and zooms == (1.0, 1.0, 5.0)
-        from cmr_lib.transforms import normalise
+        from cmr_lib.data.transforms import normalise
         n = normalise(img, (0.5, 99.5))
         assert n.min() >= 0 and n.max() <= 1 and np.corrcoef(n.ravel(), base.ravel())[0, 1] > 0.95
 
 
 def test_an_image_smaller_than_the_crop_is_padded_and_predicted_on_its_own_grid(tmp_path):
-    from cmr_lib.drunet import DRUNet
-    from cmr_lib.inference import predict_volume
+    from cmr_lib.models.drunet import DRUNet
+    from cmr_lib.evaluation.inference import predict_volume
     write_nifti(tmp_path / "patient1_LGE.nii.gz", _img((16, 16, 3)))
     write_nifti(tmp_path / "patient1_LGE_manual.nii.gz", heart_label((16, 16, 3)))
     vol = open_source(tmp_path).load(1, "LGE")
@@ -283,7 +278,7 @@ def test_an_image_smaller_than_the_crop_is_padded_and_predicted_on_its_own_grid(
 
 
 def test_an_empty_prediction_scores_dice_zero_and_an_undefined_distance(tmp_path):
-    from cmr_lib.evaluate import evaluate_dirs, summarize
+    from cmr_lib.evaluation.evaluate import evaluate_dirs, summarize
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()

@@ -12,8 +12,8 @@ import nbformat
 
 TRAIN = """
 import sys
-from cmr_lib.experiment import run_setting
-from cmr_lib.params import make_config
+from cmr_lib.study.runs import run_setting
+from cmr_lib.core.config import make_config
 cfg = make_config(profile="smoke", setting=0, stylizer="{stylizer}", data_dir=sys.argv[1], output_root=sys.argv[2],
                   overrides={{"segmenter.iterations": 60, "segmenter.checkpoint_every": 5, "segmenter.val_every": 20}})
 run_setting(cfg, progress=False)
@@ -46,7 +46,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_metrics(tin
     run_dir = last.parent
     assert not (run_dir / "final.pt").exists()
     assert not list((tmp_path / "killed").glob("results/runs/*/run.json"))      # no half-written record
-    from cmr_lib.train import load_checkpoint
+    from cmr_lib.training.checkpoints import load_checkpoint
     killed_at = load_checkpoint(run_dir / "last.pt")["step"]                     # the checkpoint is whole
     assert 0 < killed_at < 60
     _train(tiny_phantom, tmp_path / "killed")
@@ -72,7 +72,7 @@ def _notebook(path, code):
 
 REPRODUCE = """
 import sys
-from cmr_lib.reproduce import reproduce
+from cmr_lib.study.reproduce import reproduce
 steps = [("a", sys.argv[1], {}), ("b", sys.argv[2], {})]
 reproduce("smoke", steps_list=steps, output_root=sys.argv[3])
 """

@@ -6,15 +6,16 @@ import pandas as pd
 import pytest
 from conftest import heart_label, write_nifti
 
-from cmr_lib import evaluate, metrics
-from cmr_lib.data import map_labels
-from cmr_lib.errors import CmrError
+from cmr_lib.evaluation import evaluate
+from cmr_lib.evaluation import metrics
+from cmr_lib.data.sources import map_labels
+from cmr_lib.core.errors import CmrError
 
 SP = (1.2, 1.2, 8.0)
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "cmr_lib.evaluate", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "cmr_lib.evaluation.evaluate", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from medpy.metric import binary as medpy
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from scipy import ndimage
 
-from cmr_lib import metrics
+from cmr_lib.evaluation import metrics
 
 SPACINGS = [(1.25, 1.25, 10.0), (0.73, 0.76, 5.0), (1.0, 2.0, 3.0)]
 
@@ -104,7 +104,7 @@ def test_scalar_spacing_and_lower_dimensions_like_medpy():
 
 
 def test_mean_class_dice_averages_the_classes_present():
-    from cmr_lib.metrics import mean_class_dice
+    from cmr_lib.evaluation.metrics import mean_class_dice
 
     ref = np.zeros((4, 4), int)
     ref[0, :2], ref[1, :2] = 1, 2                       # MYO and LV present, RV absent

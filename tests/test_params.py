@@ -1,7 +1,8 @@
 import pytest
 
-from cmr_lib.errors import CmrError
-from cmr_lib.params import PROFILES, Section, load_profile, load_settings, make_config
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core.config import Section, make_config
+from cmr_lib.core.schema import PROFILES, load_profile, load_settings
 
 
 def test_defaults_run_as_is():
@@ -100,7 +101,7 @@ def test_notebook_readers_see_one_line_not_a_traceback(capsys):
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
-    result = shell.run_cell("from cmr_lib.params import make_config\nmake_config(setting=9)")
+    result = shell.run_cell("from cmr_lib.core.config import make_config\nmake_config(setting=9)")
     assert not result.success
     out = capsys.readouterr()
     text = (out.out + out.err).strip()

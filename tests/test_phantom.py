@@ -7,9 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmr_lib import phantom
-from cmr_lib.data import open_source
-from cmr_lib.errors import CmrError
+from cmr_lib.data import phantom
+from cmr_lib.data.sources import open_source
+from cmr_lib.core.errors import CmrError
 
 SEEDS = np.random.SeedSequence(2019).spawn(8)
 
@@ -163,12 +163,12 @@ def test_ensure_reuses_a_complete_dataset(tmp_path):
 
 
 def test_cli(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "cmr_lib.phantom", str(tmp_path / "ph"), "--patients", "1",
+    out = subprocess.run([sys.executable, "-m", "cmr_lib.data.phantom", str(tmp_path / "ph"), "--patients", "1",
                           "--seed", "5", "--workers", "1"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "wrote 1 patients" in out.stdout
     assert len(list((tmp_path / "ph").glob("patient1_*.nii.gz"))) == 6
-    bad = subprocess.run([sys.executable, "-m", "cmr_lib.phantom", str(tmp_path / "x"), "--patients", "0"],
+    bad = subprocess.run([sys.executable, "-m", "cmr_lib.data.phantom", str(tmp_path / "x"), "--patients", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: parameter 'patients' = 0: must be a positive integer"
 

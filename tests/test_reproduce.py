@@ -4,8 +4,9 @@ import json
 import nbformat
 import pytest
 
-from cmr_lib import reproduce as rp
-from cmr_lib.errors import CmrError
+from cmr_lib.study import reproduce as rp
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core import device as devices
 
 
 def _notebook(path, code):
@@ -119,27 +120,26 @@ def test_a_failing_step_names_itself_and_keeps_finished_ones(tmp_path):
 def test_device_selection(monkeypatch):
     import torch
 
-    from cmr_lib import train
 
     monkeypatch.delenv("CMR_DEVICE", raising=False)
-    assert train.device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.device().type == ("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setenv("CMR_DEVICE", "cpu")
-    assert train.device() == torch.device("cpu")
+    assert devices.device() == torch.device("cpu")
     monkeypatch.setenv("CMR_DEVICE", "tpu7")
     with pytest.raises(CmrError, match="CMR_DEVICE = 'tpu7': choose cpu, cuda or cuda:N"):
-        train.device()
+        devices.device()
     monkeypatch.setenv("CMR_DEVICE", "cuda:9")
     if torch.cuda.device_count() < 10:
         with pytest.raises(CmrError, match="no such CUDA device"):
-            train.device()
+            devices.device()
     monkeypatch.delenv("CMR_DEVICE")                   # a machine with CUDA: picked, cuDNN autotuning on
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    assert train.device().type == "cuda" and torch.backends.cudnn.benchmark is True
-    assert train.precision_used("fp32", torch.device("cpu")) == "fp32"
-    assert train.precision_used("bf16", torch.device("cpu")) == "bf16"
+    assert devices.device().type == "cuda" and torch.backends.cudnn.benchmark is True
+    assert devices.precision_used("fp32", torch.device("cpu")) == "fp32"
+    assert devices.precision_used("bf16", torch.device("cpu")) == "bf16"
     with pytest.raises(CmrError, match="parameter 'precision'"):
-        train.autocast("fp8", torch.device("cpu"))
+        devices.autocast("fp8", torch.device("cpu"))
 
 
 def test_real_data_options_reach_every_notebook(tmp_path):

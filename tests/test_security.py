@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from cmr_lib.params import make_config, repo_root
+from cmr_lib.core.config import make_config
+from cmr_lib.core.paths import repo_root
 
-SOURCES = sorted([*(repo_root() / "cmr_lib").glob("*.py"), *(repo_root() / "notebooks").glob("*.py"),
+SOURCES = sorted([*(repo_root() / "cmr_lib").rglob("*.py"), *(repo_root() / "notebooks").glob("*.py"),
                   *(repo_root() / "benchmarks").glob("*.py")])
 
 
@@ -33,7 +34,7 @@ def test_no_unsafe_loading_or_evaluation(path):
 
 
 def test_a_run_writes_only_under_its_output_folder(tiny_phantom, tmp_path):
-    from cmr_lib.experiment import run_setting
+    from cmr_lib.study.runs import run_setting
 
     def snapshot():
         out = {}

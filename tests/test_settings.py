@@ -3,12 +3,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmr_lib import train
-from cmr_lib.data import open_source
-from cmr_lib.errors import CmrError
-from cmr_lib.inference import predict_volume
-from cmr_lib.params import make_config
-from cmr_lib.slices import prepare_volume
+from cmr_lib.data.sources import open_source
+from cmr_lib.core.errors import CmrError
+from cmr_lib.evaluation.inference import predict_volume
+from cmr_lib.core.config import make_config
+from cmr_lib.data.slices import prepare_volume
+from cmr_lib.training import augment
+from cmr_lib.training import segmenters
+from cmr_lib.training import stylizers
+from cmr_lib.report import summary_figures
+from cmr_lib.report import tables
 
 
 class Oracle(torch.nn.Module):
@@ -30,7 +34,7 @@ class Oracle(torch.nn.Module):
 def test_prediction_returns_to_the_original_grid(tiny_phantom, spacing_mm, crop):
     vol = open_source(tiny_phantom).load(1, "LGE", label="require")
     prep = prepare_volume(vol, spacing_mm=spacing_mm)
-    from cmr_lib.transforms import center_crop
+    from cmr_lib.data.transforms import center_crop
     lab = torch.from_numpy(center_crop(prep.label, crop).astype(np.int64)).permute(2, 0, 1)
     pred = predict_volume(Oracle(lab), vol, crop=crop, spacing_mm=spacing_mm, batch=4)
     assert pred.shape == vol.label.shape and pred.dtype == np.uint8
@@ -42,14 +46,14 @@ def test_setting_needs_the_right_stylizer(tiny_phantom, tmp_path):
     src = open_source(tiny_phantom)
     cfg = make_config(profile="smoke", setting=2, stylizer="rain", data_dir=tiny_phantom, output_root=tmp_path)
     with pytest.raises(CmrError, match="setting 2 stylizes: pass a rain stylizer pre-trained on C0->LGE"):
-        train.train_setting(cfg, src)
-    t2 = train.TrainedStylizer(None, "rain", ("C0", "T2"), tmp_path, {}, {})
+        segmenters.train_setting(cfg, src)
+    t2 = stylizers.TrainedStylizer(None, "rain", ("C0", "T2"), tmp_path, {}, {})
     with pytest.raises(CmrError, match="needs a C0->LGE stylizer, got C0->T2"):
-        train.train_setting(cfg, src, stylizer=t2)
+        segmenters.train_setting(cfg, src, stylizer=t2)
     cfg0 = make_config(profile="smoke", data_dir=tiny_phantom, output_root=tmp_path)
     for bad in (1.5, -1, True, "3"):
         with pytest.raises(CmrError, match="epsilon_iterations"):
-            train.train_setting(cfg0, src, epsilon_iterations=bad)
+            segmenters.train_setting(cfg0, src, epsilon_iterations=bad)
 
 
 def test_same_patient_level_pairing_picks_the_nearest_level(tiny_phantom):
@@ -57,10 +61,10 @@ def test_same_patient_level_pairing_picks_the_nearest_level(tiny_phantom):
     its level between base and apex (computed here from the raw LGE slice count, independently)."""
     cfg = make_config(profile="smoke", data_dir=tiny_phantom)
     src = open_source(tiny_phantom)
-    from cmr_lib.slices import SliceDataset
+    from cmr_lib.data.slices import SliceDataset
     content = SliceDataset.from_source(src, [1, 2, 3], "C0", cfg, train=False, label="require", heart_only=True)
     styles = SliceDataset.from_source(src, [1, 2, 3], "LGE", cfg, train=False, label="skip")
-    picker = train.StylePicker(styles, "same_patient_level")
+    picker = augment.StylePicker(styles, "same_patient_level")
     rng = np.random.default_rng(0)
     checked = set()
     for i in range(0, len(content), 2):
@@ -82,17 +86,17 @@ def test_same_patient_level_pairing_picks_the_nearest_level(tiny_phantom):
 def test_setting_zero_trains_validates_and_keeps_the_best(tiny_phantom, tmp_path):
     cfg = make_config(profile="smoke", data_dir=tiny_phantom, output_root=tmp_path,
                       overrides={"segmenter.iterations": 6, "segmenter.val_every": 3})
-    res = train.train_setting(cfg, open_source(tiny_phantom), progress=False)
+    res = segmenters.train_setting(cfg, open_source(tiny_phantom), progress=False)
     assert res.history["val_step"] == [3, 6] and len(res.history["val_dice"]) == 2
     assert res.info["best_step"] in (3, 6) and (res.run_dir / "best.pt").is_file()
-    again = train.train_setting(cfg, open_source(tiny_phantom), progress=False)
+    again = segmenters.train_setting(cfg, open_source(tiny_phantom), progress=False)
     assert again.info["reused"]
     a, b = res.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_drunet_shapes_and_parameter_count():
-    from cmr_lib.drunet import DRUNet, layer_table, parameter_count
+    from cmr_lib.models.drunet import DRUNet, layer_table, parameter_count
     ref = DRUNet(depth=5, root=16)
     assert parameter_count(ref) == 3_113_280                       # the reference's ~3.1 M
     out = ref.eval()(torch.rand(2, 1, 64, 48))
@@ -110,7 +114,7 @@ def test_drunet_shapes_and_parameter_count():
 def test_the_logit_relu_can_kill_a_class_for_good(head_relu):
     """With the reference's ReLU on the logits, a class whose logits went negative everywhere gets no gradient
     and never comes back (why the demo and smoke profiles turn it off); raw logits keep learning it."""
-    from cmr_lib.drunet import DRUNet, segmentation_loss
+    from cmr_lib.models.drunet import DRUNet, segmentation_loss
     torch.manual_seed(0)
     net = DRUNet(depth=2, root=4, head_relu=head_relu)
     with torch.no_grad():
@@ -123,7 +127,7 @@ def test_the_logit_relu_can_kill_a_class_for_good(head_relu):
 
 
 def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
-    from cmr_lib.drunet import DRUNet, segmentation_loss
+    from cmr_lib.models.drunet import DRUNet, segmentation_loss
     torch.manual_seed(0)
     net = DRUNet(depth=3, root=8)
     x = torch.rand(4, 1, 32, 32)
@@ -140,7 +144,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_splits_keep_test_patients_out_of_training_and_styles(tiny_phantom, myops_dir):
-    from cmr_lib.data import default_split, split_for
+    from cmr_lib.data.sources import default_split, split_for
     for src in (open_source(tiny_phantom), open_source(myops_dir)):
         s = default_split(src)
         test = set(s["test"])
@@ -160,13 +164,13 @@ def test_splits_keep_test_patients_out_of_training_and_styles(tiny_phantom, myop
 
 
 def test_mscmrseg_split_is_the_papers(mscmrseg_dir):
-    from cmr_lib.data import default_split
+    from cmr_lib.data.sources import default_split
     s = default_split(open_source(mscmrseg_dir, c0_spacing="lge"))
     assert s["train"] == list(range(1, 36)) and s["val"] == [1, 2, 3, 4, 5] and s["test"] == list(range(6, 46))
 
 
 def _run(tiny_phantom, out, setting=0, stylizer="rain", eps=1):
-    from cmr_lib.experiment import run_setting
+    from cmr_lib.study.runs import run_setting
     cfg = make_config(profile="smoke", setting=setting, stylizer=stylizer, data_dir=tiny_phantom, output_root=out)
     return run_setting(cfg, epsilon_iterations=eps, progress=False)
 
@@ -197,7 +201,7 @@ def test_a_run_writes_its_record_and_predictions_and_is_deterministic(tiny_phant
 
 
 def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_path):
-    from cmr_lib.experiment import run_setting
+    from cmr_lib.study.runs import run_setting
     _run(tiny_phantom, tmp_path, setting=0)
     cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path,
                       overrides={"segmenter.iterations": 4})
@@ -209,7 +213,7 @@ def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_p
 def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
     import papermill as pm
 
-    from cmr_lib.params import repo_root
+    from cmr_lib.core.paths import repo_root
     out = tmp_path / "out.ipynb"
     pm.execute_notebook(str(repo_root() / "notebooks" / "05_settings.ipynb"), str(out), kernel_name="python3",
                         parameters={"profile": "smoke", "setting": setting, "stylizer": stylizer,
@@ -226,7 +230,7 @@ def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
 def test_settings_notebook_stops_with_one_line_on_a_bad_parameter(tmp_path, name, value, message):
     import papermill as pm
 
-    from cmr_lib.params import repo_root
+    from cmr_lib.core.paths import repo_root
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(repo_root() / "notebooks" / "05_settings.ipynb"), str(tmp_path / "o.ipynb"),
                             kernel_name="python3", parameters={"profile": "smoke", name: value,
@@ -242,7 +246,7 @@ def test_a_run_on_mscmrseg_predicts_unlabelled_test_volumes_and_says_which(mscmr
     ones are scored, and the record names the rest."""
     import nibabel as nib
 
-    from cmr_lib.experiment import run_setting
+    from cmr_lib.study.runs import run_setting
     cfg = make_config(profile="smoke", setting=0, data_dir=mscmrseg_dir, c0_spacing="lge", output_root=tmp_path,
                       train_patients=[1, 2, 3, 4], val_patients=[1, 2], test_patients=[3, 6, 7])
     rec = run_setting(cfg, progress=False).record
@@ -253,11 +257,10 @@ def test_a_run_on_mscmrseg_predicts_unlabelled_test_volumes_and_says_which(mscmr
     for p, sub in ((3, ""), (6, ""), (7, ""), (1, "val"), (2, "val")):      # validation ones too, for figures
         pred = nib.load(tmp_path / "results" / "runs" / rec["run_name"] / "predictions" / sub / f"patient{p}_LGE.nii.gz")
         assert pred.shape == nib.load(mscmrseg_dir / f"patient{p}_LGE.nii.gz").shape
-    from cmr_lib import analysis
-    from cmr_lib.data import open_source
-    runs = analysis.load_runs(tmp_path / "results")
+    from cmr_lib.data.sources import open_source
+    runs = tables.load_runs(tmp_path / "results")
     src = open_source(mscmrseg_dir, c0_spacing="lge")
     for labelled, first in (([3], "patient 3"), ([], "patient 1")):     # no labelled test patient: validation
         runs[0]["test_patients_labelled"] = labelled
-        titles = [ax.get_title() for ax in analysis.prediction_grid(runs, src).axes]
+        titles = [ax.get_title() for ax in summary_figures.prediction_grid(runs, src).axes]
         assert titles[0].startswith(first) and not any("no saved prediction" in t for t in titles), titles

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.adain import content_loss, style_loss
-from cmr_lib.vgg import VGGEncoder, scaled
+from cmr_lib.core.errors import CmrError, check_int
+from cmr_lib.models.adain import content_loss, style_loss
+from cmr_lib.models.vgg import VGGEncoder, scaled
 
 GROUP_DIVISORS = (1, 2, 4, 8)        # groups = channels / divisor: 512, 128, 32, 8 at width 1
 
@@ -154,8 +155,8 @@ class AdaConv(nn.Module):
     def __init__(self, encoder: VGGEncoder, *, image_size: int, kernel_size: int = 3, style_dim: int = 512,
                  content_weight=1.0, style_weight=10.0):
         super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"parameter 'kernel_size' = {kernel_size!r}: must be an odd positive integer")
+        if check_int("kernel_size", kernel_size, minimum=1, hint=" and odd") % 2 == 0:
+            raise CmrError(f"parameter 'kernel_size' = {kernel_size!r}: must be a positive integer and odd")
         self.encoder = encoder
         self.style_dim = scaled(style_dim, encoder.width)
         c4 = encoder.out_channels["relu4_1"]

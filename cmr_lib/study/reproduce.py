@@ -1,6 +1,6 @@
 """`make reproduce`: run every notebook of the study with papermill, in order, on one profile.
 
-    python -m cmr_lib.reproduce --profile demo [--data-dir DIR] [--seed 0]
+    python -m cmr_lib.study.reproduce --profile demo [--data-dir DIR] [--seed 0]
 
 Executed notebooks go to results/notebooks/<profile>/; one progress line per step; the wall time
 of each step, peak memory and the machine are written to results/reproduce.json (for reused steps, also
@@ -21,9 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-from cmr_lib.atomic import write_json
-from cmr_lib.errors import CmrError, cli_main
-from cmr_lib.params import make_config, repo_root
+import subprocess
+import tempfile
+
+from cmr_lib.core.atomic import write_json
+from cmr_lib.core.config import make_config
+from cmr_lib.core.errors import CmrError, check_int, cli_main
+from cmr_lib.core.grid import reproduce_rows, table_rows, uses_rain
+from cmr_lib.core.paths import repo_root
+from cmr_lib.data.sources import source_for
+from cmr_lib.study.stylizers import train_pairs
 
 # (step name, notebook, extra parameters[, may run beside its neighbours]). A notebook name "prepare:<what>"
 # is a library call instead (see `prepare`). Parallel steps that follow each other run `jobs` at a time.
@@ -35,15 +42,20 @@ STEPS = [
     ("AdaConv stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 7-9)", "03_adaconv.ipynb", {}),
     ("DRU-Net, setting 0 and the domain gap (Fig. 6)", "04_drunet.ipynb", {}),
 ]
-# Table 2: setting 0, then settings 1-3 with each stylizer (RAIN with 5 epsilon iterations), then our baselines
-TABLE2_RUNS = [(0, "rain"), (1, "rain"), (1, "adaconv"), (2, "rain"), (2, "adaconv"), (3, "rain"), (3, "adaconv"),
-               (0, "intensity"), (0, "gin"), (2, "histmatch"), (3, "rain+intensity")]
-ROW_STEPS = [(f"Table 2 row: setting {s}" + (f", {k}" if s or k not in ("rain", "adaconv") else ""),
-              "05_settings.ipynb", {"setting": s, "stylizer": k, "epsilon_iterations": 5}, True)
-             for s, k in TABLE2_RUNS]
-# Table 3: RAIN in setting 1 with 1 and 3 epsilon iterations (5 is Table 2's row)
-ROW_STEPS += [(f"Table 3 row: setting 1, rain, {e} epsilon iteration{'s' if e > 1 else ''}", "05_settings.ipynb",
-               {"setting": 1, "stylizer": "rain", "epsilon_iterations": e}, True) for e in (1, 3)]
+
+
+def row_step_name(key: tuple) -> str:
+    """'Table 2 row: setting 3, rain+intensity' / 'Table 3 row: setting 1, rain, 3 epsilon iterations'."""
+    s, k, e = key
+    if key in table_rows("table2"):
+        return f"Table 2 row: setting {s}" + (f", {k}" if (s, k) != (0, "none") else "")
+    return f"Table 3 row: setting {s}, {k}, {e} epsilon iteration{'s' if e != 1 else ''}"
+
+
+# one notebook 05 run per row of the experiment grid that reproduce runs (params/experiments.yaml)
+ROW_STEPS = [(row_step_name(key), "05_settings.ipynb", {"setting": key[0], "stylizer": key[1],
+                                                       "epsilon_iterations": key[2] if uses_rain(key[1]) else 5}, True)
+             for key in reproduce_rows()]
 STEPS += ROW_STEPS
 STEPS += [("analysis: Tables 2 and 3, tests, Figs. 6 and 8, bars", "06_analysis.ipynb", {})]
 
@@ -124,7 +136,7 @@ def shared_inputs(cfg) -> str:
     (file names and sizes). Computed once per `make reproduce`."""
     root = repo_root()
     h = hashlib.sha256()
-    for path in [*sorted((root / "params").glob("*.yaml")), *sorted((root / "cmr_lib").glob("*.py"))]:
+    for path in [*sorted((root / "params").glob("*.yaml")), *sorted((root / "cmr_lib").rglob("*.py"))]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     data = cfg.data_dir or cfg.phantom_dir
@@ -161,9 +173,6 @@ def _notebook_error(path: Path) -> str | None:
 def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None):
     """Start executing one notebook with papermill in its own process (kernel python3, working directory =
     the repository root), writing to a temporary file beside `dst`. Returns (process, temporary path, log)."""
-    import subprocess
-    import tempfile
-
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.ipynb", dir=dst.parent)
     os.close(fd)
@@ -199,34 +208,21 @@ def finish_notebook(proc, tmp: Path, log, dst: Path) -> str | None:
     return f"{reason}; see {failed}"
 
 
-def run_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None):
-    """Execute one notebook (see start_notebook); a one-line CmrError when it fails."""
-    err = finish_notebook(*start_notebook(src, dst, parameters, threads=threads), dst)
-    if err:
-        raise CmrError(f"{src.name} failed: {err}")
-
-
 def prepare(what: str, parameters: dict) -> None:
-    """The library steps of `make reproduce`: 'encoder' (the stylizers' shared encoder and warm start) or
-    'stylizers' (every stylizer of a seed, so the rows of that seed only reuse them)."""
-    from cmr_lib import experiment, train
-    from cmr_lib.data import source_for
-
+    """The library step of `make reproduce`: 'stylizers' trains every stylizer of a seed, so that the rows of
+    that seed, running side by side, only reuse them."""
+    if what != "stylizers":
+        raise CmrError(f"unknown reproduce step 'prepare:{what}'")
     keys = ("profile", "seed", "data_dir", "output_root", "c0_spacing", "t2_dir")
     cfg = make_config(**{k: v for k, v in parameters.items() if k in keys and v is not None})
     source = source_for(cfg, progress=False)
-    if what == "encoder":
-        train.prepare_encoder(cfg, source, progress=False)
-    elif what == "stylizers":
-        for kind in ("rain", "adaconv"):
-            experiment.train_pairs(cfg, source, kind, progress=False)
-    else:
-        raise CmrError(f"unknown reproduce step 'prepare:{what}'")
+    for kind in ("rain", "adaconv"):
+        train_pairs(cfg, source, kind, progress=False)
 
 
 @cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.reproduce", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cmr_lib.study.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seed", type=int, default=0, help="the first seed (and the only one when --seeds is 1)")
@@ -249,17 +245,13 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both)."""
     cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
                       c0_spacing=c0_spacing or "header", t2_dir=None if t2_dir is None else str(t2_dir))
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise CmrError(f"parameter 'jobs' = {jobs!r}: must be a positive integer")
-    n_seeds = cfg.sizes.reproduce.seeds if seeds is None else seeds
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise CmrError(f"parameter 'seeds' = {seeds!r}: must be a positive integer")
+    check_int("jobs", jobs, minimum=1)
+    n_seeds = check_int("seeds", cfg.sizes.reproduce.seeds if seeds is None else seeds, minimum=1)
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
     steps_list = with_seeds(STEPS if steps_list is None else steps_list, seed_list)
     if t2_dir is not None and not Path(t2_dir).is_dir():
         raise CmrError(f"{t2_dir}: parameter 't2_dir' is not a folder")
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
-    from cmr_lib.data import source_for
 
     root = repo_root()
     source_for(cfg)                     # generate the phantom first: its files are part of every fingerprint

@@ -21,3 +21,12 @@ def cli_main(main):
             return 2
     wrapper.__doc__ = main.__doc__
     return wrapper
+
+
+def check_int(name: str, value, *, minimum: int = 0, hint: str = "") -> int:
+    """`value` itself must be an int >= minimum (not a bool, float or string): the one integer rule for
+    parameters that code, not a notebook, passes; a one-line CmrError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise CmrError(f"parameter '{name}' = {value!r}: must be {what}{hint}")
+    return value

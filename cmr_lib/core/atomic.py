@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmr_lib.errors import CmrError
+from cmr_lib.core.errors import CmrError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cmr_lib.data import CLASSES
+from cmr_lib.data.sources import CLASSES
 
 _FOOTPRINT = {n: ndimage.generate_binary_structure(n, 1) for n in (1, 2, 3)}
 
@@ -116,3 +116,10 @@ def edge_overlap(a: np.ndarray, b: np.ndarray, tolerance: int = 1) -> float:
     db = ndimage.binary_dilation(eb, grow, iterations=tolerance)
     total = ea.sum() + eb.sum()
     return float("nan") if total == 0 else float((ea & db).sum() + (eb & da).sum()) / total
+
+
+def region_values(images, labels, region: str) -> np.ndarray:
+    """Intensities of (N, 1, S, S) images inside a region of their (N, S, S) labels: 'heart' or 'MYO'."""
+    lab = np.asarray(labels)
+    mask = lab > 0 if region == "heart" else lab == 1
+    return np.asarray(images)[:, 0][mask]

@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cmr_lib.data import CLASSES, CMRSource
-from cmr_lib.metrics import intensity_kl
-from cmr_lib.transforms import normalise
+from cmr_lib.data.phantom import TISSUES, tissue_signals
+from cmr_lib.data.slices import heart_extent, nearest_level, relative_levels
+from cmr_lib.data.sources import CLASSES, CMRSource
+from cmr_lib.data.transforms import normalise
+from cmr_lib.evaluation.metrics import intensity_kl
 
 REGIONS = ("heart", "MYO", "LV", "RV")   # heart = LV u MYO u RV
 
@@ -59,8 +61,6 @@ def kl_table(pools: dict[str, dict[str, dict]], pairs=(("C0", "LGE"), ("C0", "T2
 
 def example_slice(volume, level: float = 0.5, percentiles=(0.5, 99.5)):
     """(normalised 2-D image, label or None, slice index) at a relative level between base and apex."""
-    from cmr_lib.slices import heart_extent, nearest_level, relative_levels
-
     img = normalise(volume.image, percentiles, name=str(volume.image_path))
     extent = None if volume.label is None else heart_extent(volume.label)
     z = nearest_level(relative_levels(img.shape[2], extent), level)
@@ -87,8 +87,6 @@ def calibration_statement(kl: pd.DataFrame, region: str = "heart", pair: str = "
 
 def tissue_table(**acquisition) -> pd.DataFrame:
     """Tissue parameters and noiseless signal per sequence, each relative to that sequence's brightest tissue."""
-    from cmr_lib.phantom import TISSUES, tissue_signals
-
     table = pd.DataFrame({seq: tissue_signals(seq, **acquisition) for seq in ("C0", "LGE", "T2")})
     table = table / table.max(axis=0)
     params = pd.DataFrame(TISSUES, index=["PD", "T1 (ms)", "T2 (ms)", "T1 post-Gd (ms)"]).T

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.adain import EPS, Decoder, adain_stats, content_loss, mean_std, style_loss
-from cmr_lib.vgg import VGGEncoder
+from cmr_lib.core.errors import check_int
+from cmr_lib.models.adain import EPS, Decoder, adain_stats, content_loss, mean_std, style_loss
+from cmr_lib.models.vgg import VGGEncoder
 
 
 def style_vector(feat: torch.Tensor) -> torch.Tensor:
@@ -168,8 +169,7 @@ class RAIN(nn.Module):
         """
         if rule not in ("asm", "sign", "plain"):
             raise ValueError(f"parameter 'rule' = {rule!r}: choose 'asm', 'sign' or 'plain'")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"parameter 'iterations' = {iterations!r}: must be a non-negative integer")
+        check_int("iterations", iterations)
         if content_feat is None:
             with torch.no_grad():
                 content_feat = self.encoder(content, last_only=True)

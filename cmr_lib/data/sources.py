@@ -16,8 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cmr_lib.atomic import atomic_path
-from cmr_lib.errors import CmrError
+from cmr_lib.core.atomic import atomic_path
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import repo_root
+from cmr_lib.data import phantom
 
 CLASSES = {1: "MYO", 2: "LV", 3: "RV"}
 # Dataset label value -> class. 1220 (edema) and 2221 (scar) are MyoPS myocardium.
@@ -309,8 +311,6 @@ def source_for(cfg, *, progress=True) -> CMRSource:
     """The data of a run: `cfg.data_dir`, or the built-in phantom (generated once, then reused)."""
     if cfg.data_dir is not None:
         return open_source(cfg.data_dir, c0_spacing=cfg.c0_spacing)
-    from cmr_lib import phantom
-
     d = cfg.sizes.data
     phantom.ensure(cfg.phantom_dir, patients=d.phantom_patients, seed=d.phantom_seed, progress=progress)
     return open_source(cfg.phantom_dir)
@@ -321,8 +321,6 @@ def find_real_data(base=None) -> dict[str, Path]:
 
     Returns {'mscmrseg': path, 'myops': path} for the subfolders `mscmrseg2019/`, `myops2020/` that exist.
     """
-    from cmr_lib.params import repo_root
-
     if base is None:
         env = os.environ.get("CMR_REAL_DATA")
         base = Path(env) if env else repo_root().parent / "shared" / "data"
@@ -393,3 +391,25 @@ def split_for(source: CMRSource, given=None) -> dict[str, list[int]]:
     if not paper_protocol:
         split["style"] = sorted((set(split["train"]) | set(split["val"])) & set(source.patients_with("LGE")))
     return split
+
+
+def style_source_for(cfg, source: CMRSource, sequence: str) -> CMRSource:
+    """Where a run's `sequence` style images come from: the data set itself, or `t2_dir` for T2 (the cropped
+    MS-CMRSeg copy has no T2: setting 1 then takes T2 from MyoPS 2020)."""
+    if source.patients_with(sequence):
+        return source
+    t2_dir = cfg.extra.get("t2_dir") if sequence == "T2" else None
+    if t2_dir:
+        other = open_source(t2_dir)
+        if other.patients_with("T2"):
+            return other
+        raise CmrError(f"{other.root}: parameter 't2_dir' has no T2 images")
+    raise CmrError(f"{source.root}: has no {sequence} images; pass t2_dir (a MyoPS 2020 folder) for T2 styles")
+
+
+def style_pool(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, list[int]]:
+    """The style images of a run, chosen here only: (their source, the patients whose `sequence` volume may
+    serve as an unlabelled style), from the run's split, or the other source's own split."""
+    style_src = style_source_for(cfg, source, sequence)
+    style_split = split if style_src is source else default_split(style_src)
+    return style_src, [p for p in style_split["style"] if style_src.has(p, sequence)]

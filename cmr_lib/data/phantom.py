@@ -7,7 +7,7 @@ and sometimes an infarct (scar + edema). Each sequence samples that anatomy on i
 slice thickness, pose), turns tissue T1/T2/PD into signal with its signal equation, averages
 sub-samples (partial volume), multiplies a smooth coil bias field, adds Rician noise and stores int16.
 
-    python -m cmr_lib.phantom OUT_DIR --patients 45 --seed 2019
+    python -m cmr_lib.data.phantom OUT_DIR --patients 45 --seed 2019
 
 Notebook 01 explains the contrasts and calibrates the C0 -> LGE shift against the real data.
 """
@@ -27,8 +27,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from cmr_lib.atomic import atomic_path, write_json
-from cmr_lib.errors import CmrError, cli_main
+from cmr_lib.core.atomic import atomic_path, write_json
+from cmr_lib.core.errors import CmrError, check_int, cli_main
 
 PHANTOM_VERSION = 4
 
@@ -486,10 +486,8 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True) ->
     Deterministic per seed whatever the number of workers: patient i always draws from the i-th child
     of SeedSequence(seed).
     """
-    if isinstance(patients, bool) or not isinstance(patients, int) or patients < 1:
-        raise CmrError(f"parameter 'patients' = {patients!r}: must be a positive integer")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise CmrError(f"parameter 'seed' = {seed!r}: must be a non-negative integer")
+    check_int("patients", patients, minimum=1)
+    check_int("seed", seed)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -520,7 +518,7 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True) ->
             metas.append(_write_patient_job(job))
             bar.update()
     bar.close()
-    record = {"generator": "cmr_lib.phantom", "version": PHANTOM_VERSION, "patients": patients, "seed": seed,
+    record = {"generator": "cmr_lib.data.phantom", "version": PHANTOM_VERSION, "patients": patients, "seed": seed,
               "seconds": round(time.perf_counter() - t0, 2), "workers": workers, "layout": "mscmrseg",
               "patients_meta": metas}
     write_json(marker, record)
@@ -544,8 +542,8 @@ def ensure(out_dir, *, patients, seed, progress=True) -> Path:
 
 @cli_main
 def main(argv=None) -> int:
-    """Command line: python -m cmr_lib.phantom OUT_DIR --patients N --seed S."""
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.phantom", description=__doc__.split("\n\n")[0])
+    """Command line: python -m cmr_lib.data.phantom OUT_DIR --patients N --seed S."""
+    ap = argparse.ArgumentParser(prog="python -m cmr_lib.data.phantom", description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir", help="folder to write patient{i}_{C0,T2,LGE}[_manual].nii.gz into")
     ap.add_argument("--patients", type=int, default=45)
     ap.add_argument("--seed", type=int, default=2019)

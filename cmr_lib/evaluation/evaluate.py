@@ -1,6 +1,6 @@
 """Evaluation: Dice, HD, HD95, ASSD per structure (mm), per case; a Table-2-form summary; the CLI.
 
-    python -m cmr_lib.evaluate PRED_DIR GT_DIR [--out FILE.csv]
+    python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv]
 
 Each prediction file is scored against the ground-truth file of the same name (a ground-truth
 name with `_manual` or `_gd` before the extension also matches). Either layout's label values are
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmr_lib.atomic import atomic_path
-from cmr_lib.data import CLASSES, read_label
-from cmr_lib.errors import CmrError, cli_main
-from cmr_lib.metrics import evaluate_volume
+from cmr_lib.core.atomic import atomic_path
+from cmr_lib.data.sources import CLASSES, read_label
+from cmr_lib.core.errors import CmrError, cli_main
+from cmr_lib.evaluation.metrics import evaluate_volume
 
 COLUMNS = ["case", "structure", "dice", "hd", "hd95", "assd"]
 METRICS = ["dice", "hd", "hd95", "assd"]
@@ -141,8 +141,8 @@ def write_csv(df: pd.DataFrame, path) -> Path:
 
 @cli_main
 def main(argv=None) -> int:
-    """python -m cmr_lib.evaluate PRED_DIR GT_DIR [--out FILE.csv]"""
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.evaluate", description=__doc__.split("\n\n")[0])
+    """python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv]"""
+    ap = argparse.ArgumentParser(prog="python -m cmr_lib.evaluation.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("pred_dir", help="folder of predicted label volumes (.nii / .nii.gz)")
     ap.add_argument("gt_dir", help="folder of ground-truth label volumes with the same file names")
     ap.add_argument("--out", help="write per-case metrics to this CSV file")

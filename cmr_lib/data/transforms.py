@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from cmr_lib.errors import CmrError
+from cmr_lib.core.errors import CmrError
 
 
 def normalise(volume: np.ndarray, percentiles=(0.5, 99.5), *, name="volume") -> np.ndarray:

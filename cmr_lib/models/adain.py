@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.vgg import scaled
+from cmr_lib.models.vgg import scaled
 
 EPS = 1e-5
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cmr_lib.errors import CmrError
+from cmr_lib.core.errors import CmrError
 
 # torchvision vgg19().features[0:21]: (index, kind, in, out); pools and ReLUs keep their indices
 _CFG = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
@@ -165,7 +165,7 @@ def build_encoder(weights: str, *, width: float = 1.0, seed: int = 0, fallback: 
     """An encoder and a record of the weights it got: (encoder, {'weights': ..., 'source': ...}).
 
     weights: 'imagenet', 'random', 'auto' (imagenet if cached or downloadable, else `fallback`), or a
-    .pth path. 'mr' (an encoder trained on the MR slices) is resolved by cmr_lib.train into a path.
+    .pth path. 'mr' (an encoder trained on the MR slices) is resolved by cmr_lib.training.stylizers into a path.
     """
     encoder = VGGEncoder(width=width)
     if weights == "auto":
@@ -175,7 +175,7 @@ def build_encoder(weights: str, *, width: float = 1.0, seed: int = 0, fallback: 
             weights = fallback
             if weights not in ("random",):
                 raise CmrError(f"parameter 'encoder_weights' = 'auto': offline fallback {fallback!r} must be "
-                               "resolved to a file first (cmr_lib.train.resolve_encoder)")
+                               "resolved to a file first (cmr_lib.training.stylizers.resolve_encoder)")
     if weights == "imagenet":
         if width != 1.0:
             raise CmrError(f"parameter 'encoder_weights' = 'imagenet' needs encoder width 1, not {width:g}")

@@ -1,0 +1,238 @@
+"""Notebook parameters + a profile -> one validated, immutable Config (and back from a run's record)."""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cmr_lib.core.errors import CmrError, check_int
+from cmr_lib.core.paths import data_root, display_path, repo_root
+from cmr_lib.core.schema import (NETWORKS, PROFILE_SCHEMA, SETTINGS, STYLIZERS, choice, fail, as_int,
+                                 validate_tree, load_profile, load_settings)
+
+
+class Section(Mapping):
+    """A read-only nested mapping with attribute access: cfg.preprocess.crop.rain."""
+
+    def __init__(self, data: Mapping):
+        self._data = {k: Section(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __getattr__(self, key):
+        if key.startswith("__") or key == "_data":      # pickle/copy probe these before __init__ ran
+            raise AttributeError(key)
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Section) else v for k, v in self._data.items()}
+
+    def __repr__(self):
+        return f"Section({self.to_dict()!r})"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a notebook or run needs: parameters, the profile's sizes, the setting, the paths."""
+
+    profile: str
+    setting: int
+    stylizer: str
+    seed: int
+    data_dir: Path | None          # None: the built-in phantom (see `phantom_dir`)
+    c0_spacing: str                # 'header', or 'lge' for the cropped MS-CMRSeg copy (see data.detect_layout)
+    output_root: Path
+    sizes: Section
+    setting_spec: Section
+    extra: Section = field(default_factory=lambda: Section({}))
+    split: Section = field(default_factory=lambda: Section({}))   # train/val/test_patients given by the user
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.output_root / "figures"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.output_root / "results"
+
+    @property
+    def phantom_dir(self) -> Path:
+        d = self.sizes.data
+        return data_root() / "phantom" / f"n{d.phantom_patients}_seed{d.phantom_seed}"
+
+    @property
+    def network(self) -> str | None:
+        """The trained stylizer this run uses ('rain' or 'adaconv'; also for 'rain+intensity'), or None."""
+        kind = self.stylizer.split("+")[0]
+        return kind if kind in NETWORKS else None
+
+    @property
+    def baseline(self) -> str | None:
+        """The appearance augmentation this run applies: 'histmatch', 'intensity', 'gin' (alone or after a
+        stylizer: 'rain+intensity'), or None."""
+        kind = self.stylizer.split("+")[-1]
+        return kind if kind in ("histmatch", "intensity", "gin") else None
+
+    @property
+    def crop(self) -> int:
+        """Centre-crop size of this run's stylizer network (baselines and setting 0 use the 'none' size)."""
+        return self.sizes.preprocess.crop[self.network or "none"]
+
+    def to_dict(self) -> dict:
+        """Plain data for run records; paths inside the repository are written relative to it."""
+        return {
+            "profile": self.profile, "setting": self.setting, "stylizer": self.stylizer, "seed": self.seed,
+            "data_dir": display_path(self.data_dir), "c0_spacing": self.c0_spacing,
+            "output_root": display_path(self.output_root),
+            "sizes": self.sizes.to_dict(), "setting_spec": self.setting_spec.to_dict(),
+            "split": self.split.to_dict(), "extra": self.extra.to_dict(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping, *, output_root=None) -> Config:
+        """The Config a run was made with, from its run.json: sizes as recorded (not as the profile file says
+        now). `output_root` is where that run's results/ live (records do not keep it; default: the repo)."""
+        c = record["config"]
+        sizes = validate_tree(c["sizes"], PROFILE_SCHEMA, str(record.get("_path", "run record")))
+        data = c.get("data_dir")
+        data = None if data is None else (Path(data) if Path(data).is_absolute() else repo_root() / data)
+        out = Path(output_root).expanduser().resolve() if output_root is not None else repo_root()
+        return cls(profile=c["profile"], setting=int(c["setting"]), stylizer=c["stylizer"], seed=int(c["seed"]),
+                   data_dir=data, c0_spacing=c["c0_spacing"], output_root=out, sizes=Section(sizes),
+                   setting_spec=Section(c["setting_spec"]), extra=Section(c.get("extra") or {}),
+                   split=Section(c.get("split") or {}))
+
+    def summary(self) -> str:
+        """A few readable lines for the top of a notebook."""
+        data = str(self.data_dir) if self.data_dir else f"built-in phantom ({self.phantom_dir})"
+        return "\n".join([
+            f"profile   {self.profile}",
+            f"setting   {self.setting}: {self.setting_spec.name}",
+            f"stylizer  {self.stylizer}",
+            f"seed      {self.seed}",
+            f"data      {data}",
+            f"outputs   {self.output_root}",
+        ])
+
+
+def check_epsilon_iterations(value) -> int:
+    """RAIN's style-search rounds per batch: a non-negative int (Table 3 uses 1, 3, 5)."""
+    return check_int("epsilon_iterations", value, hint=" (1, 3, 5 in Table 3)")
+
+
+def _dir_param(name, value, *, must_exist):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        fail(name, value, "must be a folder path or None")
+    path = Path(value).expanduser().resolve()
+    if must_exist and not path.is_dir():
+        fail(name, str(value), "no such folder")
+    return path
+
+
+def _writable_dir(name, path: Path) -> Path:
+    """Fail now, not after hours of training, when results cannot be written under `path`."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        fail(name, str(path), f"{probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(name, str(path), f"folder {probe} is not writable")
+    return path
+
+
+def apply_overrides(tree: dict, overrides, where: str) -> dict:
+    """Set dotted keys of a profile tree (e.g. {'stylizer.adaconv.kernel_size': 5}); unknown keys are errors."""
+    if overrides is None:
+        return tree
+    if not isinstance(overrides, Mapping):
+        fail("overrides", overrides, "must be a mapping of dotted profile keys to values")
+    tree = copy.deepcopy(tree)
+    for key, value in overrides.items():
+        node, parts = tree, str(key).split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                fail("overrides", key, f"no such profile key (in {where})")
+            node = node[part]
+        if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+            fail("overrides", key, f"no such profile value (in {where})")
+        node[parts[-1]] = value
+    return validate_tree(tree, PROFILE_SCHEMA, f"{where} + overrides")
+
+
+def _patients(name, value):
+    """None (the data source's default) or a non-empty list of distinct patient numbers."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        fail(name, value, "must be None (the data source's default) or a non-empty list of patient numbers")
+    out = [as_int(name, v, minimum=1) for v in value]
+    if len(set(out)) != len(out):
+        fail(name, value, "lists a patient twice")
+    return sorted(out)
+
+
+def _stylizer_for_setting(stylizer: str, setting: int) -> str:
+    """Which stylizer values a setting takes. Setting 0 trains on bSSFP alone ('rain'/'adaconv' are ignored
+    there, so the notebook's defaults run as-is) or with a style-free augmentation ('intensity', 'gin');
+    histmatch takes LGE slices as settings 2 (random) and 3 (same patient) do; the networks need 1-3."""
+    if setting == 0:
+        if stylizer in ("rain", "adaconv", "none"):
+            return "none"
+        if stylizer in ("intensity", "gin"):
+            return stylizer
+        fail("stylizer", stylizer, "setting 0 takes 'none', 'intensity' or 'gin' "
+              + ("(histmatch uses LGE styles: setting 2 or 3)" if stylizer == "histmatch"
+                 else "(a stylizer needs setting 1, 2 or 3)"))
+    if stylizer in ("none", "intensity", "gin"):
+        fail("stylizer", stylizer, f"setting {setting} stylizes: choose one of "
+              + ", ".join(s for s in STYLIZERS if s not in ("none", "intensity", "gin"))
+              + ("" if stylizer == "none" else f" ({stylizer} uses no style image: run it as setting 0)"))
+    if stylizer == "histmatch" and setting == 1:
+        fail("stylizer", stylizer, "histmatch has no pre-training, so setting 1 would repeat setting 2: "
+              "use setting 2 (random LGE) or 3 (same patient's LGE)")
+    return stylizer
+
+
+def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=None, c0_spacing="header",
+                output_root=None, overrides=None, train_patients=None, val_patients=None, test_patients=None,
+                **extra) -> Config:
+    """Validate notebook parameters against a profile and return one immutable Config.
+
+    `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
+    C0 voxel size; `train/val/test_patients=None` keep the data source's default split (data.sources.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
+    dotted profile keys. `extra` holds notebook-specific parameters (plain literals), kept for records.
+    """
+    name, sizes = load_profile(profile)
+    sizes = apply_overrides(sizes, overrides, name)
+    setting = choice("setting", as_int("setting", setting), SETTINGS)
+    stylizer = choice("stylizer", stylizer, STYLIZERS)
+    stylizer = _stylizer_for_setting(stylizer, setting)
+    seed = as_int("seed", seed, minimum=0)
+    data = _dir_param("data_dir", data_dir, must_exist=True)
+    c0_spacing = choice("c0_spacing", c0_spacing, ("header", "lge"))
+    out = _dir_param("output_root", output_root, must_exist=False)
+    out = _writable_dir("output_root", out) if out is not None else repo_root()
+    for key, value in extra.items():
+        if not (value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))):
+            fail(key, value, "must be a plain literal (str, number, bool, list, dict or None)")
+    split = {k: v for k, v in (("train", _patients("train_patients", train_patients)),
+                               ("val", _patients("val_patients", val_patients)),
+                               ("test", _patients("test_patients", test_patients))) if v is not None}
+    return Config(profile=name, setting=setting, stylizer=stylizer, seed=seed, data_dir=data,
+                  c0_spacing=c0_spacing, output_root=out, sizes=Section(sizes),
+                  setting_spec=Section(load_settings()[setting]), extra=Section(extra), split=Section(split))

@@ -1,0 +1,28 @@
+"""Where the repository and its generated data are, and how records name paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding `params/`); CMR_REPO overrides it."""
+    env = os.environ.get("CMR_REPO")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2]
+
+
+def data_root() -> Path:
+    """Where generated data (the phantom) live: `<repo>/data`, or CMR_DATA_ROOT."""
+    env = os.environ.get("CMR_DATA_ROOT")
+    return Path(env).resolve() if env else repo_root() / "data"
+
+
+def display_path(path) -> str | None:
+    """A path for records: relative to the repository when inside it ('.' for the root), else absolute."""
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,266 @@
+"""Profiles and Table 1 as validated data: the key tree every profile must have, a validator per leaf.
+
+Profiles (`params/{smoke,demo,paper}.yaml`, or a path to a YAML file with the same keys) set sizes and
+iteration counts only. `params/settings.yaml` is the paper's Table 1 as data. A wrong value is a
+one-line CmrError naming the parameter and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from cmr_lib.core.errors import CmrError, check_int
+from cmr_lib.core.paths import repo_root
+
+PROFILES = ("smoke", "demo", "paper")
+STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "rain+intensity", "adaconv+intensity")
+NETWORKS = ("rain", "adaconv")     # the trained stylizers; the other values are baselines (training.augment)
+SETTINGS = (0, 1, 2, 3)
+SEQUENCES = ("C0", "LGE", "T2")
+
+
+# ---------------------------------------------------------------------------------------------
+# small validators: each returns the cleaned value or raises CmrError naming `name`
+
+def fail(name, value, why):
+    raise CmrError(f"parameter '{name}' = {value!r}: {why}")
+
+
+def as_int(name, value, *, minimum=None):
+    if isinstance(value, bool):
+        fail(name, value, "must be an integer")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        fail(name, value, "must be an integer")
+    if minimum is not None and value < minimum:
+        fail(name, value, f"must be >= {minimum}")
+    return value
+
+
+def as_float(name, value, *, minimum=None, maximum=None, strict_min=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(name, value, "must be a number")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        fail(name, value, "must be finite")
+    if minimum is not None and (value <= minimum if strict_min else value < minimum):
+        fail(name, value, f"must be {'>' if strict_min else '>='} {minimum}")
+    if maximum is not None and value > maximum:
+        fail(name, value, f"must be <= {maximum}")
+    return value
+
+
+def choice(name, value, allowed):
+    if value not in allowed:
+        fail(name, value, "choose one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def _pos_int(name, v):
+    return as_int(name, v, minimum=1)
+
+
+def _opt_pos_int(name, v):
+    return None if v is None else as_int(name, v, minimum=1)
+
+
+def _opt_pos_float(name, v):
+    return None if v is None else as_float(name, v, minimum=0.0, strict_min=True)
+
+
+def _nonneg_float(name, v):
+    return as_float(name, v, minimum=0.0)
+
+
+def _probability(name, v):
+    return as_float(name, v, minimum=0.0, maximum=1.0)
+
+
+def _fraction(name, v):
+    return as_float(name, v, minimum=0.0, maximum=0.5)
+
+
+def _percentiles(name, v):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        fail(name, v, "must be a pair [low, high]")
+    lo, hi = (as_float(name, x, minimum=0.0, maximum=100.0) for x in v)
+    if lo >= hi:
+        fail(name, v, "low must be below high")
+    return [lo, hi]
+
+
+def _scale_range(name, v):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        fail(name, v, "must be a pair [min, max]")
+    lo, hi = (as_float(name, x, minimum=0.0, strict_min=True) for x in v)
+    if lo > hi:
+        fail(name, v, "min must not exceed max")
+    return [lo, hi]
+
+
+def _safe_name(name, v):
+    """A profile name becomes part of folder and run names: letters, digits, '_' and '-' only (no '..', '/')."""
+
+
+    if not (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", v)):
+        fail(name, v, "must be a plain name (letters, digits, '_', '-'); it names result folders")
+    return v
+
+
+def _encoder_weights(name, v):
+    if isinstance(v, str) and (v in ("auto", "imagenet", "random", "mr") or v.endswith((".pth", ".pt"))):
+        return v
+    fail(name, v, "choose 'auto', 'imagenet', 'random', 'mr' or a path to a .pth file")
+
+
+def _odd_kernel(name, v):
+    v = as_int(name, v, minimum=1)
+    if v % 2 == 0:
+        fail(name, v, "must be odd (3, 5, 7, ...)")
+    return v
+
+
+def _odd_kernels(name, v):
+    if not (isinstance(v, (list, tuple)) and v):
+        fail(name, v, "must be a non-empty list of odd kernel sizes")
+    return [_odd_kernel(name, k) for k in v]
+
+
+# The key tree every profile must have, with a validator per leaf.
+PROFILE_SCHEMA = {
+    "profile": lambda n, v: _safe_name(n, v),
+    "data": {
+        "phantom_patients": _pos_int,
+        "phantom_seed": lambda n, v: as_int(n, v, minimum=0),
+        "calibration_patients": _opt_pos_int,
+    },
+    "preprocess": {
+        "spacing_mm": _opt_pos_float,
+        "percentiles": _percentiles,
+        "crop": {"rain": _pos_int, "adaconv": _pos_int, "none": _pos_int},
+    },
+    "augment": {
+        "probability": _probability,
+        "scale": _scale_range,
+        "rotation_deg": _nonneg_float,
+        "translation": _fraction,
+        "shear_deg": _nonneg_float,
+    },
+    "stylizer": {
+        "encoder_weights": _encoder_weights,
+        "offline_fallback": lambda n, v: choice(n, v, ("random", "mr")),
+        "encoder_width": lambda n, v: as_float(n, v, minimum=0.0, maximum=1.0, strict_min=True),
+        "batch": _pos_int,
+        "iterations": _pos_int,
+        "checkpoint_every": _pos_int,
+        "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
+        "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
+        "warm_start": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"),
+        "rain": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
+                 "kl_weight": _nonneg_float, "rec_weight": _nonneg_float},
+        "adaconv": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
+                    "kernel_size": lambda n, v: _odd_kernel(n, v), "style_dim": _pos_int},
+        "explore": {"step": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
+                    "rule": lambda n, v: choice(n, v, ("asm", "sign", "plain"))},
+        "autoencoder": {"iterations": _pos_int, "batch": _pos_int,
+                        "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True)},
+    },
+    "segmenter": {
+        "depth": lambda n, v: as_int(n, v, minimum=2),
+        "root": _pos_int,
+        "head_relu": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"),
+        "batch": _pos_int,
+        "iterations": _pos_int,
+        "checkpoint_every": _pos_int,
+        "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
+        "lr_halve_every": _pos_int,
+        "val_every": _pos_int,
+        "ce_weight": _nonneg_float,
+        "dice_weight": _nonneg_float,
+        "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
+    },
+    "baselines": {
+        "intensity": {"control_points": lambda n, v: as_int(n, v, minimum=0), "gamma": _scale_range,
+                      "contrast": _scale_range},
+        "gin": {"layers": lambda n, v: as_int(n, v, minimum=2), "channels": _pos_int,
+                "kernel_sizes": _odd_kernels},
+    },
+    "reproduce": {"seeds": _pos_int},
+    "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
+}
+
+
+def validate_tree(tree, schema, where, prefix=""):
+    if not isinstance(tree, Mapping):
+        raise CmrError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
+    missing = [k for k in schema if k not in tree]
+    unknown = [k for k in tree if k not in schema]
+    if missing:
+        raise CmrError(f"{where}: missing key '{prefix}{missing[0]}'")
+    if unknown:
+        raise CmrError(f"{where}: unknown key '{prefix}{unknown[0]}' (known: {', '.join(schema)})")
+    out = {}
+    for key, rule in schema.items():
+        name = prefix + key
+        if isinstance(rule, dict):
+            out[key] = validate_tree(tree[key], rule, where, name + ".")
+        else:
+            try:
+                out[key] = rule(name, tree[key])
+            except CmrError as exc:
+                raise CmrError(f"{where}: {exc}") from None
+    return out
+
+
+def load_yaml(path) -> dict:
+    """Read a YAML file; a missing or malformed file is a one-line CmrError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CmrError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CmrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def load_profile(profile: str) -> tuple[str, dict]:
+    """Return (name, validated sizes) of a profile name in PROFILES or a path to a profile YAML file."""
+    if not isinstance(profile, (str, os.PathLike)):
+        fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
+    text = str(profile)
+    if text in PROFILES:
+        path = repo_root() / "params" / f"{text}.yaml"
+    elif text.endswith((".yaml", ".yml")):
+        path = Path(text).expanduser().resolve()
+    else:
+        fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
+    tree = validate_tree(load_yaml(path), PROFILE_SCHEMA, str(path))
+    return tree["profile"], tree
+
+
+def load_settings() -> dict[int, dict]:
+    """Table 1 of the paper (`params/settings.yaml`), validated: setting -> its description."""
+    path = repo_root() / "params" / "settings.yaml"
+    raw = load_yaml(path)
+    if not isinstance(raw, Mapping) or sorted(raw) != list(SETTINGS):
+        raise CmrError(f"{path}: must define exactly the settings {list(SETTINGS)}")
+    out = {}
+    for key, spec in raw.items():
+        for need in ("name", "stylize", "pretrain", "style_sequence", "style_pairing"):
+            if need not in spec:
+                raise CmrError(f"{path}: setting {key} lacks '{need}'")
+        if spec["stylize"]:
+            pre = spec["pretrain"] or {}
+            if pre.get("content") not in SEQUENCES or pre.get("style") not in SEQUENCES:
+                raise CmrError(f"{path}: setting {key} pretrain must name content and style sequences")
+            choice(f"settings.{key}.style_sequence", spec["style_sequence"], SEQUENCES)
+            choice(f"settings.{key}.style_pairing", spec["style_pairing"], ("random", "same_patient_level"))
+        out[int(key)] = dict(spec)
+    return out

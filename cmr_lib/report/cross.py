@@ -1,0 +1,123 @@
+"""The cross-dataset table: each Table 2 row's network, trained on one data set, scored on the others' LGE."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cmr_lib.core.config import Config
+from cmr_lib.core.grid import APPEARANCE_BASELINES, STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_rain
+from cmr_lib.data.sources import find_real_data, open_source
+from cmr_lib.evaluation.evaluate import summarize
+from cmr_lib.evaluation.inference import score_volumes
+from cmr_lib.report.tables import first_run_per_row, key_of, part_of
+from cmr_lib.training.segmenters import load_run_segmenter
+
+DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
+
+
+def other_sources(own, *, real=None, phantom_dir=None) -> dict:
+    """The data sets to test on besides the runs' own: the real sample sets found (data.sources.find_real_data,
+    or `real` = {name: folder}) and the phantom (`phantom_dir`, if generated), minus the runs' own source."""
+    found = dict(find_real_data() if real is None else real)
+    if phantom_dir is not None and Path(phantom_dir).is_dir():
+        found["phantom"] = Path(phantom_dir)
+    out = {}
+    for key, folder in found.items():
+        src = open_source(folder)
+        if Path(src.root).resolve() != Path(own.root).resolve() and src.patients_with("LGE", labelled=True):
+            out[DATA_NAMES.get(src.name, src.name)] = src
+    return out
+
+
+def cross_sources(cfg, own, cross_data="auto") -> dict:
+    """What notebook 06's `cross_data` asks for: "auto" (the real sample sets found, and the phantom when the
+    runs are on real data), None (nothing), or a list of data folders."""
+    if not cross_data:
+        return {}
+    if cross_data == "auto":
+        return other_sources(own, phantom_dir=cfg.phantom_dir if cfg.data_dir is not None else None)
+    return other_sources(own, real={str(d): d for d in cross_data})
+
+
+def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_root=None) -> pd.DataFrame:
+    """Each row's DRU-Net (its first run), trained on `own`, scored on every labelled LGE volume of each data
+    set in `others` (networks never saw them); its own data set's column is its table value. Columns:
+    setting, key, stylizer, epsilon, then '<data> DC' and '<data> HD' (AVG over MYO, LV, RV), with the
+    patient counts in df.attrs['patients']."""
+    first, present = first_run_per_row(records, table_rows("table2") if rows is None else rows)
+    volumes = {name: [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)]
+               for name, src in others.items()}                     # read once, scored by every network
+    own_name = DATA_NAMES.get(own.name, own.name)
+    counts, out = {}, []
+    for key in present:
+        rec = first[key]
+        part = part_of(rec)
+        summ = rec["summary"][part]
+        own_col = f"{own_name} ({'own ' + part})"
+        counts[own_col] = summ["dice"]["cases"]
+        row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],
+               "epsilon": key[2] if uses_rain(key[1]) else None,
+               f"{own_col} DC": _num(summ["dice"]["AVG"]), f"{own_col} HD": _num(summ["hd"]["AVG"])}
+        cfg = Config.from_record(rec, output_root=output_root)
+        model = load_run_segmenter(rec, cfg)
+        for name, vols in volumes.items():
+            df, _ = score_volumes(model, vols, cfg)
+            m = summarize(df)
+            counts[name] = int(df["case"].nunique())
+            row[f"{name} DC"], row[f"{name} HD"] = float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"])
+        out.append(row)
+    df = pd.DataFrame(out)
+    df.attrs["patients"] = counts
+    return df
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _names(df: pd.DataFrame) -> list[str]:
+    return [c[:-3] for c in df.columns if c.endswith(" DC")]
+
+
+def cross_markdown(df: pd.DataFrame) -> str:
+    """The cross-dataset table: Dice AVG and HD AVG (mm) per test data set, one row per Table 2 row."""
+    names, counts = _names(df), df.attrs.get("patients", {})
+    head = ["setting", "stylizer", "ε"] + [f"{n} ({counts.get(n, '?')} pat.) {m}" for n in names for m in ("DC", "HD")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        eps = "" if r["epsilon"] is None or pd.isna(r["epsilon"]) else str(int(r["epsilon"]))
+        cells = [str(r["setting"]), r["stylizer"], eps]
+        for n in names:
+            dc, hd = r[f"{n} DC"], r[f"{n} HD"]
+            cells += ["nan" if not np.isfinite(dc) else f"{dc:.3f}", "nan" if not np.isfinite(hd) else f"{hd:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cross_reading(df: pd.DataFrame) -> str:
+    """The baselines read on every data set of a cross-dataset table: setting 0, the best style-transfer row
+    and the best appearance baseline, by Dice AVG (one run per row, so no p-values)."""
+    counts = df.attrs.get("patients", {})
+    groups = (("style transfer", df["key"].isin(STYLE_TRANSFER)), ("baseline", df["key"].isin(APPEARANCE_BASELINES)))
+    lines = []
+    for n in _names(df):
+        col = f"{n} DC"
+        s0 = df[(df["setting"] == 0) & (df["key"] == "none")][col]
+        base = f"setting 0 {s0.iloc[0]:.3f}" if len(s0) and np.isfinite(s0.iloc[0]) else "no setting-0 row"
+        parts, best = [], {}
+        for what, mask in groups:
+            sub = df[mask & df[col].notna()]
+            if len(sub):
+                r = sub.loc[sub[col].idxmax()]
+                best[what] = r[col]
+                parts.append(f"best {what} {label(key_of(r))} {r[col]:.3f}")
+            else:
+                parts.append(f"no {what} row")
+        verdict = ""
+        if len(best) == 2:
+            d = best["style transfer"] - best["baseline"]
+            verdict = f": style transfer {'ahead' if d > 0 else 'behind'} by {abs(d):.3f}"
+        lines.append(f"- {n} ({counts.get(n, '?')} patients): {base}; {'; '.join(parts)}{verdict}.")
+    return "Across data sets (Dice AVG, one run per row):\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,210 @@
+"""One row of Table 2 / 3 end to end (notebook 05): stylizer, DRU-Net, LGE predictions and run.json; and the
+DRU-Net's own figures (notebook 04)."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cmr_lib.core.atomic import write_json
+from cmr_lib.core.config import check_epsilon_iterations
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import display_path, repo_root
+from cmr_lib.data.slices import heart_extent
+from cmr_lib.data.sources import CMRSource, source_for, split_for
+from cmr_lib.data.transforms import normalise
+from cmr_lib.evaluation.evaluate import METRICS, STRUCTURES, summarize
+from cmr_lib.evaluation.inference import predict, score_volumes
+from cmr_lib.evaluation.metrics import mean_class_dice
+from cmr_lib.training.checkpoints import data_fingerprint
+from cmr_lib.training.segmenters import TrainedSegmenter, train_setting
+from cmr_lib.training.stylizers import TrainedStylizer, train_stylizer
+
+
+@dataclass
+class SettingRun:
+    """A finished setting run: its folder, its record (run.json) and the trained networks."""
+
+    run_dir: Path
+    record: dict
+    segmenter: TrainedSegmenter
+    stylizer: TrainedStylizer | None
+
+
+def run_name(cfg, epsilon_iterations: int, source: CMRSource) -> str:
+    """<profile>_<data>_setting<S>_<stylizer>[_eps<E>]_seed<seed>: one folder per Table 2/3 row and seed."""
+    data = "phantom" if source.name == "phantom" else source.root.name
+    eps = f"_eps{epsilon_iterations}" if cfg.network == "rain" else ""
+    return f"{cfg.profile}_{data}_setting{cfg.setting}_{cfg.stylizer}{eps}_seed{cfg.seed}"
+
+
+def _git_commit() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "scipy", "nibabel", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def table2_summary(df) -> dict:
+    """The paper's Table 2 form of per-case rows: per metric, the structure means and AVG / STD over them."""
+    if df.empty:
+        return {}
+    s = summarize(df)
+    return {m: {k: (None if not np.isfinite(s.loc[m, k]) else round(float(s.loc[m, k]), 4))
+                for k in (*STRUCTURES, "AVG", "STD")} | {"cases": int(df["case"].nunique())} for m in METRICS}
+
+
+def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int = 5, include_original: bool = True,
+                progress=True) -> SettingRun:
+    """Run one row of Table 2/3 end to end: pre-train (or reuse) the setting's stylizer, train the DRU-Net
+    on augmented bSSFP, predict every test LGE volume on its own grid (saved as NIfTI in the data set's label
+    encoding), score the labelled ones and the validation patients, and write results/runs/<name>/run.json.
+
+    A finished run with the same configuration is reused; one with another configuration is never
+    overwritten (a one-line error says so).
+    """
+    t_start = time.perf_counter()
+    timings = {}
+    source = source or source_for(cfg, progress=progress)
+    timings["data"] = time.perf_counter() - t_start
+    spec = cfg.setting_spec
+    eps = check_epsilon_iterations(epsilon_iterations) if cfg.network == "rain" else 0
+    augmenting = bool(cfg.network or cfg.baseline)
+    name = run_name(cfg, eps, source)
+    run_dir = cfg.results_dir / "runs" / name
+    split = split_for(source, cfg.split)                    # once per run, passed down
+    config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
+    config["extra"] = {k: v for k, v in config["extra"].items() if v is not None}    # unset notebook options
+    identity = {"config": config,
+                "epsilon_iterations": eps, "include_original": include_original if augmenting else False,
+                "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
+                         "split": split}}
+    record_path = run_dir / "run.json"
+    old = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if old is not None and {k: old.get(k) for k in identity} != json.loads(json.dumps(identity, default=str)):
+        raise CmrError(f"{record_path}: a run with this name and another configuration exists; move it away "
+                       f"or choose another output_root (it is never overwritten)")
+    ts = None
+    t = time.perf_counter()
+    if cfg.network:
+        ts = train_stylizer(cfg, source, cfg.network, (spec.pretrain.content, spec.pretrain.style), split=split,
+                            progress=progress)
+    timings["stylizer"] = time.perf_counter() - t
+    t = time.perf_counter()
+    seg = train_setting(cfg, source, stylizer=ts, split=split, epsilon_iterations=eps,
+                        include_original=include_original, progress=progress)
+    timings["segmenter"] = time.perf_counter() - t
+    if old is not None and seg.info.get("reused") and \
+            old.get("segmenter", {}).get("checkpoint") == display_path(seg.run_dir):
+        return SettingRun(run_dir, old, seg, ts)
+    t = time.perf_counter()
+    test_df, unlabelled = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["test"]),
+                                        cfg, pred_dir=run_dir / "predictions", progress=progress)
+    val_df, _ = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["val"]), cfg,
+                              pred_dir=run_dir / "predictions" / "val")     # for figures when test labels are withheld
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    hist, info = seg.history, seg.info
+    record = {
+        "run_name": name, **identity, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
+        "setting_name": spec.name, "stylizer": cfg.stylizer, "baseline": cfg.baseline,
+        "git": _git_commit(), "versions": _versions(),
+        "encoder": ts.info["encoder"] if ts else None,
+        "stylizer_run": {"checkpoint": display_path(ts.run_dir), "reused": ts.info.get("reused"),
+                         "train_seconds": ts.info.get("seconds_train")} if ts else None,
+        "segmenter": {"checkpoint": display_path(seg.run_dir), "reused": info.get("reused"),
+                      "best_step": info.get("best_step"), "train_seconds": info.get("seconds_train"),
+                      "seconds_stylize": info.get("seconds_stylize"), "precision": info.get("precision"),
+                      "device": info.get("device"), "style_fallbacks": info.get("style_fallbacks"),
+                      "val_step": hist.get("val_step", []), "val_dice": hist.get("val_dice", []),
+                      "mean_explore_gain": (float(np.mean(hist["explore_gain"])) if hist.get("explore_gain")
+                                            else None)},
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "torch_threads": torch.get_num_threads(),           # CPU results depend on it (summation order)
+        "data_files": {**info["config"]["data"],               # each file's size, per role: what the run saw
+                       "test": data_fingerprint(source, {"test": ("LGE", split["test"])})},
+        "test_patients_labelled": sorted({int(r) for r in split["test"]} - set(unlabelled)),
+        "test_patients_unlabelled": unlabelled,
+        "predictions": display_path(run_dir / "predictions"),
+        "predictions_val": display_path(run_dir / "predictions" / "val"),
+        "metrics": {"test": test_df.to_dict("records"), "val": val_df.to_dict("records")},   # NaN -> null
+        "summary": {"test": table2_summary(test_df), "val": table2_summary(val_df)},
+    }
+    write_json(record_path, record)
+    return SettingRun(run_dir, record, seg, ts)
+
+
+def predict_examples(cfg, source: CMRSource, model, patients, *, sequence: str = "LGE", per_patient: int = 1
+                     ) -> list[dict]:
+    """Labelled slices of `sequence` with the network's prediction, for figures: the mid-heart slice(s) of
+    each patient, on the stored grid (image normalised for display, label, prediction, per-slice Dice)."""
+    pre = cfg.sizes.preprocess
+    out = []
+    for p in patients:
+        if not source.has_label(p, sequence):
+            continue
+        vol = source.load(p, sequence, label="require")
+        pred = predict(model, vol, cfg)
+        lo, hi = heart_extent(vol.label)
+        for z in sorted({int(round(v)) for v in np.linspace(lo, hi, per_patient + 2)[1:-1]}):
+            lab, prd = vol.label[..., z], pred[..., z]
+            out.append({"patient": p, "sequence": sequence, "slice": z,
+                        "image": normalise(vol.image[..., z:z + 1], tuple(pre.percentiles))[..., 0],
+                        "label": lab, "pred": prd, "dice": mean_class_dice(prd, lab)})
+    return out
+
+
+def domain_gap(cfg, source: CMRSource, model, patients) -> pd.DataFrame:
+    """Dice per structure of one network on bSSFP and on LGE of the same patients (those labelled in both):
+    how much of the segmentation survives the change of sequence before any stylization."""
+    rows = {}
+    for seq in ("C0", "LGE"):
+        vols = [source.load(p, seq, label="require") for p in patients if source.has_label(p, seq)]
+        df, _ = score_volumes(model, vols, cfg)
+        if not df.empty:
+            s = summarize(df)
+            rows[f"{seq} ({df['case'].nunique()} patients)"] = {k: s.loc["dice", k] for k in (*STRUCTURES, "AVG")} | \
+                {"HD AVG (mm)": s.loc["hd", "AVG"]}
+    return pd.DataFrame(rows).T.round(3)
+
+
+def summary_table(record: dict) -> pd.DataFrame:
+    """A run's Table 2 row(s): Dice and HD (mm) per structure and AVG ± STD, for the labelled test and
+    the validation patients, from its run.json record."""
+    rows = {}
+    for part in ("test", "val"):
+        s = record["summary"].get(part) or {}
+        if not s:
+            continue
+        row = {}
+        for metric, name, fmt in (("dice", "DC", "{:.3f}"), ("hd", "HD", "{:.1f}")):
+            m = s[metric]
+            for k in STRUCTURES:
+                row[f"{name} {k}"] = fmt.format(m[k]) if m[k] is not None else "nan"
+            row[f"{name} AVG ± STD"] = (f"{fmt.format(m['AVG'])} ± {fmt.format(m['STD'])}"
+                                        if m["AVG"] is not None else "nan")
+        rows[f"{part} ({s['dice']['cases']} patients)"] = row
+    return pd.DataFrame(rows).T

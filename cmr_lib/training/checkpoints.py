@@ -1,0 +1,150 @@
+"""Checkpoints and the loop every training shares: resume, step, checkpoint, write losses and final.pt.
+
+Every step draws its batch, its augmentation and its noise from (seed, step) alone, so a run killed
+and resumed from its last checkpoint ends with the same weights as an uninterrupted one (CPU), and a
+finished run whose configuration and data have not changed is reused instead of retrained.
+Checkpoints hold state_dict + optimizer + step + config, are written atomically and loaded with
+`torch.load(..., weights_only=True)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cmr_lib.core.atomic import atomic_path, write_text
+from cmr_lib.core.errors import CmrError
+from cmr_lib.data.slices import SliceDataset
+from cmr_lib.data.sources import CMRSource
+
+VERSION = 2            # bump when a change makes old checkpoints invalid
+
+
+def save_checkpoint(path, *, model, optimizer, step: int, config: dict, history: dict) -> Path:
+    """state_dict + optimizer + step + config (+ loss history), written atomically."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
+             "step": int(step), "config": config, "history": history}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path, *, model=None, optimizer=None, config: dict | None = None) -> dict:
+    """Load safely (weights_only=True); a truncated file, a pickle that runs code, another architecture or
+    another configuration is a one-line CmrError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CmrError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CmrError(f"{path}: not a loadable checkpoint: refused, it holds objects other than tensors{what}, "
+                       f"which could run code on load") from None
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CmrError(f"{path}: not a loadable checkpoint: corrupt or truncated ({first[:80]})") from None
+    if not isinstance(state, dict) or not {"model", "step", "config"} <= set(state):
+        raise CmrError(f"{path}: not a cmr-stylize checkpoint (needs model, step and config)")
+    if config is not None and state["config"] != config:
+        diff = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
+        raise CmrError(f"{path}: checkpoint was made with another configuration (differs in: {', '.join(diff)})")
+    if model is not None:
+        theirs, ours = state["model"], model.state_dict()
+        missing = [k for k in ours if k not in theirs]
+        extra = [k for k in theirs if k not in ours]
+        shapes = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+        if missing or extra or shapes:
+            first = (missing or extra or shapes)[0]
+            raise CmrError(f"{path}: checkpoint is for another architecture ({len(missing)} tensors missing, "
+                           f"{len(extra)} unexpected, {len(shapes)} of another shape; first: {first}) "
+                           f"than {type(model).__name__}") from None
+        model.load_state_dict(theirs)
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def config_key(config: dict) -> str:
+    """A short stable hash of a JSON-able configuration (names run folders)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def data_fingerprint(source: CMRSource, patients: dict) -> dict:
+    """What identifies the data a model saw: layout, patients per role, and each used file's size."""
+    files = {}
+    for role, (seq, pats) in patients.items():
+        for p in pats:
+            path = source.image_path(p, seq)
+            files[path.name] = path.stat().st_size
+    return {"layout": source.name, "patients": {r: [s, list(p)] for r, (s, p) in patients.items()},
+            "files": dict(sorted(files.items()))}
+
+
+def checkpoint_root(cfg) -> Path:
+    """Where a run's trained networks live: <output_root>/checkpoints."""
+    return cfg.output_root / "checkpoints"
+
+
+def draw_items(ds: SliceDataset, rng: np.random.Generator, batch: int, step: int) -> list[dict]:
+    """`batch` random slices drawn by `rng`, with the augmentation of epoch `step`."""
+    ds.set_epoch(step)
+    return [ds[int(i)] for i in rng.integers(len(ds), size=batch)]
+
+
+def draw_images(ds: SliceDataset, rng: np.random.Generator, batch: int, step: int) -> torch.Tensor:
+    """A random (B, 1, S, S) image batch (see draw_items)."""
+    return torch.stack([it["image"] for it in draw_items(ds, rng, batch, step)])
+
+
+def run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, iterations: int,
+             checkpoint_every: int, desc: str, progress: bool, stop_after: int | None, after_step=None):
+    """Resume from last.pt, step, checkpoint, write losses.csv and final.pt; returns (history, timings).
+
+    step_fn(step) does one optimisation step and returns its losses (dict with `keys`); after_step(step,
+    history), if given, runs after it (validation) and may add to `history`, which checkpoints keep.
+    stop_after ends the run after that many steps of this call (tests use it to simulate a kill).
+    """
+    last, final = run_dir / "last.pt", run_dir / "final.pt"
+    history = {k: [] for k in ("step", *keys)}
+    start = 0
+    if last.is_file():
+        state = load_checkpoint(last, model=model, optimizer=optimizer, config=config)
+        start, history = state["step"], state["history"]
+    t1 = time.perf_counter()
+    done_here = 0
+    bar = tqdm(range(start, iterations), desc=desc, initial=start, total=iterations, disable=not progress)
+    for step in bar:
+        losses = step_fn(step)
+        history["step"].append(step)
+        for k in keys:
+            v = losses[k]
+            history[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
+        if after_step is not None:
+            after_step(step, history)
+        bar.set_postfix(loss=f"{history[keys[0]][-1]:.3g}", refresh=False)
+        done_here += 1
+        at_end = step + 1 == iterations
+        stopping = bool(stop_after) and done_here >= stop_after and not at_end
+        if (step + 1) % checkpoint_every == 0 or at_end or stopping:
+            save_checkpoint(last, model=model, optimizer=optimizer, step=step + 1, config=config, history=history)
+        if stopping:
+            bar.close()
+            raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
+    bar.close()
+    cols = ["step", *keys]
+    write_text(run_dir / "losses.csv", "\n".join(
+        [",".join(cols)] + [",".join(f"{history[k][i]:.6g}" for k in cols) for i in range(len(history["step"]))]) + "\n")
+    save_checkpoint(final, model=model, optimizer=None, step=iterations, config=config, history=history)
+    if last.is_file():
+        last.unlink()
+    return history, {"seconds_train": round(time.perf_counter() - t1, 2), "steps_this_run": done_here,
+                     "resumed_from": start}

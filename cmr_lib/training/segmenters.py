@@ -1,0 +1,197 @@
+"""Training the DRU-Net: on bSSFP alone (notebook 04) and per setting of Table 1 (notebook 05).
+
+Loss: cross-entropy + soft Dice (profile weights); Adam, lr halved every `lr_halve_every` steps. In a
+setting run each batch goes through training.augment.BatchAugmenter; the weights with the best
+validation Dice (LGE of validation patients) are kept.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmr_lib.core.atomic import write_json
+from cmr_lib.core.config import check_epsilon_iterations
+from cmr_lib.core.device import autocast, device, precision_used
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import repo_root
+from cmr_lib.data.slices import SliceDataset
+from cmr_lib.data.sources import CMRSource, split_for, style_pool
+from cmr_lib.evaluation.inference import score_volumes
+from cmr_lib.models.drunet import DRUNet, segmentation_loss
+from cmr_lib.training.augment import BatchAugmenter, setting_data, training_batch, uses_styles
+from cmr_lib.training.checkpoints import (VERSION, checkpoint_root, config_key, data_fingerprint, draw_items,
+                                          load_checkpoint, run_loop, save_checkpoint)
+from cmr_lib.training.stylizers import TrainedStylizer
+
+
+@dataclass
+class TrainedSegmenter:
+    """A trained (or reused) DRU-Net with where it lives and how it got there."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    history: dict
+    info: dict
+
+
+def build_segmenter(cfg):
+    """A DRU-Net of the profile's depth and width."""
+    sg = cfg.sizes.segmenter
+    return DRUNet(depth=sg.depth, root=sg.root, head_relu=sg.head_relu)
+
+
+def _optimise(cfg, model, optimizer, x, y, step, dev):
+    """One Adam step on (x, y) with the profile's loss and learning-rate schedule; returns the loss."""
+    sg = cfg.sizes.segmenter
+    for group in optimizer.param_groups:
+        group["lr"] = sg.lr * 0.5 ** (step // sg.lr_halve_every)
+    with autocast(sg.precision, dev):
+        logits = model(x)
+    loss = segmentation_loss(logits, y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict | None = None, progress=True,
+                    stop_after: int | None = None) -> TrainedSegmenter:
+    """Train (or reuse, or resume) a DRU-Net on the training patients' labelled bSSFP slices."""
+    sg = cfg.sizes.segmenter
+    split = split or split_for(source, cfg.split)
+    crop = cfg.crop
+    config = {"version": VERSION, "kind": "segmenter", "name": name, "crop": crop,
+              "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
+              "segmenter": sg.to_dict(), "seed": cfg.seed,
+              "data": data_fingerprint(source, {"train": ("C0", split["train"])})}
+    run_dir = checkpoint_root(cfg) / "segmenters" / f"{name}_{config_key(config)}"
+    dev = device()
+    torch.manual_seed(cfg.seed)
+    model = build_segmenter(cfg)
+    if (run_dir / "final.pt").is_file():
+        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+        return TrainedSegmenter(model.to(dev).eval(), run_dir, state["history"], {"config": config, "reused": True})
+    data = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
+    optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
+
+    def step_fn(step):
+        rng = np.random.default_rng([cfg.seed, step, 2])
+        items = draw_items(data, rng, sg.batch, step)
+        x, y = torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+        return {"loss": _optimise(cfg, model, optimizer, x.to(dev), y.to(dev), step, dev)}
+
+    model.to(dev).train()
+    history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
+                             checkpoint_every=sg.checkpoint_every, desc=f"DRU-Net ({name})", progress=progress,
+                             stop_after=stop_after)
+    write_json(run_dir / "meta.json", {**meta, "config": config})
+    return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
+
+
+def setting_run_dir(cfg, config: dict, epsilon_iterations: int) -> Path:
+    """checkpoints/settings/setting<S>_<stylizer>[_eps<E>]_<config hash>."""
+    name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if cfg.network == "rain" else "")
+    return checkpoint_root(cfg) / "settings" / f"{name}_{config_key(config)}"
+
+
+def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = None, split: dict | None = None,
+                  epsilon_iterations: int = 1, include_original: bool = True, progress=True,
+                  stop_after: int | None = None) -> TrainedSegmenter:
+    """Train a DRU-Net for cfg.setting (Table 1) on bSSFP batches augmented by BatchAugmenter (the network
+    learns from the augmented batch, and from the unaugmented one too if `include_original`); keep the
+    weights with the best validation Dice."""
+    spec, sg = cfg.setting_spec, cfg.sizes.segmenter
+    network = cfg.network
+    if network and stylizer is None:
+        raise CmrError(f"setting {cfg.setting} stylizes: pass a {network} stylizer pre-trained on "
+                       f"{spec.pretrain.content}->{spec.pretrain.style}")
+    if network and tuple(stylizer.pretrain) != (spec.pretrain.content, spec.pretrain.style):
+        raise CmrError(f"setting {cfg.setting} needs a {spec.pretrain.content}->{spec.pretrain.style} stylizer, "
+                       f"got {'->'.join(stylizer.pretrain)}")
+    epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
+    augmenting = bool(network or cfg.baseline)
+    split = split or split_for(source, cfg.split)
+    dev = device()
+    pool = style_pool(cfg, source, split, "LGE") if uses_styles(cfg) else None
+    config = {"version": VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
+              "stylizer_run": stylizer.run_dir.name if network else None,
+              "epsilon_iterations": epsilon_iterations if network == "rain" else 0,
+              "include_original": include_original if augmenting else False, "crop": cfg.crop,
+              "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
+              "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
+              "data": data_fingerprint(source, {"train": ("C0", split["train"]), "val": ("LGE", split["val"])})}
+    if cfg.baseline in ("intensity", "gin"):
+        config["baseline"] = cfg.sizes.baselines[cfg.baseline].to_dict()
+    if pool:
+        config["data"]["style"] = data_fingerprint(pool[0], {"style": ("LGE", pool[1])})
+    run_dir = setting_run_dir(cfg, config, epsilon_iterations)
+    torch.manual_seed(cfg.seed)
+    model = build_segmenter(cfg).to(dev)
+    if (run_dir / "final.pt").is_file():
+        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+        return TrainedSegmenter(model.eval(), run_dir, state["history"],
+                                {"config": config, "reused": True, **json.loads((run_dir / "meta.json").read_text())})
+    t0 = time.perf_counter()
+    content, styles = setting_data(cfg, source, split, pool)
+    val_volumes = [source.load(p, "LGE", label="require") for p in split["val"] if source.has_label(p, "LGE")]
+    t_data = time.perf_counter() - t0
+    optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
+    augmenter = BatchAugmenter(cfg, stylizer=stylizer.model if network else None, styles=styles,
+                               epsilon_iterations=epsilon_iterations)
+    stats = {"seconds_stylize": 0.0, "seconds_validate": 0.0}
+
+    def step_fn(step):
+        items, x, y, rng = training_batch(cfg, content, step)
+        x, y = x.to(dev), y.to(dev)
+        if augmenting:
+            t = time.perf_counter()
+            xs = augmenter(items, x, y, rng, step, segmenter=model)
+            stats["seconds_stylize"] += time.perf_counter() - t
+            x, y = (torch.cat([xs, x]), torch.cat([y, y])) if include_original else (xs, y)
+        loss = _optimise(cfg, model, optimizer, x, y, step, dev)
+        return {"loss": loss, **({"explore_gain": augmenter.last_gain} if augmenter.mining else {})}
+
+    def after_step(step, history):
+        if not val_volumes or ((step + 1) % sg.val_every and step + 1 != sg.iterations):
+            return
+        t = time.perf_counter()
+        scores, _ = score_volumes(model, val_volumes, cfg)
+        dice = float(np.nanmean(scores["dice"].to_numpy(dtype=float)))
+        stats["seconds_validate"] += time.perf_counter() - t
+        history.setdefault("val_step", []).append(step + 1)
+        history.setdefault("val_dice", []).append(dice)
+        if dice >= max(history["val_dice"]):
+            save_checkpoint(run_dir / "best.pt", model=model, optimizer=None, step=step + 1, config=config,
+                            history={"val_dice": dice})
+
+    model.train()
+    history, meta = run_loop(run_dir, config, model, optimizer, step_fn,
+                             keys=("loss", "explore_gain") if augmenter.mining else ("loss",),
+                             iterations=sg.iterations, checkpoint_every=sg.checkpoint_every,
+                             desc=f"DRU-Net {run_dir.name}", progress=progress, stop_after=stop_after,
+                             after_step=after_step)
+    best = None
+    if (run_dir / "best.pt").is_file():
+        best = load_checkpoint(run_dir / "best.pt", model=model, config=config)["step"]
+        save_checkpoint(run_dir / "final.pt", model=model, optimizer=None, step=sg.iterations, config=config,
+                        history=history)
+    meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
+                 "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
+                 "style_fallbacks": augmenter.picker.fallbacks if augmenter.picker else 0, "device": str(dev),
+                 "precision": precision_used(sg.precision, dev)})
+    write_json(run_dir / "meta.json", {**meta, "config": config})
+    return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
+
+
+def load_run_segmenter(record: dict, cfg) -> torch.nn.Module:
+    """The trained DRU-Net a run record names (its checkpoint folder's final.pt), in eval mode."""
+    ckpt = Path(record["segmenter"]["checkpoint"])
+    ckpt = (ckpt if ckpt.is_absolute() else repo_root() / ckpt) / "final.pt"
+    model = build_segmenter(cfg)
+    load_checkpoint(ckpt, model=model)
+    return model.eval()

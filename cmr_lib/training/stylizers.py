@@ -1,0 +1,228 @@
+"""Training the stylizers (RAIN, AdaConv) and what they share: the encoder and the decoders' warm start.
+
+See training.checkpoints for how runs are resumed and reused.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cmr_lib.core.atomic import atomic_path, write_json
+from cmr_lib.core.device import autocast, device, precision_used
+from cmr_lib.core.errors import CmrError
+from cmr_lib.data.slices import SliceDataset
+from cmr_lib.data.sources import CMRSource, split_for, style_pool
+from cmr_lib.models.adaconv import AdaConv
+from cmr_lib.models.adain import Decoder
+from cmr_lib.models.rain import RAIN
+from cmr_lib.models.vgg import VGGEncoder, build_encoder, imagenet_available, load_weights_file
+from cmr_lib.training.checkpoints import (VERSION, checkpoint_root, config_key, data_fingerprint, draw_images,
+                                          load_checkpoint, run_loop)
+
+STYLIZERS = {"rain": "RAIN", "adaconv": "AdaConv"}
+
+
+def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None = None, encoder_record=None,
+                         split: dict | None = None, progress=True) -> Path:
+    """Train the mirror decoder to reconstruct MR slices of every sequence from relu4_1 features.
+
+    encoder=None: the encoder trains too (from He init): the offline 'mr' encoder, fitted to MR slices
+    rather than ImageNet. Otherwise the given encoder stays frozen and only the decoder learns: a warm
+    start that lets the stylizers' decoders begin from an image-preserving mapping. Saved as one .pth in
+    torchvision names (`features.N.*`) plus `decoder.*`, cached by configuration.
+    """
+    st = cfg.sizes.stylizer
+    split = split or split_for(source, cfg.split)
+    roles = {"C0": ("C0", split["train"])}
+    for seq in ("LGE", "T2"):
+        pats = [p for p in split["style"] if source.has(p, seq)]
+        if pats:
+            roles[seq] = (seq, pats)
+    train_encoder = encoder is None
+    config = {"kind": "autoencoder", "train_encoder": train_encoder, "width": st.encoder_width,
+              "encoder": None if train_encoder else {k: v for k, v in (encoder_record or {}).items() if k != "requested"},
+              "iterations": st.autoencoder.iterations, "batch": st.autoencoder.batch, "lr": st.autoencoder.lr,
+              "crop": cfg.sizes.preprocess.crop.none, "preprocess": cfg.sizes.preprocess.to_dict(),
+              "precision": st.precision, "seed": cfg.seed, "data": data_fingerprint(source, roles)}
+    name = "mr" if train_encoder else "decoder"
+    out = checkpoint_root(cfg) / "autoencoders" / f"{name}_w{st.encoder_width:g}_{config_key(config)}.pth"
+    if out.is_file():
+        return out
+    torch.manual_seed(cfg.seed)
+    enc = VGGEncoder(width=st.encoder_width) if train_encoder else encoder
+    if train_encoder:
+        enc.requires_grad_(True)
+    dec = Decoder(width=st.encoder_width)
+    dsets = [SliceDataset.from_source(source, pats, seq, cfg, train=True, label="skip", crop=config["crop"])
+             for seq, pats in roles.values()]
+    params = list(dec.parameters()) + (list(enc.parameters()) if train_encoder else [])
+    opt = torch.optim.Adam(params, lr=st.autoencoder.lr)
+    dev = device()
+    enc.to(dev), dec.to(dev)
+    for step in tqdm(range(st.autoencoder.iterations), desc=f"autoencoder ({name})", disable=not progress):
+        rng = np.random.default_rng([cfg.seed, step, 5])
+        x = torch.cat([draw_images(ds, rng, max(1, st.autoencoder.batch // len(dsets)), step) for ds in dsets]).to(dev)
+        with autocast(st.precision, dev):
+            loss = F.mse_loss(dec(enc(x, last_only=True)).float(), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if train_encoder:
+        enc.requires_grad_(False)
+    state = {k: v.detach().cpu() for k, v in enc.state_dict().items()}       # torchvision names: features.N.*
+    state.update({f"decoder.{k}": v.detach().cpu() for k, v in dec.state_dict().items()})
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+    return out
+
+
+def warm_start(model, path) -> None:
+    """Copy the pretrained decoder's convolutions into a stylizer's decoder, in order (RAIN: all of them;
+    AdaConv: its ordinary convolutions, which mirror the AdaIN decoder's one to one)."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    pretrained = Decoder(width=model.encoder.width)
+    pretrained.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
+    src = [m for m in pretrained.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = (model.decoder.plain_convs() if hasattr(model.decoder, "plain_convs")
+             else [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)])
+    if len(convs) != len(src) or any(c.weight.shape != p.weight.shape for c, p in zip(convs, src)):
+        raise CmrError(f"{path}: pretrained decoder does not match the {model.kind} decoder")
+    with torch.no_grad():
+        for conv, p in zip(convs, src):
+            conv.weight.copy_(p.weight)
+            conv.bias.copy_(p.bias)
+    if hasattr(model.decoder, "blocks"):
+        for block in model.decoder.blocks:
+            block.predict.identity_init()
+
+
+def resolve_encoder(cfg, source: CMRSource, *, split: dict | None = None, progress=True):
+    """The stylizers' encoder per `stylizer.encoder_weights`: (VGGEncoder, record for run.json)."""
+    st = cfg.sizes.stylizer
+    spec = st.encoder_weights
+    if spec == "auto":
+        spec = "imagenet" if st.encoder_width == 1.0 and imagenet_available(allow_download=True) else st.offline_fallback
+    if spec == "mr":
+        path = pretrain_autoencoder(cfg, source, split=split, progress=progress)
+        enc = load_weights_file(VGGEncoder(width=st.encoder_width), path)
+        return enc, {"weights": "mr", "source": path.name, "width": st.encoder_width, "requested": st.encoder_weights}
+    enc, record = build_encoder(spec, width=st.encoder_width, seed=cfg.seed)
+    record["requested"] = st.encoder_weights
+    return enc, record
+
+
+def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
+    """A RAIN or AdaConv model with the profile's loss weights (and AdaConv's kernel size and input size)."""
+    st = cfg.sizes.stylizer
+    if kind == "rain":
+        r = st.rain
+        return RAIN(encoder, content_weight=r.content_weight, style_weight=r.style_weight, kl_weight=r.kl_weight,
+                    rec_weight=r.rec_weight)
+    if kind == "adaconv":
+        a = st.adaconv
+        return AdaConv(encoder, image_size=cfg.sizes.preprocess.crop.adaconv, kernel_size=a.kernel_size,
+                       style_dim=a.style_dim, content_weight=a.content_weight, style_weight=a.style_weight)
+    raise CmrError(f"parameter 'stylizer' = {kind!r}: choose 'rain' or 'adaconv'")
+
+
+@dataclass
+class TrainedStylizer:
+    """A trained (or reused) stylizer with where it lives and how it got there."""
+
+    model: torch.nn.Module
+    kind: str
+    pretrain: tuple          # (content sequence, style sequence)
+    run_dir: Path
+    history: dict            # step -> losses
+    info: dict               # config, encoder record, timings, reused?
+
+
+def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *, split: dict | None = None,
+                   progress=True, stop_after: int | None = None, reuse_only: bool = False) -> TrainedStylizer:
+    """Train (or reuse, or resume) a stylizer on content -> style slices: the training patients' bSSFP heart
+    slices and every slice of the style pool (data.sources.style_pool; T2 from `t2_dir` when needed).
+
+    stop_after: end the run after this many steps of this call (tests use it to simulate a kill);
+    reuse_only: never train, raise a one-line error when no finished stylizer matches (analysis).
+    """
+    st = cfg.sizes.stylizer
+    split = split or split_for(source, cfg.split)
+    content_seq, style_seq = pretrain
+    style_src, style_patients = style_pool(cfg, source, split, style_seq)
+    if not style_patients:
+        raise CmrError(f"{style_src.root}: no {style_seq} images to train a {content_seq}->{style_seq} stylizer "
+                       f"(for T2 with MS-CMRSeg, pass t2_dir pointing at MyoPS 2020 data)")
+    encoder, enc_record = resolve_encoder(cfg, source, split=split, progress=progress)
+    crop = cfg.sizes.preprocess.crop[kind]
+    fingerprint = data_fingerprint(source, {"content": (content_seq, split["train"])})
+    fingerprint["style"] = data_fingerprint(style_src, {"style": (style_seq, style_patients)})
+    sub = st[kind].to_dict()
+    config = {"version": VERSION, "kind": kind, "pretrain": list(pretrain), "crop": crop,
+              "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
+              "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: sub, "precision": st.precision,
+              "warm_start": st.warm_start,
+              "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
+              "data": fingerprint}
+    run_dir = checkpoint_root(cfg) / "stylizers" / f"{kind}_{content_seq}-{style_seq}_{config_key(config)}"
+    if reuse_only and not (run_dir / "final.pt").is_file():
+        raise CmrError(f"{run_dir}: no finished {STYLIZERS[kind]} {'->'.join(pretrain)} stylizer for this "
+                       f"configuration; run its notebook first")
+    dev = device()
+    torch.manual_seed(cfg.seed)
+    model = build_stylizer(kind, encoder, cfg)
+    if st.warm_start:
+        path = (checkpoint_root(cfg) / "autoencoders" / enc_record["source"] if enc_record["weights"] == "mr"
+                else pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=enc_record, split=split,
+                                          progress=progress))
+        warm_start(model, path)
+        enc_record = {**enc_record, "decoder_warm_start": path.name}
+    if (run_dir / "final.pt").is_file():
+        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+        return TrainedStylizer(model.to(dev).eval(), kind, tuple(pretrain), run_dir, state["history"],
+                               {"config": config, "encoder": enc_record, "reused": True,
+                                **json.loads((run_dir / "meta.json").read_text())})
+    t0 = time.perf_counter()
+    content = SliceDataset.from_source(source, split["train"], content_seq, cfg, train=True,
+                                       heart_only=True, label="require", crop=crop)
+    style = SliceDataset.from_source(style_src, style_patients, style_seq, cfg, train=True, label="skip", crop=crop)
+    t_data = time.perf_counter() - t0
+    optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
+    decay = sub["lr_decay"]
+    if hasattr(model, "calibrate"):          # RAIN: standardise style vectors on 64 training styles (seeded)
+        model.calibrate(draw_images(style, np.random.default_rng([cfg.seed, 7]), 64, 0))
+
+    # channels-last pays with bf16 (measured on this CPU at demo sizes: RAIN 1.41x, AdaConv 1.23x per step;
+    # the DRU-Net is slower with it, 0.77x, so segmentation keeps NCHW)
+    fmt = torch.channels_last if precision_used(st.precision, dev) == "bf16" else torch.contiguous_format
+
+    def step_fn(step):
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        c = draw_images(content, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
+        s = draw_images(style, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
+        gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
+        for group in optimizer.param_groups:
+            group["lr"] = st.lr / (1.0 + decay * step)                    # the reference inverse decay
+        with autocast(st.precision, dev):
+            losses = model.losses(c, s, generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        return losses
+
+    keys = ("total", "content", "style", "kl", "rec") if kind == "rain" else ("total", "content", "style")
+    model.to(dev).to(memory_format=fmt).train()
+    history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=keys, iterations=st.iterations,
+                             checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {content_seq}->{style_seq}",
+                             progress=progress, stop_after=stop_after)
+    meta.update({"seconds_data": round(t_data, 2), "device": str(dev), "precision": precision_used(st.precision, dev),
+                 "channels_last": fmt == torch.channels_last, "content_slices": len(content), "style_slices": len(style)})
+    write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
+    return TrainedStylizer(model.eval(), kind, tuple(pretrain), run_dir, history,
+                           {"config": config, "encoder": enc_record, "reused": False, **meta})
