@@ -13,7 +13,7 @@ C0_SPACING ?=
 T2_DIR ?=
 NBVAL := build/nbval
 
-.PHONY: venv reproduce test unit nbval sync-check sync bench clean
+.PHONY: venv reproduce test unit lab nbval sync-check sync bench clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ test: $(STAMP)
 	    || { cat $(NBVAL)/prepare.log; echo "papermill could not prepare $$nb"; exit 1; }; \
 	done
 	$(BIN)/python -m pytest -q tests $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider
+
+## JupyterLab on the project's kernel (.venv), opened at notebooks/: run the notebooks cell by cell.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(PORT),--port=$(PORT))
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests

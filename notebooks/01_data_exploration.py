@@ -41,8 +41,6 @@ real_data_dir = None    # folder holding mscmrseg2019/ and myops2020/; None: $CM
 # One call validates the parameters against the profile; a wrong value stops here with one line.
 
 # %%
-import pandas as pd
-
 from cmr_lib.core.atomic import save_figure, write_json, write_text
 from cmr_lib.core.config import make_config
 from cmr_lib.data import sources

@@ -38,7 +38,8 @@ import pandas as pd
 
 from cmr_lib.core.atomic import save_figure
 from cmr_lib.core.config import make_config
-from cmr_lib.data.sources import source_for, split_for
+from cmr_lib.data.sources import source_for
+from cmr_lib.data.splits import split_for
 from cmr_lib.models import drunet
 from cmr_lib.report import plots
 from cmr_lib.study import runs

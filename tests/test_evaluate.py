@@ -8,7 +8,7 @@ from conftest import heart_label, write_nifti
 
 from cmr_lib.evaluation import evaluate
 from cmr_lib.evaluation import metrics
-from cmr_lib.data.sources import map_labels
+from cmr_lib.data.nifti import map_labels
 from cmr_lib.core.errors import CmrError
 
 SP = (1.2, 1.2, 8.0)

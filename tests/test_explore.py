@@ -37,6 +37,13 @@ def test_examples_and_tissue_table(tiny_phantom):
 
 
 def test_heart_sizes_flags_a_wrong_voxel_size(tiny_phantom):
-    sizes = explore.heart_sizes({"phantom": open_source(tiny_phantom)}).set_index("sequence")
-    mm = sizes["epicardial diameter mm"]
+    right = explore.heart_sizes({"phantom": open_source(tiny_phantom)}).set_index("sequence")
+    mm = right["epicardial diameter mm"]
     assert (mm.max() / mm.min()) < 1.3           # correct headers: one heart, one size in mm
+    # C0 read with the LGE's in-plane voxel size (~0.75 mm instead of ~1.25): the stale header of the cropped
+    # MS-CMRSeg copy, the other way round. The same heart in pixels now measures far smaller in mm.
+    wrong = explore.heart_sizes({"phantom": open_source(tiny_phantom, c0_spacing="lge")}).set_index("sequence")
+    assert wrong.loc["C0", "voxel size mm"] < 0.8 < right.loc["C0", "voxel size mm"]
+    assert wrong.loc["C0", "epicardial diameter px"] == right.loc["C0", "epicardial diameter px"]
+    ratio = wrong.loc["LGE", "epicardial diameter mm"] / wrong.loc["C0", "epicardial diameter mm"]
+    assert ratio > 1.3, ratio

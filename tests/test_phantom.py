@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmr_lib.data import phantom
+from cmr_lib.data import phantom, phantom_anatomy
 from cmr_lib.data.sources import open_source
 from cmr_lib.core.errors import CmrError
 
@@ -38,24 +38,24 @@ def _means(image, label):
 # physics: signal equations and contrast orderings
 
 def test_signal_equations_give_the_studys_contrasts():
-    c0, lge, t2 = (phantom.tissue_signals(s) for s in ("C0", "LGE", "T2"))
+    c0, lge, t2 = (phantom_anatomy.tissue_signals(s) for s in ("C0", "LGE", "T2"))
     assert c0["blood"] > 2 * c0["myocardium"] and c0["fat"] > c0["myocardium"]          # bright blood
     assert lge["myocardium"] < 1e-6                                                       # nulled at TI = ln2 T1
     assert lge["infarct"] > lge["blood"] > lge["myocardium"]                              # bright scar, grey blood
     assert lge["fat"] > lge["blood"]
     assert t2["blood"] < 0.2 * t2["myocardium"] and t2["edema"] > t2["myocardium"]        # black blood, bright edema
-    assert phantom.tissue_signals("T2", fat_suppression=1.0)["fat"] > t2["fat"]
+    assert phantom_anatomy.tissue_signals("T2", fat_suppression=1.0)["fat"] > t2["fat"]
     assert all(s["air"] == 0 for s in (c0, lge, t2))
 
 
 def test_signal_equations_match_their_formulas():
     a = np.deg2rad(60.0)
     expected = 0.8 * np.sin(a) / ((1 + np.cos(a)) + (1 - np.cos(a)) * 1000.0 / 50.0)
-    assert phantom.bssfp_signal(0.8, 1000.0, 50.0, 60.0) == pytest.approx(expected)
-    assert phantom.lge_signal(1.0, 480.0, np.log(2) * 480.0) == pytest.approx(0.0, abs=1e-12)
-    assert phantom.t2w_signal(1.0, 50.0, 50.0) == pytest.approx(np.exp(-1))
+    assert phantom_anatomy.bssfp_signal(0.8, 1000.0, 50.0, 60.0) == pytest.approx(expected)
+    assert phantom_anatomy.lge_signal(1.0, 480.0, np.log(2) * 480.0) == pytest.approx(0.0, abs=1e-12)
+    assert phantom_anatomy.t2w_signal(1.0, 50.0, 50.0) == pytest.approx(np.exp(-1))
     with pytest.raises(CmrError, match="sequence"):
-        phantom.tissue_signals("FLAIR")
+        phantom_anatomy.tissue_signals("FLAIR")
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -4,6 +4,7 @@ import json
 import nbformat
 import pytest
 
+from cmr_lib.core import grid
 from cmr_lib.study import reproduce as rp
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core import device as devices
@@ -19,27 +20,39 @@ def _notebook(path, code):
     return path
 
 
-def test_steps_follow_the_paper_order():
+def test_steps_follow_the_paper_order_and_run_the_grid():
     names = [rp.executed_name(st[1], st[2]) for st in rp.STEPS]
     assert names[:4] == ["01_data_exploration.ipynb", "02_rain.ipynb", "03_adaconv.ipynb", "04_drunet.ipynb"]
-    assert names[4] == "05_settings_setting0.ipynb"
-    assert {n for n in names if n.startswith("05_")} == {
-        "05_settings_setting0.ipynb", *(f"05_settings_setting{s}_{k}.ipynb" for s in (1, 2, 3) for k in
-                                        ("rain_eps5", "adaconv")),
-        "05_settings_setting1_rain_eps1.ipynb", "05_settings_setting1_rain_eps3.ipynb",
-        "05_settings_setting0_intensity.ipynb", "05_settings_setting0_gin.ipynb",
-        "05_settings_setting2_histmatch.ipynb",
-        "05_settings_setting3_rain+intensity_eps5.ipynb"}
-    assert names[-1] == "06_analysis.ipynb" and len(names) == len(set(names)) == 18
-    parallel = [st[1] for st in rp.STEPS if len(st) > 3 and st[3]]
-    assert set(parallel) == {"05_settings.ipynb"} and len(parallel) == 13
+    assert names[4] == "05_settings_setting0.ipynb" and names[-1] == "06_analysis.ipynb"
+    rows = [st for st in rp.STEPS if st[1] == "05_settings.ipynb"]
+    ran = [(st[2]["setting"], st[2]["stylizer"], st[2]["epsilon_iterations"] if grid.uses_rain(st[2]["stylizer"]) else 0)
+           for st in rows]
+    assert ran == grid.reproduce_rows()                                   # each row of the grid once, in order
+    assert all(len(st) > 3 and st[3] for st in rows) and len(names) == len(set(names))
+    every = [r for t in ("table2", "table3") for r in grid.load_grid()[t]]
+    assert {r.key for r in every if r.reproduce} == set(ran)              # rows marked reproduce: false are not run
+    assert {r.key for r in every if not r.reproduce}.isdisjoint(ran) and any(not r.reproduce for r in every)
+    assert set(grid.table_rows("table3")) <= set(ran) and (0, "none", 0) in ran
+
+
+def test_the_grid_file_is_checked(tmp_path):
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("table2:\n  - {setting: 1, stylizer: rain}\ntable3: []\n")
+    with pytest.raises(CmrError, match="RAIN rows, and only they, give epsilon"):
+        grid.load_grid(bad)
+    bad.write_text("table2:\n  - {setting: 0, stylizer: none}\n  - {setting: 0, stylizer: none}\ntable3: []\n")
+    with pytest.raises(CmrError, match="lists a row twice"):
+        grid.load_grid(bad)
+    bad.write_text("table2: []\n")
+    with pytest.raises(CmrError, match="exactly the lists"):
+        grid.load_grid(bad)
 
 
 def test_more_seeds_train_their_stylizers_first_then_repeat_every_row():
     steps = rp.with_seeds(rp.STEPS, [0, 1, 2])
     names = [rp.executed_name(st[1], st[2]) for st in steps]
     rows = [n for n in names if n.startswith("05_")]
-    assert len(rows) == 3 * 13 and len(names) == len(set(names))
+    assert len(rows) == 3 * len(grid.reproduce_rows()) and len(names) == len(set(names))
     assert "05_settings_setting3_rain+intensity_eps5_seed2.ipynb" in names
     assert names.index("prepare_stylizers_seed1") < names.index("05_settings_setting1_rain_eps5_seed1.ipynb")
     assert names.index("prepare_stylizers_seed2") < min(i for i, n in enumerate(names) if n.endswith("_seed1.ipynb"))

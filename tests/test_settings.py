@@ -144,7 +144,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_splits_keep_test_patients_out_of_training_and_styles(tiny_phantom, myops_dir):
-    from cmr_lib.data.sources import default_split, split_for
+    from cmr_lib.data.splits import default_split, split_for
     for src in (open_source(tiny_phantom), open_source(myops_dir)):
         s = default_split(src)
         test = set(s["test"])
@@ -164,7 +164,7 @@ def test_splits_keep_test_patients_out_of_training_and_styles(tiny_phantom, myop
 
 
 def test_mscmrseg_split_is_the_papers(mscmrseg_dir):
-    from cmr_lib.data.sources import default_split
+    from cmr_lib.data.splits import default_split
     s = default_split(open_source(mscmrseg_dir, c0_spacing="lge"))
     assert s["train"] == list(range(1, 36)) and s["val"] == [1, 2, 3, 4, 5] and s["test"] == list(range(6, 46))
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from cmr_lib.models.adaconv import AdaConv, _adaptive_conv, adaptive_conv
 from cmr_lib.models.adain import Decoder, adain, mean_std, style_loss
 from cmr_lib.data.sources import open_source
-from cmr_lib.models.drunet import DRUNet, segmentation_loss
+from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.core.errors import CmrError
 from cmr_lib.study.stylizers import geometry_kept, stylize_examples
 from cmr_lib.core.config import make_config

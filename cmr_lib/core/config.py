@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmr_lib.core.errors import CmrError, check_int
+from cmr_lib.core.errors import check_int
 from cmr_lib.core.paths import data_root, display_path, repo_root
 from cmr_lib.core.schema import (NETWORKS, PROFILE_SCHEMA, SETTINGS, STYLIZERS, choice, fail, as_int,
                                  validate_tree, load_profile, load_settings)
@@ -214,7 +214,7 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     """Validate notebook parameters against a profile and return one immutable Config.
 
     `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
-    C0 voxel size; `train/val/test_patients=None` keep the data source's default split (data.sources.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
+    C0 voxel size; `train/val/test_patients=None` keep the data source's default split (data.splits.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
     dotted profile keys. `extra` holds notebook-specific parameters (plain literals), kept for records.
     """
     name, sizes = load_profile(profile)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from cmr_lib.core.errors import CmrError, check_int
+from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 
 PROFILES = ("smoke", "demo", "paper")

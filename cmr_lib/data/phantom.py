@@ -30,39 +30,11 @@ from scipy import ndimage
 from cmr_lib.core.atomic import atomic_path, write_json
 from cmr_lib.core.errors import CmrError, check_int, cli_main
 
+from cmr_lib.data.phantom_anatomy import (HEART_BOX_MM, REGION_CLASS, REGION_INDEX, REGION_TISSUE, draw_chest,
+                                          along, directions, draw_heart, sample_anatomy, tissue_signals, uniform)
+
 PHANTOM_VERSION = 4
 
-# ---------------------------------------------------------------------------------------------
-# tissues: proton density, native T1/T2 (ms, 1.5 T) and T1 after gadolinium (ms)
-
-TISSUES = {
-    #              PD     T1     T2   T1_post
-    "air":        (0.00,    1.,   1.,    1.),
-    "lung":       (0.10, 1200.,  40.,  900.),
-    "fat":        (0.90,  260.,  80.,  250.),
-    "muscle":     (0.75, 1000.,  40.,  700.),
-    "liver":      (0.75,  580.,  45.,  400.),
-    "blood":      (0.95, 1550., 250.,  350.),
-    "myocardium": (0.80, 1000.,  50.,  480.),
-    "infarct":    (0.85, 1150.,  65.,  270.),
-    "edema":      (0.85, 1100.,  60.,  430.),
-    "marrow":     (0.65,  550.,  50.,  450.),
-}
-TISSUE_NAMES = list(TISSUES)
-_T = {name: i for i, name in enumerate(TISSUE_NAMES)}
-
-# Regions: what geometry draws. Each maps to a tissue and a label class (0 bg, 1 MYO, 2 LV, 3 RV).
-REGIONS = [
-    ("air", "air", 0), ("body fat", "fat", 0), ("chest wall muscle", "muscle", 0),
-    ("mediastinum", "muscle", 0), ("lung", "lung", 0), ("liver", "liver", 0),
-    ("aorta", "blood", 0), ("spine", "marrow", 0), ("epicardial fat", "fat", 0),
-    ("RV wall", "myocardium", 0), ("RV blood", "blood", 3), ("LV myocardium", "myocardium", 1),
-    ("LV blood", "blood", 2), ("papillary muscle", "myocardium", 2), ("edema", "edema", 1),
-    ("infarct", "infarct", 1), ("atrial wall", "myocardium", 0), ("atrial blood", "blood", 0),
-]
-_R = {name: i for i, (name, _, _) in enumerate(REGIONS)}
-REGION_TISSUE = np.array([_T[t] for _, t, _ in REGIONS], dtype=np.int64)
-REGION_CLASS = np.array([c for _, _, c in REGIONS], dtype=np.int64)
 CLASS_CODES = np.array([0, 200, 500, 600], dtype=np.int16)   # MS-CMRSeg label values
 
 
@@ -90,220 +62,6 @@ ACQUISITIONS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# signal equations (DESIGN.md): relative magnitude per tissue
-
-def bssfp_signal(pd, t1, t2, flip_deg=60.0):
-    """Balanced SSFP steady state: PD sin a / ((1 + cos a) + (1 - cos a) T1/T2); bright blood and fat."""
-    a = np.deg2rad(flip_deg)
-    return pd * np.sin(a) / ((1 + np.cos(a)) + (1 - np.cos(a)) * t1 / t2)
-
-
-def lge_signal(pd, t1_post, ti):
-    """Inversion recovery magnitude PD |1 - 2 exp(-TI/T1)|; TI = ln2 T1(myocardium) nulls healthy muscle."""
-    return pd * np.abs(1 - 2 * np.exp(-ti / t1_post))
-
-
-def t2w_signal(pd, t2, te=70.0):
-    """T2-weighted spin echo PD exp(-TE/T2); blood and fat are suppressed separately (black blood, fat sat)."""
-    return pd * np.exp(-te / t2)
-
-
-def tissue_signals(sequence: str, *, flip_deg=60.0, ti_factor=1.0, te=70.0, t1_post_scale=1.0,
-                   blood_t1_post_scale=1.0, blood_flow=1.0, blood_suppression=0.03,
-                   fat_suppression=0.7) -> dict[str, float]:
-    """Noiseless signal of every tissue in one sequence (native values for C0 and T2, post-Gd for LGE).
-
-    t1_post_scale: contrast dose/delay (all post-Gd T1); blood_t1_post_scale: blood pool clearance on top;
-    blood_flow: inflow/dephasing factor of the bSSFP blood signal; ti_factor: TI / ideal nulling TI.
-    """
-    pd = np.array([v[0] for v in TISSUES.values()])
-    t1 = np.array([v[1] for v in TISSUES.values()])
-    t2 = np.array([v[2] for v in TISSUES.values()])
-    t1p = np.array([v[3] for v in TISSUES.values()]) * t1_post_scale
-    t1p[_T["blood"]] *= blood_t1_post_scale
-    if sequence == "C0":
-        s = bssfp_signal(pd, t1, t2, flip_deg)
-        s[_T["blood"]] *= blood_flow
-    elif sequence == "LGE":
-        ti = np.log(2.0) * t1p[_T["myocardium"]] * ti_factor
-        s = lge_signal(pd, t1p, ti)
-    elif sequence == "T2":
-        s = t2w_signal(pd, t2, te)
-        s[_T["blood"]] *= blood_suppression
-        s[_T["fat"]] *= fat_suppression
-        s[_T["marrow"]] *= fat_suppression
-    else:
-        raise CmrError(f"parameter 'sequence' = {sequence!r}: choose 'C0', 'LGE' or 'T2'")
-    s[_T["air"]] = 0.0
-    return dict(zip(TISSUE_NAMES, s.astype(float)))
-
-
-# ---------------------------------------------------------------------------------------------
-# anatomy
-
-def _u(rng, lo, hi):
-    return float(rng.uniform(lo, hi))
-
-
-def sample_anatomy(rng: np.random.Generator, *, infarct_probability=0.5) -> dict:
-    """Draw one patient's anatomy (mm, radians). z runs along the LV long axis: 0 = epicardial apex."""
-    # sizes calibrated on the real labels (mid-basal LV cavity ~44 mm, epicardium ~67 mm across, ~80 mm long)
-    R = _u(rng, 19.0, 26.0)                       # LV cavity radius at mid level
-    t = _u(rng, 8.0, 12.0)                        # mean wall thickness
-    L = _u(rng, 70.0, 90.0)                       # apex -> base
-    theta_rv = np.pi + _u(rng, -0.35, 0.35)       # RV toward decreasing axis 0 (as in the real data)
-    a = dict(
-        R=R, t=t, L=L, theta_rv=theta_rv,
-        equator=_u(rng, 0.55, 0.7), apex_wall=_u(rng, 0.6, 0.9) * t,
-        taper=_u(rng, 0.05, 0.15), ellipticity=_u(rng, 0.9, 1.1), ellipse_angle=_u(rng, 0, np.pi),
-        wall_a1=_u(rng, 0.0, 0.2), wall_p1=_u(rng, 0, 2 * np.pi),
-        wall_a2=_u(rng, 0.0, 0.1), wall_p2=_u(rng, 0, 2 * np.pi),
-        trab=[(int(k), _u(rng, 0.0, 0.03), _u(rng, 0, 2 * np.pi)) for k in rng.choice(np.arange(6, 13), 3, replace=False)],
-        drift=(_u(rng, -0.12, 0.12), _u(rng, -0.12, 0.12)),
-        rv_depth=_u(rng, 12.0, 24.0), rv_width=_u(rng, 1.25, 1.55), rv_shift=_u(rng, -5.0, 5.0),
-        rv_apex=_u(rng, 0.18, 0.3), rv_wall=_u(rng, 2.5, 4.0),
-        pap_r=_u(rng, 2.5, 4.0), pap_angles=(theta_rv + np.pi + _u(rng, 0.6, 0.9), theta_rv + np.pi - _u(rng, 0.6, 0.9)),
-        fat=_u(rng, 1.5, 5.0),
-        la_r=R * _u(rng, 1.0, 1.3), ao_r=_u(rng, 11.0, 15.0),
-        body_lr=_u(rng, 140.0, 170.0), body_ap=_u(rng, 95.0, 120.0), body_shift=_u(rng, 35.0, 55.0),
-        subcut=_u(rng, 6.0, 18.0), chest_muscle=_u(rng, 8.0, 14.0),
-        liver_top=_u(rng, 0.45, 0.65), aorta_r=_u(rng, 10.0, 13.0),
-    )
-    a["infarct"] = None
-    if rng.random() < infarct_probability:
-        territory = rng.choice(["LAD", "LCX", "RCA"])
-        center = {"LAD": theta_rv - 0.9, "LCX": theta_rv + np.pi, "RCA": theta_rv + 1.3}[territory]
-        lo, hi = {"LAD": (0.1, 0.65), "LCX": (0.3, 0.9), "RCA": (0.3, 0.95)}[territory]
-        z1 = _u(rng, lo, (lo + hi) / 2)
-        transmurality = _u(rng, 0.3, 1.0)
-        a["infarct"] = dict(
-            territory=str(territory), angle=center + _u(rng, -0.3, 0.3), half_width=_u(rng, 0.35, 0.8),
-            z=(z1 * L, min(hi, z1 + _u(rng, 0.2, 0.4)) * L), transmurality=transmurality,
-            kind="transmural" if transmurality > 0.75 else "subendocardial",
-            edema=bool(rng.random() < 0.6), edema_margin=_u(rng, 0.2, 0.45),
-        )
-    return a
-
-
-def _radii(a, z):
-    """LV cavity and epicardial radius (mean over angle) at long-axis height z (mm)."""
-    L, eq, R, t = a["L"], a["equator"] * a["L"], a["R"], a["t"]
-    if z >= eq:
-        taper = 1.0 - a["taper"] * (z - eq) / (L - eq)
-        return R * taper, (R + t) * taper
-    epi = (R + t) * np.sqrt(max(0.0, 1.0 - ((eq - z) / eq) ** 2))
-    span = eq - a["apex_wall"]
-    endo = R * np.sqrt(max(0.0, 1.0 - ((eq - z) / span) ** 2)) if z > a["apex_wall"] else 0.0
-    return endo, epi
-
-
-def _ellipse(u, w, cu, cw, au, aw):
-    return ((u - cu) / au) ** 2 + ((w - cw) / aw) ** 2 < 1.0
-
-
-def _directions(a):
-    """Angles (image plane) of the patient's right and anterior directions, and of the LV->RV axis."""
-    right = a["theta_rv"] - np.pi / 6          # the RV lies anterior and to the right of the LV
-    return right, right + np.pi / 2
-
-
-def _along(x, y, angle):
-    return x * np.cos(angle) + y * np.sin(angle)
-
-
-def draw_chest(reg, a: dict, x, y, z: float):
-    """Draw body fat, chest wall, mediastinum, lungs, liver, aorta and spine into `reg` (in place)."""
-    right, anterior = _directions(a)
-    ur, ua = _along(x, y, right), _along(x, y, anterior)
-    cb = -a["body_shift"]
-    reg[_ellipse(ur, ua, 20.0, cb, a["body_lr"], a["body_ap"])] = _R["body fat"]
-    s = a["subcut"]
-    reg[_ellipse(ur, ua, 20.0, cb, a["body_lr"] - s, a["body_ap"] - s)] = _R["chest wall muscle"]
-    s += a["chest_muscle"]
-    cavity = _ellipse(ur, ua, 20.0, cb, a["body_lr"] - s, a["body_ap"] - s)
-    reg[cavity] = _R["mediastinum"]
-    # lungs wrap the heart laterally and posteriorly, leaving the posterior mediastinum (aorta, spine)
-    reg[cavity & _ellipse(ur, ua, -68.0, -50.0, 58.0, 100.0)] = _R["lung"]   # left lung, beside the LV
-    reg[cavity & _ellipse(ur, ua, 85.0, -55.0, 62.0, 100.0)] = _R["lung"]    # right lung
-    liver = np.sqrt(np.clip((a["liver_top"] * a["L"] - z) / (0.5 * a["L"]), 0.0, 1.0))
-    if liver > 0:                                                           # the liver dome, toward the apex
-        reg[_ellipse(ur, ua, 55.0, -55.0, 80.0 * liver, 50.0 * liver)] = _R["liver"]
-    reg[_ellipse(ur, ua, -15.0, -60.0, a["aorta_r"], a["aorta_r"])] = _R["aorta"]
-    reg[_ellipse(ur, ua, 10.0, cb - a["body_ap"] + s + 22.0, 18.0, 16.0)] = _R["spine"]
-
-
-def draw_heart(reg, a: dict, x, y, z: float):
-    """Draw the ventricles (or, above the base, atrium and aortic root) at height z into `reg` (in place)."""
-    L = a["L"]
-    x = x - a["drift"][0] * (z - 0.5 * L)      # the long axis is not exactly the slice normal
-    y = y - a["drift"][1] * (z - 0.5 * L)
-    u, w = _along(x, y, a["theta_rv"]), _along(x, y, a["theta_rv"] + np.pi / 2)   # u points to the RV
-    _, epi_mid = _radii(a, a["equator"] * L)
-    if L < z < L + 35.0:                       # above the base: left atrium and aortic root, background
-        for rad, cu, cw in ((a["la_r"], -5.0, -8.0), (a["ao_r"], 0.6 * a["R"], 0.8 * a["R"])):
-            reg[_ellipse(u, w, cu, cw, rad + 2.5, rad + 2.5)] = _R["atrial wall"]
-            reg[_ellipse(u, w, cu, cw, rad, rad)] = _R["atrial blood"]
-    endo, epi = _radii(a, min(z, L))
-    ventricle = z <= L and epi > 0
-    c, s = np.cos(a["ellipse_angle"]), np.sin(a["ellipse_angle"])
-    e = a["ellipticity"]
-    r = np.hypot((x * c + y * s) / np.sqrt(e), (-x * s + y * c) * np.sqrt(e))   # (slightly elliptical) LV radius
-    th = np.arctan2(y, x)
-    if ventricle:
-        wall = 1.0 + a["wall_a1"] * np.cos(th - a["wall_p1"]) + a["wall_a2"] * np.cos(2 * (th - a["wall_p2"]))
-        r_endo = endo * (1.0 + sum(amp * np.cos(k * th + ph) for k, amp, ph in a["trab"]))   # trabeculae
-        r_epi = endo + (epi - endo) * wall
-        lv_outside = r >= r_epi
-    else:
-        lv_outside = True
-    # RV: an ellipse hugging the septum minus the LV; shrinks toward the apex, ends 12 mm above the base
-    f = np.sqrt(np.clip((z - a["rv_apex"] * L) / (0.3 * L), 0.0, 1.0)) * np.clip((L + 12.0 - z) / 12.0, 0.0, 1.0)
-    if ventricle:   # epicardial fat, thickest near the RV insertions and in the AV groove at the base
-        d = np.angle(np.exp(1j * (th - a["theta_rv"])))
-        insertion = np.exp(-((np.abs(d) - 1.1) ** 2) / 0.15)
-        fat_t = a["fat"] * (0.15 + 1.3 * insertion) * (2.0 if z > 0.85 * L else 1.0)
-        reg[r < r_epi + fat_t] = _R["epicardial fat"]
-    if f > 0:
-        cu, cw = 0.6 * epi_mid, a["rv_shift"]
-        au, aw = (epi_mid + a["rv_depth"] - cu) * f, a["rv_width"] * epi_mid * f
-        reg[_ellipse(u, w, cu, cw, au + a["rv_wall"] + 0.4 * a["fat"], aw + a["rv_wall"] + 0.4 * a["fat"]) & lv_outside] = _R["epicardial fat"]
-        reg[_ellipse(u, w, cu, cw, au + a["rv_wall"], aw + a["rv_wall"]) & lv_outside] = _R["RV wall"]
-        reg[_ellipse(u, w, cu, cw, au, aw) & lv_outside] = _R["RV blood"]
-    if not ventricle:
-        return
-    myo = ~lv_outside
-    reg[myo] = _R["LV myocardium"]
-    inf = a["infarct"]
-    if inf is not None:
-        dth = np.abs(np.angle(np.exp(1j * (th - inf["angle"]))))
-        z0, z1 = inf["z"]
-        if inf["edema"] and z0 - 8.0 <= z <= z1 + 8.0:
-            reg[myo & (dth < inf["half_width"] + inf["edema_margin"])] = _R["edema"]
-        if z0 <= z <= z1:
-            depth = (r - r_endo) / np.maximum(r_epi - r_endo, 1e-3)      # 0 endocardium -> 1 epicardium
-            reg[myo & (dth < inf["half_width"]) & (depth < inf["transmurality"])] = _R["infarct"]
-    if endo > 0:
-        cavity = r < r_endo
-        reg[cavity] = _R["LV blood"]
-        if 0.3 * L <= z <= 0.75 * L:
-            for ang in a["pap_angles"]:
-                rad = endo - 0.8 * a["pap_r"]
-                px, py = rad * np.cos(ang), rad * np.sin(ang)
-                reg[cavity & ((x - px) ** 2 + (y - py) ** 2 < a["pap_r"] ** 2)] = _R["papillary muscle"]
-
-
-HEART_BOX_MM = 80.0   # half-size of the square around the LV axis that can hold any heart structure
-
-
-def region_map(a: dict, x: np.ndarray, y: np.ndarray, z: float) -> np.ndarray:
-    """Region index (see REGIONS) at in-plane points (x, y) in mm around the LV axis, height z (mm)."""
-    reg = np.zeros(x.shape, dtype=np.int8)
-    draw_chest(reg, a, x, y, z)
-    draw_heart(reg, a, x, y, z)
-    return reg
-
-
-# ---------------------------------------------------------------------------------------------
 # acquisition
 
 _ORIENTATIONS = {  # direction cosines (columns) giving the two codes seen in the real data
@@ -328,12 +86,12 @@ def _bias_field(rng, shape, amplitude):
 def _coil_profile(rng, a, x, y, gain_range):
     """Receive sensitivity of anterior and posterior phased-array coils: 1 + g exp(-depth / lambda) per array,
     with depth measured from the anterior and the posterior body surface (mm)."""
-    _, anterior = _directions(a)
-    ua = _along(x, y, anterior)
+    _, anterior = directions(a)
+    ua = along(x, y, anterior)
     front = -a["body_shift"] + a["body_ap"]
     back = -a["body_shift"] - a["body_ap"]
-    lam = _u(rng, 35.0, 60.0)
-    g_front, g_back = _u(rng, *gain_range), 0.6 * _u(rng, *gain_range)
+    lam = uniform(rng, 35.0, 60.0)
+    g_front, g_back = uniform(rng, *gain_range), 0.6 * uniform(rng, *gain_range)
     return (1.0 + g_front * np.exp(-np.clip(front - ua, 0.0, None) / lam)
             + g_back * np.exp(-np.clip(ua - back, 0.0, None) / lam)).astype(np.float32)
 
@@ -353,16 +111,16 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
     """
     acq = ACQUISITIONS[sequence]
     n = acq.matrix
-    ds = _u(rng, *acq.spacing)
-    dz = _u(rng, *acq.thickness)
+    ds = uniform(rng, *acq.spacing)
+    dz = uniform(rng, *acq.thickness)
     L = a["L"]
-    top, bottom = L + _u(rng, -5.0, 12.0), _u(rng, -8.0, 8.0)
+    top, bottom = L + uniform(rng, -5.0, 12.0), uniform(rng, -8.0, 8.0)
     nz = int(np.clip(round((top - bottom) / dz) + 1, *acq.slices))
-    z_centres = top - dz * np.arange(nz) + _u(rng, -dz / 4, dz / 4)   # base first, as stored slices go
+    z_centres = top - dz * np.arange(nz) + uniform(rng, -dz / 4, dz / 4)   # base first, as stored slices go
     z_centres = z_centres[::-1].copy()                                  # store apex -> base along axis 2
     # per-sequence pose: the sequences of one patient are not co-registered
     shift = rng.uniform(-12.0, 12.0, 2)
-    rot = _u(rng, -0.08, 0.08)
+    rot = uniform(rng, -0.08, 0.08)
     # sub-sample grid (supersample x supersample per voxel, n_sub sub-slices per slice)
     k = supersample
     g = ((np.arange(n * k, dtype=np.float32) + 0.5) / k - n / 2) * ds
@@ -380,9 +138,9 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
 
     # TI is set on a TI scout minutes before the LGE acquisition; gadolinium washes out meanwhile and T1
     # rises, so the TI falls 3-14 % short of the myocardial null: healthy myocardium is dark, not black.
-    params = dict(flip_deg=_u(rng, 50.0, 70.0), ti_factor=_u(rng, 0.86, 0.97), te=_u(rng, 60.0, 80.0),
-                  t1_post_scale=_u(rng, 0.9, 1.1), blood_t1_post_scale=_u(rng, 0.75, 1.0),
-                  blood_flow=_u(rng, 0.85, 1.15))
+    params = dict(flip_deg=uniform(rng, 50.0, 70.0), ti_factor=uniform(rng, 0.86, 0.97), te=uniform(rng, 60.0, 80.0),
+                  t1_post_scale=uniform(rng, 0.9, 1.1), blood_t1_post_scale=uniform(rng, 0.75, 1.0),
+                  blood_flow=uniform(rng, 0.85, 1.15))
     signals = tissue_signals(sequence, **params)
     signal_lut = np.array(list(signals.values()), dtype=np.float32)[REGION_TISSUE]
     class_lut = REGION_CLASS.astype(np.int64)
@@ -408,7 +166,7 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
             acc += signal_lut[reg]
             votes += np.bincount((pixel + class_lut[reg]).ravel(), minlength=4 * n * n)
             for name, frac in fractions.items():
-                frac[:, :, iz] += (reg == _R[name]).reshape(n, k, n, k).mean(axis=(1, 3)) / n_sub
+                frac[:, :, iz] += (reg == REGION_INDEX[name]).reshape(n, k, n, k).mean(axis=(1, 3)) / n_sub
         signal[:, :, iz] = acc.reshape(n, k, n, k).sum(axis=(1, 3)) / (k * k * n_sub)
         label[:, :, iz] = votes.reshape(n, n, 4).argmax(axis=2)
     ref = signals[acq.ref]
@@ -417,7 +175,7 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
         signal *= _coil_profile(rng, a, xv, yv, acq.coil_gain)[:, :, None]
         signal *= _bias_field(rng, signal.shape, amplitude=0.5)
         signal *= _texture(rng, signal.shape, sigma_px=2.0 / ds, amplitude=0.1)
-    snr = _u(rng, *acq.snr)
+    snr = uniform(rng, *acq.snr)
     if noise:
         sigma = ref / snr
         re = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
@@ -464,7 +222,7 @@ def write_patient(out_dir, patient: int, seed_seq) -> dict:
     meta = {"patient": patient, "orientation": "".join(orientation), "sequences": {}}
     for seq in ("C0", "LGE", "T2"):
         image, label, spacing, info = sim[seq]
-        scale = _u(rng, 800.0, 3000.0) / max(float(np.percentile(image, 99.9)), 1e-6)
+        scale = uniform(rng, 800.0, 3000.0) / max(float(np.percentile(image, 99.9)), 1e-6)
         stored = np.clip(np.rint(image * scale), 0, 32767).astype(np.int16)
         aff = _affine(rng, spacing, orientation)
         _save(stored, aff, spacing, Path(out_dir) / f"patient{patient}_{seq}.nii.gz")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cmr_lib.data.sources import CMRSource, Volume
+from cmr_lib.data.nifti import Volume
+from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.transforms import apply_affine, center_crop, normalise, random_affine, resample_inplane
 
 

@@ -1,7 +1,7 @@
 """Slice preprocessing: robust intensity normalisation, in-plane resampling, random affine
 augmentation (image bilinear, label nearest) and centre crop with padding.
 
-Order in the pipeline (DESIGN.md): normalise per volume -> resample in-plane -> augment -> crop.
+Order in the pipeline: normalise per volume -> resample in-plane -> augment -> crop.
 """
 from __future__ import annotations
 

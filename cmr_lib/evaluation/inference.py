@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from cmr_lib.core.device import autocast, device
 from cmr_lib.data.slices import prepare_volume
-from cmr_lib.data.sources import Volume, write_label
+from cmr_lib.data.nifti import Volume, write_label
 from cmr_lib.data.transforms import center_crop, resize, uncrop
 from cmr_lib.evaluation.evaluate import COLUMNS
 from cmr_lib.evaluation.metrics import evaluate_volume

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cmr_lib.data.sources import CLASSES
+from cmr_lib.data.nifti import CLASSES
 
 _FOOTPRINT = {n: ndimage.generate_binary_structure(n, 1) for n in (1, 2, 3)}
 

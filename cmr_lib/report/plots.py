@@ -8,7 +8,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cmr_lib.report.explore import REGIONS
 
 CLASS_COLORS = {1: "#2ca02c", 2: "#d62728", 3: "#1f77b4"}   # MYO green, LV red, RV blue
 SEQ_COLORS = {"C0": "#1f77b4", "LGE": "#d62728", "T2": "#2ca02c"}

@@ -13,7 +13,8 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import label, table_rows
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.slices import SliceDataset, heart_extent
-from cmr_lib.data.sources import read_label, split_for
+from cmr_lib.data.nifti import read_label
+from cmr_lib.data.splits import split_for
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import STRUCTURES
 from cmr_lib.evaluation.metrics import histogram, intensity_kl, mean_class_dice, region_values

@@ -15,14 +15,10 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
-import subprocess
-import tempfile
 
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import make_config
@@ -30,6 +26,7 @@ from cmr_lib.core.errors import CmrError, check_int, cli_main
 from cmr_lib.core.grid import reproduce_rows, table_rows, uses_rain
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.sources import source_for
+from cmr_lib.study.execution import finish_notebook, machine, peak_memory_mb, start_notebook
 from cmr_lib.study.stylizers import train_pairs
 
 # (step name, notebook, extra parameters[, may run beside its neighbours]). A notebook name "prepare:<what>"
@@ -90,26 +87,6 @@ def cost_hint(extra: dict) -> float:
     return 1.5 if k.startswith("adaconv") else 1.0
 
 
-def machine() -> dict:
-    """CPU count and GPU name (if any): recorded with every timing."""
-    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # torch missing or broken: timings are still worth writing
-        info["gpu"] = None
-    return info
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process and of its finished children (kernels), in MiB (Linux units)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, kids) / 1024.0, 1)
-
-
 def executed_name(nb: str, extra: dict) -> str:
     """05_settings.ipynb + {setting: 3, stylizer: 'rain'} -> 05_settings_setting3_rain_eps5.ipynb; a seed
     given to one step is appended (_seed1); 'prepare:stylizers' + {seed: 1} -> prepare_stylizers_seed1."""
@@ -155,57 +132,6 @@ def fingerprint(nb: Path | None, parameters: dict, shared: str) -> str:
         h.update(Path(nb).read_bytes())
     h.update(shared.encode())
     return h.hexdigest()[:16]
-
-
-def _notebook_error(path: Path) -> str | None:
-    """'ExcName: message' of the first error output in an executed notebook, if any."""
-    try:
-        nb = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                return f"{out.get('ename')}: {out.get('evalue')}"
-    return None
-
-
-def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None):
-    """Start executing one notebook with papermill in its own process (kernel python3, working directory =
-    the repository root), writing to a temporary file beside `dst`. Returns (process, temporary path, log)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.ipynb", dir=dst.parent)
-    os.close(fd)
-    env = dict(os.environ)
-    if threads:                                    # each kernel's torch uses this many threads
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log = open(Path(tmp).with_suffix(".log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "papermill", str(src), tmp, "-k", "python3", "--cwd",
-                             str(repo_root()), "--no-progress-bar", "-y", json.dumps(parameters)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    return proc, Path(tmp), log
-
-
-def finish_notebook(proc, tmp: Path, log, dst: Path) -> str | None:
-    """Wait for a started notebook; on success rename it onto `dst` (None), else keep it as
-    <name>.failed.ipynb and return a one-line reason."""
-    rc = proc.wait()
-    log.close()
-    log_path = Path(log.name)
-    if rc == 0:
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-        log_path.unlink(missing_ok=True)
-        return None
-    failed = dst.with_name(dst.stem + ".failed.ipynb")
-    reason = _notebook_error(tmp) if tmp.is_file() and tmp.stat().st_size else None
-    if tmp.is_file():
-        os.replace(tmp, failed)
-    if reason is None:
-        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"papermill exited with {rc}"
-    log_path.replace(failed.with_suffix(".log"))
-    return f"{reason}; see {failed}"
 
 
 def prepare(what: str, parameters: dict) -> None:

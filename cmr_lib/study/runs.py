@@ -19,7 +19,8 @@ from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import display_path, repo_root
 from cmr_lib.data.slices import heart_extent
-from cmr_lib.data.sources import CMRSource, source_for, split_for
+from cmr_lib.data.sources import CMRSource, source_for
+from cmr_lib.data.splits import split_for
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import METRICS, STRUCTURES, summarize
 from cmr_lib.evaluation.inference import predict, score_volumes

@@ -14,7 +14,8 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import display_path
 from cmr_lib.core.schema import load_settings
 from cmr_lib.data.slices import SliceDataset
-from cmr_lib.data.sources import CMRSource, default_split, split_for, style_source_for
+from cmr_lib.data.sources import CMRSource
+from cmr_lib.data.splits import default_split, split_for, style_source_for
 from cmr_lib.evaluation.metrics import edge_overlap, intensity_kl, region_values
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots

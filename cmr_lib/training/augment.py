@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from cmr_lib.core.device import autocast, device
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import SliceDataset
-from cmr_lib.data.sources import CMRSource, style_pool
+from cmr_lib.data.sources import CMRSource
+from cmr_lib.data.splits import style_pool
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.training.checkpoints import draw_items
 
@@ -177,7 +178,7 @@ def uses_styles(cfg) -> bool:
 
 def setting_data(cfg, source: CMRSource, split: dict, pool=None) -> tuple[SliceDataset, SliceDataset | None]:
     """A setting run's training slices: labelled bSSFP of the training patients (augmented per step), and
-    the LGE style pool (`pool` = data.sources.style_pool's answer, found here when not given) when its
+    the LGE style pool (`pool` = data.splits.style_pool's answer, found here when not given) when its
     batches take styles (else None)."""
     content = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=cfg.crop)
     if not uses_styles(cfg):

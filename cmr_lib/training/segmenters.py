@@ -20,7 +20,8 @@ from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.slices import SliceDataset
-from cmr_lib.data.sources import CMRSource, split_for, style_pool
+from cmr_lib.data.sources import CMRSource
+from cmr_lib.data.splits import split_for, style_pool
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.models.drunet import DRUNet, segmentation_loss
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_batch, uses_styles

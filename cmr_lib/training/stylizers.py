@@ -18,7 +18,8 @@ from cmr_lib.core.atomic import atomic_path, write_json
 from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import SliceDataset
-from cmr_lib.data.sources import CMRSource, split_for, style_pool
+from cmr_lib.data.sources import CMRSource
+from cmr_lib.data.splits import split_for, style_pool
 from cmr_lib.models.adaconv import AdaConv
 from cmr_lib.models.adain import Decoder
 from cmr_lib.models.rain import RAIN
@@ -147,7 +148,7 @@ class TrainedStylizer:
 def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *, split: dict | None = None,
                    progress=True, stop_after: int | None = None, reuse_only: bool = False) -> TrainedStylizer:
     """Train (or reuse, or resume) a stylizer on content -> style slices: the training patients' bSSFP heart
-    slices and every slice of the style pool (data.sources.style_pool; T2 from `t2_dir` when needed).
+    slices and every slice of the style pool (data.splits.style_pool; T2 from `t2_dir` when needed).
 
     stop_after: end the run after this many steps of this call (tests use it to simulate a kill);
     reuse_only: never train, raise a one-line error when no finished stylizer matches (analysis).
