@@ -16,9 +16,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cmr_lib.core.device import bf16_supported, device
 from cmr_lib.models.adaconv import AdaConv
 from cmr_lib.models.rain import RAIN
-from cmr_lib.training.train import bf16_supported, device
 from cmr_lib.models.vgg import build_encoder
 
 

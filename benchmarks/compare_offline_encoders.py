@@ -12,29 +12,32 @@ import argparse
 import json
 import time
 
-from cmr_lib.data import sources as data
-from cmr_lib.study import experiment
-from cmr_lib.training import train
 from cmr_lib.core.atomic import write_json
-from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.core.config import make_config
+from cmr_lib.data.sources import source_for
+from cmr_lib.data.splits import split_for
+from cmr_lib.evaluation.evaluate import summarize
+from cmr_lib.evaluation.inference import score_volumes
+from cmr_lib.study.stylizers import stylization_kl, stylize_examples
+from cmr_lib.training.segmenters import train_setting
+from cmr_lib.training.stylizers import train_stylizer
 
 
 def run(profile: str, fallback: str | None, kind: str | None):
     setting = 0 if kind is None else 2
     overrides = {"stylizer.offline_fallback": fallback} if fallback else None
     cfg = make_config(profile=profile, setting=setting, stylizer=kind or "rain", overrides=overrides)
-    source = data.source_for(cfg, progress=False)
-    split = data.default_split(source)
+    source = source_for(cfg, progress=False)
+    split = split_for(source, cfg.split)
     row = {"encoder": fallback or "-", "stylizer": kind or "none", "setting": setting}
     t = time.perf_counter()
     ts = None
     if kind:
-        ts = experiment.train_pair(cfg, source, kind, ("C0", "LGE"), progress=False)
-        kl = experiment.stylization_kl(experiment.stylize_examples(ts, cfg, source), cfg.sizes.analysis.hist_bins)
+        ts = train_stylizer(cfg, source, kind, ("C0", "LGE"), split=split, progress=False)
+        kl = stylization_kl(stylize_examples(ts, cfg, source), cfg.sizes.analysis.hist_bins)
         row.update({k: round(kl[k], 3) for k in ("kl_content_to_style", "kl_stylized_to_style")})
-    seg = train.train_setting(cfg, source, stylizer=ts, progress=False)
-    df, _ = experiment.evaluate_segmenter(cfg, source, seg, split["test"], progress=False)
+    seg = train_setting(cfg, source, stylizer=ts, split=split, progress=False)
+    df, _ = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["test"]), cfg)
     s = summarize(df)
     row.update({"test_dice": round(float(s.loc["dice", "AVG"]), 3), "test_hd_mm": round(float(s.loc["hd", "AVG"]), 1),
                 "dice_MYO": round(float(s.loc["dice", "MYO"]), 3), "dice_LV": round(float(s.loc["dice", "LV"]), 3),

@@ -44,7 +44,6 @@ import pandas as pd
 
 from cmr_lib.core.atomic import save_figure
 from cmr_lib.core.config import make_config
-from cmr_lib.core.device import device, precision_used
 from cmr_lib.data.sources import source_for
 from cmr_lib.report import plots
 from cmr_lib.study import stylizers
@@ -53,11 +52,8 @@ from cmr_lib.training.stylizers import resolve_encoder
 
 cfg = make_config(profile=profile, setting=2, stylizer="rain", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, t2_dir=t2_dir)
-print(cfg.summary())
+print(stylizers.setup_line(cfg, "rain"))
 source = source_for(cfg)
-st = cfg.sizes.stylizer
-print(f"RAIN input {cfg.sizes.preprocess.crop.rain} px, {st.iterations} steps of batch {st.batch}, "
-      f"precision {precision_used(st.precision, device())} on {device()}")
 
 # %% [markdown]
 # ## The encoder: VGG-19 to relu4_1
@@ -69,7 +65,7 @@ print(f"RAIN input {cfg.sizes.preprocess.crop.rain} px, {st.iterations} steps of
 #
 # The paper uses ImageNet weights. This machine may be offline, so `encoder_weights="auto"` takes
 # them from torch's hub cache when they are there and otherwise falls back to an encoder **trained on
-# the MR slices themselves**: an autoencoder that reconstructs bSSFP, LGE and T2 slices. The README
+# the MR slices themselves**: an autoencoder that reconstructs bSSFP, LGE and T2 slices. docs/methods.md
 # says why this fallback beat seeded random filters. On CPU profiles the encoder is narrower (a
 # width multiplier) and the decoders start from that autoencoder's decoder (`warm_start`), so that
 # a few hundred steps suffice. The `paper` profile trains from scratch with the full VGG-19.
@@ -101,9 +97,7 @@ print("encoder weights:", record)
 # intensities. The `paper` profile keeps the reference weights.
 
 # %%
-trained = stylizers.train_pairs(cfg, source, "rain")
-for pair, ts in trained.items():
-    plots.loss_curves(ts.history, title=f"RAIN {pair[0]}->{pair[1]} training losses")
+trained = stylizers.train_pairs(cfg, source, "rain", curves=True)
 
 # %% [markdown]
 # ## Stylized images (Fig. 7), histograms (Fig. 8) and label overlays (Fig. 9)

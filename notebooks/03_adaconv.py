@@ -41,20 +41,15 @@ output_root = None      # None: figures/, results/ and checkpoints/ of the repos
 import pandas as pd
 
 from cmr_lib.core.config import make_config
-from cmr_lib.core.device import device, precision_used
 from cmr_lib.data.sources import source_for
-from cmr_lib.report import plots
 from cmr_lib.study import stylizers
 from cmr_lib.training.stylizers import resolve_encoder
 
 overrides = None if kernel_size is None else {"stylizer.adaconv.kernel_size": kernel_size}
 cfg = make_config(profile=profile, setting=2, stylizer="adaconv", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, overrides=overrides, t2_dir=t2_dir)
-print(cfg.summary())
+print(stylizers.setup_line(cfg, "adaconv"))
 source = source_for(cfg)
-st = cfg.sizes.stylizer
-print(f"AdaConv input {cfg.sizes.preprocess.crop.adaconv} px, kernel size {st.adaconv.kernel_size}, "
-      f"{st.iterations} steps of batch {st.batch}, precision {precision_used(st.precision, device())}")
 
 # %% [markdown]
 # ## The model
@@ -80,10 +75,8 @@ print(f"AdaConv input {cfg.sizes.preprocess.crop.adaconv} px, kernel size {st.ad
 # %%
 encoder, record = resolve_encoder(cfg, source)
 print("encoder weights:", record)
-trained = stylizers.train_pairs(cfg, source, "adaconv")
-for pair, ts in trained.items():
-    plots.loss_curves(ts.history, title=f"AdaConv {pair[0]}->{pair[1]} training losses")
-n_params = sum(p.numel() for p in ts.model.trainable())
+trained = stylizers.train_pairs(cfg, source, "adaconv", curves=True)
+n_params = sum(p.numel() for p in trained[("C0", "LGE")].model.trainable())
 print(f"trainable parameters (style encoder + decoder with kernel predictors): {n_params / 1e6:.2f} M")
 
 # %% [markdown]

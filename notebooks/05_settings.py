@@ -33,7 +33,7 @@
 # it: 1, 3, 5).
 #
 # The paper has no baseline rows; we add the appearance augmentations a practitioner would try first,
-# each with the same DRU-Net, budget, split and evaluation (`cmr_lib/baselines.py`):
+# each with the same DRU-Net, budget, split and evaluation (`cmr_lib/training/augment.py`):
 #
 # | `stylizer` | settings | what each training batch gets |
 # | --- | --- | --- |

@@ -120,7 +120,7 @@ print(paper.claims_markdown(verdicts))
 # %% [markdown]
 # How to read this on the built-in phantom (demo profile): the phantom's LGE differs from its bSSFP
 # less than real LGE does (a bSSFP-trained network keeps more of its Dice on phantom LGE than on the
-# real MS-CMRSeg LGE at the same budget, see the README), and the CPU-sized stylizers are blurry, so
+# real MS-CMRSeg LGE at the same budget, see docs/findings.md), and the CPU-sized stylizers are blurry, so
 # gains from stylization are small there. The claims about RAIN against AdaConv and about epsilon
 # iterations are about the methods' behaviour and can be read on any data; the size of the gain over
 # setting 0 belongs to the real data and the paper profile.

@@ -7,7 +7,7 @@ encoders the CPU profiles may use with offline weights; `paper` keeps width 1 (V
 
 Weights (`encoder_weights`): a path to a .pth file; 'imagenet' (torch's hub cache, downloaded only
 when the machine is online); 'random' (seeded He-initialised filters, as in random-feature texture
-synthesis); or 'auto' (imagenet when available, else the offline fallback chosen in the README).
+synthesis); or 'auto' (imagenet when available, else the offline fallback chosen in docs/methods.md).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from cmr_lib.core.atomic import save_figure, write_json
-from cmr_lib.core.device import autocast, device
+from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import display_path
 from cmr_lib.core.schema import load_settings
@@ -20,7 +20,7 @@ from cmr_lib.evaluation.metrics import edge_overlap, intensity_kl, region_values
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots
 from cmr_lib.training.augment import Stylization
-from cmr_lib.training.stylizers import TrainedStylizer, train_stylizer
+from cmr_lib.training.stylizers import STYLIZERS, TrainedStylizer, train_stylizer
 
 REPORT_COLUMNS = ["kl_content_to_style", "kl_stylized_to_style", "kl_stylized_to_content", "kl_content_to_style_myo",
                   "kl_stylized_to_style_myo", "edge_overlap_content_stylized", "slices"]
@@ -37,13 +37,25 @@ def pretrain_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def train_pairs(cfg, source: CMRSource, kind: str, *, progress=True) -> dict:
-    """Train (or reuse) one `kind` stylizer per pre-training pair, printing one status line each (02, 03)."""
+def setup_line(cfg, kind: str) -> str:
+    """What a stylizer notebook is about to train: the run's summary, then input size, steps, batch,
+    precision and device."""
+    st, dev = cfg.sizes.stylizer, device()
+    kernel = f", kernel size {st.adaconv.kernel_size}" if kind == "adaconv" else ""
+    return cfg.summary() + "\n" + (f"{STYLIZERS[kind]} input {cfg.sizes.preprocess.crop[kind]} px{kernel}, {st.iterations} steps of batch "
+            f"{st.batch}, precision {precision_used(st.precision, dev)} on {dev}")
+
+
+def train_pairs(cfg, source: CMRSource, kind: str, *, progress=True, curves=False) -> dict:
+    """Train (or reuse) one `kind` stylizer per pre-training pair, printing one status line each (02, 03);
+    curves: also draw each one's loss curves."""
     trained = {}
     for pair in pretrain_pairs():
         ts = trained[pair] = train_stylizer(cfg, source, kind, pair, progress=progress)
         print(f"{pair[0]}->{pair[1]}: {'reused' if ts.info['reused'] else 'trained'} "
               f"({ts.info.get('seconds_train', 0):.0f} s), checkpoint {ts.run_dir.name}")
+        if curves:
+            plots.loss_curves(ts.history, title=f"{STYLIZERS[kind]} {pair[0]}->{pair[1]} training losses")
     return trained
 
 

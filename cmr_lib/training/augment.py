@@ -259,7 +259,7 @@ class BatchAugmenter:
         def mined_loss(img):
             # The style decoding stays fp32: under bf16 the search's small moves of z vanished (gain ~1e-6).
             # Only the network runs in bf16 here: the same mined images, judged in fp32, gained as much
-            # (0.00278 both, 48 batches) and it is 1.35x faster (benchmarks/README.md).
+            # (0.00278 both, 48 batches) and it is 1.35x faster (measured on the 2-core CPU).
             with autocast(sg.precision, dev):
                 logits = segmenter(img)
             return segmentation_loss(logits.float(), y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
