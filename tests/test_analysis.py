@@ -5,14 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cmr_lib.core import grid
 from cmr_lib.core.errors import CmrError
 from cmr_lib.evaluation.evaluate import STRUCTURES
-from cmr_lib.report import cross
-from cmr_lib.core import grid
-from cmr_lib.report import paper
-from cmr_lib.report import stats
-from cmr_lib.report import summary_figures
-from cmr_lib.report import tables
+from cmr_lib.report import cross, paper, stats, summary_figures, tables
 
 
 def _record(setting, stylizer, eps=0, dice=(0.7, 0.8, 0.6), hd=(30.0, 20.0, 40.0), *, seed=0, profile="demo",
@@ -227,10 +223,10 @@ def test_the_baseline_reading_says_which_wins_and_by_how_much():
 
 
 def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, tmp_path):
+    from cmr_lib.core.config import make_config
     from cmr_lib.data import phantom
     from cmr_lib.data.sources import open_source
     from cmr_lib.study.runs import run_setting
-    from cmr_lib.core.config import make_config
 
     cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path)
     run = run_setting(cfg, open_source(tiny_phantom), progress=False)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from conftest import heart_label, write_nifti
 
+from cmr_lib.core.config import check_epsilon_iterations, make_config
+from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import read_image
 from cmr_lib.data.sources import open_source
-from cmr_lib.core.errors import CmrError
-from cmr_lib.core.config import check_epsilon_iterations, make_config
 from cmr_lib.training.checkpoints import load_checkpoint
 
 
@@ -269,8 +269,8 @@ def test_int_and_float_storage_and_extreme_intensities_read_alike(tmp_path):
 
 
 def test_an_image_smaller_than_the_crop_is_padded_and_predicted_on_its_own_grid(tmp_path):
-    from cmr_lib.models.drunet import DRUNet
     from cmr_lib.evaluation.inference import predict_volume
+    from cmr_lib.models.drunet import DRUNet
     write_nifti(tmp_path / "patient1_LGE.nii.gz", _img((16, 16, 3)))
     write_nifti(tmp_path / "patient1_LGE_manual.nii.gz", heart_label((16, 16, 3)))
     vol = open_source(tmp_path).load(1, "LGE")

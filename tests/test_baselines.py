@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from cmr_lib.training.augment import gin, histogram_match, random_intensity
-from cmr_lib.core.errors import CmrError
 from cmr_lib.core.config import make_config
+from cmr_lib.core.errors import CmrError
+from cmr_lib.training.augment import gin, histogram_match, random_intensity
 
 
 def _images(n=4, s=32, seed=0):

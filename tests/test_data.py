@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from conftest import heart_label, write_nifti
 
+from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import CLASS_TO_LABEL, read_label, write_label
 from cmr_lib.data.sources import open_source
-from cmr_lib.core.errors import CmrError
 
 
 def _centroid(mask):

@@ -6,10 +6,9 @@ import pandas as pd
 import pytest
 from conftest import heart_label, write_nifti
 
-from cmr_lib.evaluation import evaluate
-from cmr_lib.evaluation import metrics
-from cmr_lib.data.nifti import map_labels
 from cmr_lib.core.errors import CmrError
+from cmr_lib.data.nifti import map_labels
+from cmr_lib.evaluation import evaluate, metrics
 
 SP = (1.2, 1.2, 8.0)
 

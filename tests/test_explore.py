@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from cmr_lib.report import explore
 from cmr_lib.data.sources import open_source
+from cmr_lib.report import explore
 
 
 def test_pools_and_kl_table(tiny_phantom):

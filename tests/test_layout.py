@@ -1,6 +1,5 @@
 """The library's layout shows its architecture: sub-packages by job, imports one way only, at the top."""
 import ast
-from pathlib import Path
 
 from cmr_lib.core.paths import repo_root
 

@@ -1,7 +1,7 @@
 import pytest
 
-from cmr_lib.core.errors import CmrError
 from cmr_lib.core.config import Section, make_config
+from cmr_lib.core.errors import CmrError
 from cmr_lib.core.schema import PROFILES, load_profile, load_settings
 
 

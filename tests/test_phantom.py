@@ -7,9 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cmr_lib.core.errors import CmrError
 from cmr_lib.data import phantom, phantom_anatomy
 from cmr_lib.data.sources import open_source
-from cmr_lib.core.errors import CmrError
 
 SEEDS = np.random.SeedSequence(2019).spawn(8)
 

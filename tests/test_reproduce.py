@@ -4,10 +4,10 @@ import json
 import nbformat
 import pytest
 
-from cmr_lib.core import grid
-from cmr_lib.study import reproduce as rp
-from cmr_lib.core.errors import CmrError
 from cmr_lib.core import device as devices
+from cmr_lib.core import grid
+from cmr_lib.core.errors import CmrError
+from cmr_lib.study import reproduce as rp
 
 
 def _notebook(path, code):
@@ -25,8 +25,8 @@ def test_steps_follow_the_paper_order_and_run_the_grid():
     assert names[:4] == ["01_data_exploration.ipynb", "02_rain.ipynb", "03_adaconv.ipynb", "04_drunet.ipynb"]
     assert names[4] == "05_settings_setting0.ipynb" and names[-1] == "06_analysis.ipynb"
     rows = [st for st in rp.STEPS if st[1] == "05_settings.ipynb"]
-    ran = [(st[2]["setting"], st[2]["stylizer"], st[2]["epsilon_iterations"] if grid.uses_rain(st[2]["stylizer"]) else 0)
-           for st in rows]
+    ran = [(p["setting"], p["stylizer"], p["epsilon_iterations"] if grid.uses_rain(p["stylizer"]) else 0)
+           for _, _, p, *_ in rows]
     assert ran == grid.reproduce_rows()                                   # each row of the grid once, in order
     assert all(len(st) > 3 and st[3] for st in rows) and len(names) == len(set(names))
     every = [r for t in ("table2", "table3") for r in grid.load_grid()[t]]

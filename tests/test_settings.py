@@ -3,16 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmr_lib.data.sources import open_source
-from cmr_lib.core.errors import CmrError
-from cmr_lib.evaluation.inference import predict_volume
 from cmr_lib.core.config import make_config
+from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import prepare_volume
-from cmr_lib.training import augment
-from cmr_lib.training import segmenters
-from cmr_lib.training import stylizers
-from cmr_lib.report import summary_figures
-from cmr_lib.report import tables
+from cmr_lib.data.sources import open_source
+from cmr_lib.evaluation.inference import predict_volume
+from cmr_lib.report import summary_figures, tables
+from cmr_lib.training import augment, segmenters, stylizers
 
 
 class Oracle(torch.nn.Module):

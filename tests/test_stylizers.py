@@ -6,18 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cmr_lib.core.config import make_config
+from cmr_lib.core.errors import CmrError
+from cmr_lib.data.sources import open_source
 from cmr_lib.models.adaconv import AdaConv, _adaptive_conv, adaptive_conv
 from cmr_lib.models.adain import Decoder, adain, mean_std, style_loss
-from cmr_lib.data.sources import open_source
 from cmr_lib.models.drunet import segmentation_loss
-from cmr_lib.core.errors import CmrError
-from cmr_lib.study.stylizers import geometry_kept, stylize_examples
-from cmr_lib.core.config import make_config
 from cmr_lib.models.rain import RAIN, StyleVAE, kl_loss, split_style, style_vector
 from cmr_lib.models.vgg import VGGEncoder, build_encoder, load_state, load_weights_file
-from cmr_lib.training import checkpoints
-from cmr_lib.training import segmenters
-from cmr_lib.training import stylizers
+from cmr_lib.study.stylizers import geometry_kept, stylize_examples
+from cmr_lib.training import checkpoints, segmenters, stylizers
 
 
 def _encoder(width=0.25, seed=0):

@@ -2,11 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from cmr_lib.data.sources import open_source
-from cmr_lib.core.errors import CmrError
 from cmr_lib.core.config import make_config
-from cmr_lib.data.slices import (SliceDataset, heart_extent, nearest_level, prepare_volume, relative_levels)
-from cmr_lib.data.transforms import (apply_affine, center_crop, normalise, random_affine, resample_inplane, resize, uncrop)
+from cmr_lib.core.errors import CmrError
+from cmr_lib.data.slices import SliceDataset, heart_extent, nearest_level, prepare_volume, relative_levels
+from cmr_lib.data.sources import open_source
+from cmr_lib.data.transforms import (
+    apply_affine,
+    center_crop,
+    normalise,
+    random_affine,
+    resample_inplane,
+    resize,
+    uncrop,
+)
 
 
 def test_normalise_is_robust_and_scale_free():

@@ -9,8 +9,20 @@ from pathlib import Path
 
 from cmr_lib.core.errors import check_int
 from cmr_lib.core.paths import data_root, display_path, repo_root
-from cmr_lib.core.schema import (NETWORKS, PROFILE_SCHEMA, SETTINGS, STYLIZERS, choice, fail, as_int,
-                                 validate_tree, load_profile, load_settings)
+from cmr_lib.core.schema import (
+    APPEARANCE_BASELINES,
+    NETWORKS,
+    PROFILE_SCHEMA,
+    REMAPS,
+    SETTINGS,
+    STYLIZERS,
+    as_int,
+    choice,
+    fail,
+    load_profile,
+    load_settings,
+    validate_tree,
+)
 
 
 class Section(Mapping):
@@ -83,7 +95,7 @@ class Config:
         """The appearance augmentation this run applies: 'histmatch', 'intensity', 'gin' (alone or after a
         stylizer: 'rain+intensity'), or None."""
         kind = self.stylizer.split("+")[-1]
-        return kind if kind in ("histmatch", "intensity", "gin") else None
+        return kind if kind in APPEARANCE_BASELINES else None
 
     @property
     def crop(self) -> int:
@@ -193,14 +205,14 @@ def _stylizer_for_setting(stylizer: str, setting: int) -> str:
     if setting == 0:
         if stylizer in ("rain", "adaconv", "none"):
             return "none"
-        if stylizer in ("intensity", "gin"):
+        if stylizer in REMAPS:
             return stylizer
         fail("stylizer", stylizer, "setting 0 takes 'none', 'intensity' or 'gin' "
               + ("(histmatch uses LGE styles: setting 2 or 3)" if stylizer == "histmatch"
                  else "(a stylizer needs setting 1, 2 or 3)"))
-    if stylizer in ("none", "intensity", "gin"):
+    if stylizer in ("none", *REMAPS):
         fail("stylizer", stylizer, f"setting {setting} stylizes: choose one of "
-              + ", ".join(s for s in STYLIZERS if s not in ("none", "intensity", "gin"))
+              + ", ".join(s for s in STYLIZERS if s not in ("none", *REMAPS))
               + ("" if stylizer == "none" else f" ({stylizer} uses no style image: run it as setting 0)"))
     if stylizer == "histmatch" and setting == 1:
         fail("stylizer", stylizer, "histmatch has no pre-training, so setting 1 would repeat setting 2: "
@@ -214,7 +226,8 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     """Validate notebook parameters against a profile and return one immutable Config.
 
     `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
-    C0 voxel size; `train/val/test_patients=None` keep the data source's default split (data.splits.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
+    C0 voxel size; `train/val/test_patients=None` keep the data source's default split
+    (data.splits.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
     dotted profile keys. `extra` holds notebook-specific parameters (plain literals), kept for records.
     """
     name, sizes = load_profile(profile)

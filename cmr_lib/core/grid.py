@@ -13,7 +13,6 @@ STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "histmat
                   "intensity": "intensity", "gin": "GIN", "rain+intensity": "RAIN + intensity",
                   "adaconv+intensity": "AdaConv + intensity"}
 STYLE_TRANSFER = ("rain", "adaconv")                    # the stylizers alone
-APPEARANCE_BASELINES = ("histmatch", "intensity", "gin")
 GROUPS = ("paper", "baseline")
 
 

@@ -19,6 +19,8 @@ from cmr_lib.core.paths import repo_root
 PROFILES = ("smoke", "demo", "paper")
 STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "rain+intensity", "adaconv+intensity")
 NETWORKS = ("rain", "adaconv")     # the trained stylizers; the other values are baselines (training.augment)
+APPEARANCE_BASELINES = ("histmatch", "intensity", "gin")
+REMAPS = ("intensity", "gin")      # the baselines that need no style image: they remap the batch itself
 SETTINGS = (0, 1, 2, 3)
 SEQUENCES = ("C0", "LGE", "T2")
 

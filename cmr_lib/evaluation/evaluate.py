@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cmr_lib.core.atomic import atomic_path
-from cmr_lib.data.nifti import CLASSES, read_label
 from cmr_lib.core.errors import CmrError, cli_main
+from cmr_lib.data.nifti import CLASSES, read_label
 from cmr_lib.evaluation.metrics import evaluate_volume
 
 COLUMNS = ["case", "structure", "dice", "hd", "hd95", "assd"]

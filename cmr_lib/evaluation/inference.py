@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cmr_lib.core.device import autocast, device
-from cmr_lib.data.slices import prepare_volume
 from cmr_lib.data.nifti import Volume, write_label
+from cmr_lib.data.slices import prepare_volume
 from cmr_lib.data.transforms import center_crop, resize, uncrop
 from cmr_lib.evaluation.evaluate import COLUMNS
 from cmr_lib.evaluation.metrics import evaluate_volume
@@ -69,5 +69,6 @@ def score_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progr
         if vol.label is None:
             unlabelled.append(vol.patient)
             continue
-        rows += [{"case": vol.image_path.name.split(".nii")[0], "structure": st, **m} for st, m in evaluate_volume(pred, vol.label, vol.spacing).items()]
+        case = vol.image_path.name.split(".nii")[0]
+        rows += [{"case": case, "structure": st, **m} for st, m in evaluate_volume(pred, vol.label, vol.spacing).items()]
     return pd.DataFrame(rows, columns=COLUMNS), unlabelled

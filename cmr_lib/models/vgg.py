@@ -30,7 +30,6 @@ TAP_CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512}
 IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ENCODER_WEIGHTS = ("auto", "imagenet", "random", "mr")   # or a path to a .pth file
 
 
 def scaled(channels: int, width: float) -> int:

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from cmr_lib.core.config import Config
-from cmr_lib.core.grid import APPEARANCE_BASELINES, STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_rain
+from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_rain
+from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cmr_lib.data.nifti import CLASSES
 from cmr_lib.data.phantom_anatomy import TISSUES, tissue_signals
 from cmr_lib.data.slices import heart_extent, nearest_level, relative_levels
-from cmr_lib.data.nifti import CLASSES
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.metrics import intensity_kl

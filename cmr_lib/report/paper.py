@@ -52,7 +52,8 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: 
     claim = f"RAIN's HD is far (at least {hd_margin:.0%}) below AdaConv's in every stylized setting"
     hd = {s: (value(t2, _rain(t2, s), "HD AVG"), value(t2, (s, "adaconv", 0), "HD AVG")) for s in (1, 2, 3)}
     settings = [s for s, (r, a) in hd.items() if np.isfinite(r) and np.isfinite(a)]
-    undefined = [s for s in (1, 2, 3) if s not in settings and len(t2[(t2["setting"] == s) & t2["key"].isin(STYLE_TRANSFER)]) == 2]
+    both = {s: len(t2[(t2["setting"] == s) & t2["key"].isin(STYLE_TRANSFER)]) == 2 for s in (1, 2, 3)}
+    undefined = [s for s in (1, 2, 3) if s not in settings and both[s]]
     note = "".join(f"; setting {s}: HD undefined (a structure never predicted)" for s in undefined)
     if settings:
         rel = {s: 1 - hd[s][0] / hd[s][1] for s in settings}

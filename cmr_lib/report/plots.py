@@ -8,7 +8,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-
 CLASS_COLORS = {1: "#2ca02c", 2: "#d62728", 3: "#1f77b4"}   # MYO green, LV red, RV blue
 SEQ_COLORS = {"C0": "#1f77b4", "LGE": "#d62728", "T2": "#2ca02c"}
 SEQ_NAMES = {"C0": "bSSFP (C0)", "LGE": "LGE", "T2": "T2"}

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cmr_lib.core.grid import APPEARANCE_BASELINES, STYLE_TRANSFER, label, table_rows
+from cmr_lib.core.grid import STYLE_TRANSFER, label, table_rows
+from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.evaluation.evaluate import STRUCTURES
 from cmr_lib.report.tables import METRIC_NAMES, by_row, key_of, part_of, value
 

@@ -12,8 +12,8 @@ from cmr_lib.core.config import Config
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import label, table_rows
 from cmr_lib.core.paths import repo_root
-from cmr_lib.data.slices import SliceDataset, heart_extent
 from cmr_lib.data.nifti import read_label
+from cmr_lib.data.slices import SliceDataset, heart_extent
 from cmr_lib.data.splits import split_for
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import STRUCTURES
@@ -102,8 +102,9 @@ def run_training_examples(record: dict, source, *, steps=(0,), output_root=None,
                             reuse_only=True)
         want = Path((record.get("stylizer_run") or {}).get("checkpoint") or "").name
         if ts.run_dir.name != want:
-            raise CmrError(f"{record.get('_path', record.get('run_name'))}: its stylizer {want} is not the one its config builds "
-                           f"({ts.run_dir.name}); rerun the row")
+            where = record.get("_path", record.get("run_name"))
+            raise CmrError(f"{where}: its stylizer {want} is not the one its config builds ({ts.run_dir.name}); "
+                           f"rerun the row")
         stylizer = ts.model
     content, styles = setting_data(cfg, source, split)
     eps = record.get("epsilon_iterations", 0)
@@ -131,7 +132,8 @@ def setting_histograms(records: list[dict], source, rows=None, *, steps=range(6)
     for key in present:
         rec = first[key]
         want = Path((rec.get("stylizer_run") or {}).get("checkpoint") or "")
-        if rec.get("stylizer_run") and not ((want if want.is_absolute() else repo_root() / want) / "final.pt").is_file():
+        want = want if want.is_absolute() else repo_root() / want
+        if rec.get("stylizer_run") and not (want / "final.pt").is_file():
             skipped.append(label(key))
             continue
         ex = run_training_examples(rec, source, steps=tuple(steps), output_root=output_root)

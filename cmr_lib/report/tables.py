@@ -89,8 +89,8 @@ def _row_values(record: dict) -> dict:
 
 def table(records: list[dict], rows=None) -> pd.DataFrame:
     """One row per (setting, stylizer, epsilon) key in `rows` order, numbers averaged over seeds (with the
-    seed count); rows without a run are left out (rows=None: Table 2's). Columns: the key (setting, key = stylizer value, epsilon),
-    the stylizer's display name, DC/HD/HD95/ASSD per structure, AVG, STD (and their 95 % CI over seeds)."""
+    seed count); rows without a run are left out (rows=None: Table 2's). Columns: the key (setting, key =
+    stylizer value, epsilon), the stylizer's display name, DC/HD/HD95/ASSD per structure, AVG, STD (and their 95 % CI over seeds)."""
     groups = by_row(records)
     out = []
     for key in table_rows("table2") if rows is None else rows:

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError, check_int, cli_main

@@ -42,8 +42,9 @@ def setup_line(cfg, kind: str) -> str:
     precision and device."""
     st, dev = cfg.sizes.stylizer, device()
     kernel = f", kernel size {st.adaconv.kernel_size}" if kind == "adaconv" else ""
-    return cfg.summary() + "\n" + (f"{STYLIZERS[kind]} input {cfg.sizes.preprocess.crop[kind]} px{kernel}, {st.iterations} steps of batch "
-            f"{st.batch}, precision {precision_used(st.precision, dev)} on {dev}")
+    return cfg.summary() + "\n" + (f"{STYLIZERS[kind]} input {cfg.sizes.preprocess.crop[kind]} px{kernel}, "
+                                    f"{st.iterations} steps of batch {st.batch}, "
+                                    f"precision {precision_used(st.precision, dev)} on {dev}")
 
 
 def train_pairs(cfg, source: CMRSource, kind: str, *, progress=True, curves=False) -> dict:

@@ -24,14 +24,12 @@ import torch.nn.functional as F
 
 from cmr_lib.core.device import autocast, device
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.schema import APPEARANCE_BASELINES, REMAPS
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import style_pool
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.training.checkpoints import draw_items
-
-BASELINES = ("histmatch", "intensity", "gin")
-COMBINED = ("rain+intensity", "adaconv+intensity")      # a stylizer, then the intensity remap
 
 
 def _check(x: torch.Tensor, name: str) -> None:
@@ -139,7 +137,7 @@ def augment(kind: str, x: torch.Tensor, gen: torch.Generator, params, *, referen
     if kind == "gin":
         p = params.gin
         return gin(x, gen, layers=p.layers, channels=p.channels, kernel_sizes=tuple(p.kernel_sizes))
-    raise CmrError(f"parameter 'stylizer' = {kind!r}: not a baseline (choose {', '.join(BASELINES)})")
+    raise CmrError(f"parameter 'stylizer' = {kind!r}: not a baseline (choose {', '.join(APPEARANCE_BASELINES)})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +229,7 @@ class BatchAugmenter:
             xs = histogram_match(x, s)
         else:
             xs = x
-        if cfg.baseline in ("intensity", "gin"):
+        if cfg.baseline in REMAPS:
             gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step + 500_000)
             xs = augment(cfg.baseline, xs.clamp(0.0, 1.0), gen, cfg.sizes.baselines)
         return xs

@@ -19,14 +19,23 @@ from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
+from cmr_lib.core.schema import REMAPS
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import split_for, style_pool
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.models.drunet import DRUNet, segmentation_loss
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_batch, uses_styles
-from cmr_lib.training.checkpoints import (VERSION, checkpoint_root, config_key, data_fingerprint, draw_items,
-                                          load_checkpoint, run_loop, save_checkpoint)
+from cmr_lib.training.checkpoints import (
+    VERSION,
+    checkpoint_root,
+    config_key,
+    data_fingerprint,
+    draw_items,
+    load_checkpoint,
+    run_loop,
+    save_checkpoint,
+)
 from cmr_lib.training.stylizers import TrainedStylizer
 
 
@@ -126,7 +135,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
               "data": data_fingerprint(source, {"train": ("C0", split["train"]), "val": ("LGE", split["val"])})}
-    if cfg.baseline in ("intensity", "gin"):
+    if cfg.baseline in REMAPS:
         config["baseline"] = cfg.sizes.baselines[cfg.baseline].to_dict()
     if pool:
         config["data"]["style"] = data_fingerprint(pool[0], {"style": ("LGE", pool[1])})

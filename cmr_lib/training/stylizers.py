@@ -24,8 +24,15 @@ from cmr_lib.models.adaconv import AdaConv
 from cmr_lib.models.adain import Decoder
 from cmr_lib.models.rain import RAIN
 from cmr_lib.models.vgg import VGGEncoder, build_encoder, imagenet_available, load_weights_file
-from cmr_lib.training.checkpoints import (VERSION, checkpoint_root, config_key, data_fingerprint, draw_images,
-                                          load_checkpoint, run_loop)
+from cmr_lib.training.checkpoints import (
+    VERSION,
+    checkpoint_root,
+    config_key,
+    data_fingerprint,
+    draw_images,
+    load_checkpoint,
+    run_loop,
+)
 
 STYLIZERS = {"rain": "RAIN", "adaconv": "AdaConv"}
 
