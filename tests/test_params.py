@@ -1,6 +1,6 @@
 import pytest
 
-from cmr_lib.core.config import Section, make_config
+from cmr_lib.core.config import Config, Section, make_config
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.schema import PROFILES, load_profile, load_settings
 
@@ -128,3 +128,15 @@ def test_overrides_set_validated_profile_values():
         make_config(profile="smoke", overrides={"stylizer.adaconv.kernel": 5})
     with pytest.raises(CmrError, match="must be a mapping"):
         make_config(profile="smoke", overrides=[1])
+
+
+def test_a_config_comes_back_from_its_run_record(tmp_path):
+    cfg = make_config(profile="smoke", setting=3, stylizer="rain+intensity", seed=2, output_root=tmp_path,
+                      overrides={"segmenter.iterations": 7}, t2_dir="/somewhere", test_patients=[3])
+    record = {"config": {k: v for k, v in cfg.to_dict().items() if k != "output_root"}}
+    back = Config.from_record(record, output_root=tmp_path)
+    assert back == cfg                                   # sizes as recorded, not as the profile file says now
+    assert back.sizes.segmenter.iterations == 7 and back.extra["t2_dir"] == "/somewhere" and back.split["test"] == [3]
+    record["config"]["sizes"]["segmenter"]["iterations"] = 0
+    with pytest.raises(CmrError, match="segmenter.iterations"):
+        Config.from_record(record)
