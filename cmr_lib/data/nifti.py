@@ -1,0 +1,145 @@
+"""Single NIfTI files: images and label maps read and written safely, label values mapped to classes.
+
+Arrays keep their stored order (axis 2 = slices); the header is used for voxel sizes only, because the
+real sets' orientation codes are inconsistent between patients (measured: see the data README).
+Labels are mapped to classes {0 background, 1 MYO, 2 LV, 3 RV}.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cmr_lib.core.atomic import atomic_path
+from cmr_lib.core.errors import CmrError
+
+CLASSES = {1: "MYO", 2: "LV", 3: "RV"}
+# Dataset label value -> class. 1220 (edema) and 2221 (scar) are MyoPS myocardium.
+LABEL_TO_CLASS = {0: 0, 200: 1, 500: 2, 600: 3, 1220: 1, 2221: 1}
+CLASS_TO_LABEL = {0: 0, 1: 200, 2: 500, 3: 600}
+AFFINE_TOLERANCE_MM = 1e-2
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One sequence of one patient: image, optional label classes, voxel size in mm, affine."""
+
+    image: np.ndarray            # (X, Y, Z) float32, stored array order, Z = slices
+    label: np.ndarray | None     # (X, Y, Z) uint8 classes {0 bg, 1 MYO, 2 LV, 3 RV}, or None
+    spacing: tuple               # (sx, sy, sz) in mm, from the header
+    affine: np.ndarray           # (4, 4) as stored (not trusted for orientation)
+    patient: int
+    sequence: str                # 'C0' (bSSFP), 'LGE', 'T2'
+    image_path: Path
+    label_path: Path | None
+
+    @property
+    def shape(self):
+        return self.image.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# single files
+
+def _load_nifti(path: Path):
+    """Open a NIfTI file and return (array as stored, header zooms, affine); clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CmrError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for non-NIfTI input
+        raise CmrError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise CmrError(f"{path}: not a NIfTI image (got {type(img).__name__})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip, short data
+        raise CmrError(f"{path}: corrupt or truncated NIfTI data ({type(exc).__name__}: {exc})") from None
+    if data.ndim > 3 and all(s == 1 for s in data.shape[3:]):
+        data = data.reshape(data.shape[:3])
+    if data.ndim != 3:
+        raise CmrError(f"{path}: is {data.ndim}-D with shape {data.shape}; expected one 3-D volume (X, Y, slices)")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise CmrError(f"{path}: invalid voxel size {zooms} in the header")
+    return data, zooms, np.asarray(img.affine, dtype=np.float64)
+
+
+def read_image(path) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Read an image volume as float32; NaN/Inf or a constant image is an error."""
+    data, zooms, affine = _load_nifti(path)
+    if data.dtype.kind not in "iuf":
+        raise CmrError(f"{path}: unsupported voxel type {data.dtype}")
+    image = np.asarray(data, dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise CmrError(f"{path}: contains {bad} NaN or Inf voxels")
+    lo, hi = float(image.min()), float(image.max())
+    if lo == hi:
+        raise CmrError(f"{path}: image is constant (every voxel = {lo:g})")
+    return image, zooms, affine
+
+
+def map_labels(values: np.ndarray, path) -> np.ndarray:
+    """Dataset label values (0/200/500/600, MyoPS 1220/2221) -> classes uint8; unknown values are an error."""
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)):
+            raise CmrError(f"{path}: label volume contains NaN or Inf")
+        rounded = np.rint(values)
+        if not np.array_equal(rounded, values):
+            raise CmrError(f"{path}: label volume has non-integer values")
+        values = rounded.astype(np.int64)
+    uniq = np.unique(values)
+    unknown = [int(u) for u in uniq if int(u) not in LABEL_TO_CLASS]
+    if unknown:
+        raise CmrError(f"{path}: unknown label value(s) {unknown[:5]}; expected "
+                       f"{sorted(LABEL_TO_CLASS)} (0 bg, 200 MYO, 500 LV, 600 RV, MyoPS 1220/2221 MYO)")
+    lut = np.zeros(int(uniq.max()) + 1, dtype=np.uint8)
+    for value, cls in LABEL_TO_CLASS.items():
+        if value < lut.size:
+            lut[value] = cls
+    return lut[values.astype(np.int64, copy=False)]
+
+
+def read_label(path, *, allow_empty=False) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Read a label volume as classes {0..3} (uint8); an all-background volume is an error unless allowed."""
+    data, zooms, affine = _load_nifti(path)
+    if data.dtype.kind not in "iuf":
+        raise CmrError(f"{path}: unsupported label voxel type {data.dtype}")
+    label = map_labels(np.asarray(data), path)
+    if not allow_empty and not label.any():
+        raise CmrError(f"{path}: label volume is all background")
+    return label, zooms, affine
+
+
+def check_same_grid(path_a, shape_a, affine_a, path_b, shape_b, affine_b, *, what="image and label"):
+    """Raise a one-line CmrError if two volumes do not share shape and affine (within 0.01 mm)."""
+    if tuple(shape_a) != tuple(shape_b):
+        raise CmrError(f"{path_b}: shape {tuple(shape_b)} differs from {Path(path_a).name} {tuple(shape_a)} "
+                       f"({what} must share one grid)")
+    diff = float(np.abs(np.asarray(affine_a) - np.asarray(affine_b)).max())
+    if diff > AFFINE_TOLERANCE_MM:
+        raise CmrError(f"{path_b}: affine differs from {Path(path_a).name} by {diff:.3g} mm "
+                       f"(tolerance {AFFINE_TOLERANCE_MM} mm; {what} must share one grid)")
+
+
+def write_label(path, label: np.ndarray, *, like: Volume) -> Path:
+    """Write class labels {0..3} in the dataset's encoding (0/200/500/600) on `like`'s grid, atomically."""
+    if label.shape != like.image.shape:
+        raise CmrError(f"{path}: label shape {label.shape} differs from the image grid {like.image.shape}")
+    codes = np.zeros(label.shape, dtype=np.int16)
+    for cls, value in CLASS_TO_LABEL.items():
+        codes[label == cls] = value
+    header = nib.load(str(like.image_path)).header.copy()    # the image's own header: same grid, same zooms
+    header.set_data_dtype(np.int16)
+    header.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(codes, like.affine, header=header)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)

@@ -1,0 +1,90 @@
+"""Which patients do what in a run: training, validation, test, and the style pool.
+
+LGE labels are only ever used for validation and test; styles are unlabelled images.
+"""
+from __future__ import annotations
+
+from cmr_lib.core.errors import CmrError
+from cmr_lib.data.sources import CMRSource, open_source
+
+def default_split(source: CMRSource) -> dict[str, list[int]]:
+    """Patients per role, by data source (LGE labels are only ever used for validation and test).
+
+    train: labelled bSSFP (C0) for segmentation training; val / test: LGE with labels (test labels may be
+    withheld); style: patients whose LGE/T2 images may serve as unlabelled styles.
+    - MS-CMRSeg 2019 (the paper's split): train C0 1-35 (validation is on the LGE of 1-5, another domain),
+      val LGE 1-5, test LGE 6-45; every LGE image is an unlabelled style (the challenge released all LGE
+      images, and setting 3 needs the training patients' own LGE).
+    - MyoPS 2020: the last 25 % of patients are test and appear in no training step (not even as styles);
+      the 3 before them are validation; the rest train.
+    - The phantom: 25 / 5 / 15 of 45 (scaled to its size); test patients appear in no training step.
+    """
+    c0 = source.patients_with("C0", labelled=True)
+    lge = source.patients_with("LGE")
+    if source.layout == "mscmrseg" and source.name != "phantom":
+        val = [p for p in source.patients_with("LGE", labelled=True) if p <= 5] or \
+            source.patients_with("LGE", labelled=True)[:5]
+        test = [p for p in lge if p not in val]
+        return {"train": c0, "val": val, "test": test, "style": lge}
+    patients = sorted(set(c0) & set(lge)) or c0
+    n = len(patients)
+    n_test = max(1, round(n / 3)) if source.name == "phantom" else max(1, round(n / 4))
+    n_val = max(1, round(n / 9)) if source.name == "phantom" else min(3, max(1, n - n_test - 1))
+    if n < 3:
+        raise CmrError(f"{source.root}: {n} patients with labelled C0 and LGE; need at least 3 to split")
+    train, val, test = patients[: n - n_test - n_val], patients[n - n_test - n_val: n - n_test], patients[n - n_test:]
+    return {"train": train, "val": val, "test": test, "style": train + val}
+
+
+def split_for(source: CMRSource, given=None) -> dict[str, list[int]]:
+    """The run's split: `default_split(source)` with the roles in `given` ({'train'|'val'|'test': [...]})
+    replaced, checked against the data (training needs labelled C0, validation labelled LGE, test LGE).
+
+    Test patients never enter training, validation or the style pool, except in the MS-CMRSeg layout,
+    where the paper's protocol trains on C0 of patients whose (unlabelled) LGE is also the test set.
+    """
+    split = default_split(source)
+    given = dict(given or {})
+    if not given:
+        return split
+    need = {"train": ("C0", True), "val": ("LGE", True), "test": ("LGE", False)}
+    for role, patients in given.items():
+        seq, labelled = need[role]
+        have = set(source.patients_with(seq, labelled=labelled))
+        missing = [p for p in patients if p not in have]
+        if missing:
+            what = f"labelled {seq}" if labelled else f"{seq} image"
+            raise CmrError(f"parameter '{role}_patients' = {list(patients)}: patients {missing} have no {what} "
+                           f"in {source.root}")
+        split[role] = list(patients)
+    paper_protocol = source.layout == "mscmrseg" and source.name != "phantom"
+    test = set(split["test"])
+    clashes = [("val", set(split["val"]) & test)] + ([] if paper_protocol else [("train", set(split["train"]) & test)])
+    for role, both in clashes:
+        if both:
+            raise CmrError(f"parameter 'test_patients': patients {sorted(both)} are also {role} patients")
+    if not paper_protocol:
+        split["style"] = sorted((set(split["train"]) | set(split["val"])) & set(source.patients_with("LGE")))
+    return split
+
+
+def style_source_for(cfg, source: CMRSource, sequence: str) -> CMRSource:
+    """Where a run's `sequence` style images come from: the data set itself, or `t2_dir` for T2 (the cropped
+    MS-CMRSeg copy has no T2: setting 1 then takes T2 from MyoPS 2020)."""
+    if source.patients_with(sequence):
+        return source
+    t2_dir = cfg.extra.get("t2_dir") if sequence == "T2" else None
+    if t2_dir:
+        other = open_source(t2_dir)
+        if other.patients_with("T2"):
+            return other
+        raise CmrError(f"{other.root}: parameter 't2_dir' has no T2 images")
+    raise CmrError(f"{source.root}: has no {sequence} images; pass t2_dir (a MyoPS 2020 folder) for T2 styles")
+
+
+def style_pool(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, list[int]]:
+    """The style images of a run, chosen here only: (their source, the patients whose `sequence` volume may
+    serve as an unlabelled style), from the run's split, or the other source's own split."""
+    style_src = style_source_for(cfg, source, sequence)
+    style_split = split if style_src is source else default_split(style_src)
+    return style_src, [p for p in style_split["style"] if style_src.has(p, sequence)]
