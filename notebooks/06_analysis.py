@@ -98,8 +98,11 @@ else:
 # %% [markdown]
 # ## Beside the paper
 #
-# The paper's values come from `params/paper_tables.yaml`; a blank cell means that value has not been
-# transcribed there (see the file's header). Differences are ours minus the paper's.
+# The paper's values come from `params/paper_tables.yaml`, transcribed from its Tables 2 and 3 (a test
+# checks each number against the paper's text). Differences are ours minus the paper's; a row the paper
+# does not have (our baselines) has no paper value. Mind what is compared: the paper's networks were
+# trained on real bSSFP and scored on real LGE; on the phantom, only the direction of each difference
+# between rows can be set beside the paper's.
 
 # %%
 theirs = paper.paper_tables()
