@@ -43,14 +43,14 @@ real_data_dir = None    # folder holding mscmrseg2019/ and myops2020/; None: $CM
 # %%
 from cmr_lib.core.atomic import save_figure, write_json, write_text
 from cmr_lib.core.config import make_config
-from cmr_lib.data import sources
+from cmr_lib.data.sources import find_real_data, open_source, source_for
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.report import explore, plots
 
 cfg = make_config(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
                          output_root=output_root, real_data_dir=real_data_dir)
 print(cfg.summary())
-source = sources.source_for(cfg)
+source = source_for(cfg)
 print(source)
 
 # %% [markdown]
@@ -89,10 +89,10 @@ explore.tissue_table().round(2)
 
 # %%
 sources = {"phantom" if data_dir is None else source.layout: source}
-real = sources.find_real_data(real_data_dir)
+real = find_real_data(real_data_dir)
 for name, path in real.items():
     if cfg.data_dir is None or path != cfg.data_dir:
-        sources[{"mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}[name]] = sources.open_source(path)
+        sources[{"mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}[name]] = open_source(path)
 print("data sets:", ", ".join(f"{k} ({v.root})" for k, v in sources.items()))
 if not real:
     print("real sample sets not found: showing the phantom only (set real_data_dir or CMR_REAL_DATA)")
