@@ -1,7 +1,7 @@
 """cmr_lib: the tested library behind the cmr-stylize notebooks.
 
 Style-transfer domain adaptation (RAIN, AdaConv) for bSSFP -> LGE cardiac MR segmentation.
-Modules hold one concept each; notebooks call `params`, `data`, `experiment` and `plots`.
+Sub-packages by job, lowest first: core, data, models, evaluation, training, report, study (README: Layout).
 """
 from cmr_lib.core.errors import CmrError
 
