@@ -13,7 +13,7 @@ C0_SPACING ?=
 T2_DIR ?=
 NBVAL := build/nbval
 
-.PHONY: venv reproduce test unit lab nbval sync-check sync bench clean
+.PHONY: venv reproduce test unit lab real-data nbval sync-check sync bench clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ test: $(STAMP)
 	    || { cat $(NBVAL)/prepare.log; echo "papermill could not prepare $$nb"; exit 1; }; \
 	done
 	$(BIN)/python -m pytest -q tests $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider
+
+## Fetch the real sample sets (MS-CMRSeg 2019 copy, MyoPS 2020 sample) into REAL_DIR (default data/real), online or
+## from MIRROR=/a/folder laid out the same way; every file's SHA-256 is checked against params/real_data.tsv.
+real-data: $(STAMP)
+	$(BIN)/python -m cmr_lib.data.download $(or $(REAL_DIR),data/real) $(if $(MIRROR),--mirror $(MIRROR))
 
 ## JupyterLab on the project's kernel (.venv), opened at notebooks/: run the notebooks cell by cell.
 lab: $(STAMP)

@@ -183,16 +183,22 @@ def source_for(cfg, *, progress=True) -> CMRSource:
 
 
 def find_real_data(base=None) -> dict[str, Path]:
-    """Locate the real sample sets (tests, calibration): `base`, else CMR_REAL_DATA, else <repo>/../shared/data.
+    """Locate the real sample sets (tests, calibration): `base`, else CMR_REAL_DATA, else <repo>/../shared/data,
+    else <repo>/data/real (where `make real-data` puts them).
 
     Returns {'mscmrseg': path, 'myops': path} for the subfolders `mscmrseg2019/`, `myops2020/` that exist.
     """
     if base is None:
         env = os.environ.get("CMR_REAL_DATA")
-        base = Path(env) if env else repo_root().parent / "shared" / "data"
-    base = Path(base).expanduser()
-    found = {}
-    for key, sub in (("mscmrseg", "mscmrseg2019"), ("myops", "myops2020")):
-        if (base / sub).is_dir() and any((base / sub).iterdir()):
-            found[key] = (base / sub).resolve()
-    return found
+        candidates = [Path(env)] if env else [repo_root().parent / "shared" / "data", repo_root() / "data" / "real"]
+    else:
+        candidates = [Path(base)]
+    for base in candidates:
+        base = base.expanduser()
+        found = {}
+        for key, sub in (("mscmrseg", "mscmrseg2019"), ("myops", "myops2020")):
+            if (base / sub).is_dir() and any((base / sub).iterdir()):
+                found[key] = (base / sub).resolve()
+        if found:
+            return found
+    return {}

@@ -1,0 +1,126 @@
+"""Fetch the real sample sets from the public copies they were made from, checking every file's SHA-256.
+
+    python -m cmr_lib.data.download DEST [--mirror DIR] [--only mscmrseg2019|myops2020]
+
+`params/real_data.tsv` lists each file: where it goes under DEST, the GitHub repository and path it comes
+from, and its SHA-256. Online, files come raw from the repositories' default branches; `--mirror DIR`
+copies them from a folder already laid out like DEST instead (e.g. ../shared/data). A file already in
+DEST with the right hash is kept; a file whose hash differs is never written (one-line error).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cmr_lib.core.atomic import atomic_path
+from cmr_lib.core.errors import CmrError, cli_main
+from cmr_lib.core.paths import repo_root
+
+RAW = "https://raw.githubusercontent.com"
+SETS = ("mscmrseg2019", "myops2020")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the manifest."""
+
+    dest: str               # path under the data folder, e.g. mscmrseg2019/patient1_C0.nii.gz
+    repository: str         # owner/name on GitHub
+    path: str               # path in that repository
+    sha256: str
+
+
+def load_manifest(path=None) -> list[Entry]:
+    """The manifest's entries (params/real_data.tsv), checked: four columns, a 64-hex SHA-256, no duplicate."""
+    path = Path(path) if path else repo_root() / "params" / "real_data.tsv"
+    if not path.is_file():
+        raise CmrError(f"{path}: manifest not found")
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines or lines[0].split("\t") != ["dest", "repository", "path", "sha256"]:
+        raise CmrError(f"{path}: needs the header line dest, repository, path, sha256 (tab-separated)")
+    out = []
+    for n, ln in enumerate(lines[1:], 2):
+        cells = ln.split("\t")
+        if len(cells) != 4 or len(cells[3]) != 64 or any(c not in "0123456789abcdef" for c in cells[3]):
+            raise CmrError(f"{path}: line {n} is not 'dest, repository, path, sha256' with a 64-hex SHA-256")
+        out.append(Entry(*cells))
+    if len({e.dest for e in out}) != len(out):
+        raise CmrError(f"{path}: a destination is listed twice")
+    return out
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def url_of(entry: Entry, base_url: str = RAW) -> str:
+    """Where the file is served raw: <base>/<repository>/HEAD/<path> (HEAD: the default branch)."""
+    return f"{base_url.rstrip('/')}/{entry.repository}/HEAD/{entry.path}"
+
+
+def _fetch(source: str, *, timeout: float) -> bytes:
+    try:
+        with urllib.request.urlopen(source, timeout=timeout) as r:
+            return r.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise CmrError(f"{source}: could not be fetched ({getattr(exc, 'reason', exc)})") from None
+
+
+def download(dest, *, mirror=None, base_url: str = RAW, only=SETS, manifest=None, timeout: float = 60.0,
+             progress=True) -> dict:
+    """Lay out the files of the sets in `only` under `dest`, from `mirror` (a folder) or from `base_url`.
+
+    Returns {'fetched': n, 'kept': n} (kept: already there with the right hash). Every file is checked
+    against its SHA-256 before it is written (atomically), so a changed or corrupt source never lands."""
+    unknown = [s for s in only if s not in SETS]
+    if unknown:
+        raise CmrError(f"parameter 'only' = {unknown[0]!r}: choose from {', '.join(SETS)}")
+    if mirror is not None and not Path(mirror).is_dir():
+        raise CmrError(f"{mirror}: mirror folder not found")
+    dest = Path(dest)
+    entries = [e for e in load_manifest(manifest) if e.dest.split("/")[0] in only]
+    counts = {"fetched": 0, "kept": 0}
+    for e in tqdm(entries, desc="real data", unit="file", disable=not progress):
+        target = dest / e.dest
+        if target.is_file() and sha256_of(target.read_bytes()) == e.sha256:
+            counts["kept"] += 1
+            continue
+        if mirror is not None:
+            src = Path(mirror) / e.dest
+            if not src.is_file():
+                raise CmrError(f"{src}: not in the mirror")
+            source, data = str(src), src.read_bytes()
+        else:
+            source = url_of(e, base_url)
+            data = _fetch(source, timeout=timeout)
+        got = sha256_of(data)
+        if got != e.sha256:
+            raise CmrError(f"{source}: SHA-256 {got[:12]}... is not the manifest's {e.sha256[:12]}... for {e.dest} "
+                           f"(a changed or corrupt file; nothing written for it)")
+        with atomic_path(target) as tmp:
+            Path(tmp).write_bytes(data)
+        counts["fetched"] += 1
+    return counts
+
+
+@cli_main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cmr_lib.data.download", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dest", help="the data folder to fill (gets mscmrseg2019/ and myops2020/)")
+    ap.add_argument("--mirror", default=None, help="copy from this folder (laid out like DEST) instead of online")
+    ap.add_argument("--only", action="append", choices=SETS, help="one set only (repeatable; default both)")
+    args = ap.parse_args(argv)
+    counts = download(args.dest, mirror=args.mirror, only=tuple(args.only or SETS))
+    print(f"{args.dest}: {counts['fetched']} files fetched, {counts['kept']} already there; every SHA-256 checked")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
