@@ -204,6 +204,11 @@ def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_p
                       overrides={"segmenter.iterations": 4})
     with pytest.raises(CmrError, match="run.json: a run with this name and another configuration exists"):
         run_setting(cfg, progress=False)
+    # a T2 folder changes nothing for a run without a T2 stylizer: notebook 04's setting-0 run (made without
+    # it) is reused by notebook 05's, which make reproduce gives t2_dir for real data
+    again = run_setting(make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path,
+                                    t2_dir=str(tmp_path)), progress=False)
+    assert again.segmenter.info["reused"] and "t2_dir" not in again.record["config"]["extra"]
 
 
 @pytest.mark.parametrize("setting, stylizer", [(0, "rain"), (3, "adaconv"), (0, "gin")])

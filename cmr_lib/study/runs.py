@@ -98,7 +98,9 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     run_dir = cfg.results_dir / "runs" / name
     split = split_for(source, cfg.split)                    # once per run, passed down
     config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
-    config["extra"] = {k: v for k, v in config["extra"].items() if v is not None}    # unset notebook options
+    uses_t2 = bool(cfg.network) and spec.pretrain.style == "T2"
+    # unset notebook options, and the T2 folder where no T2 stylizer runs, are not part of what the run is
+    config["extra"] = {k: v for k, v in config["extra"].items() if v is not None and (k != "t2_dir" or uses_t2)}
     identity = {"config": config,
                 "epsilon_iterations": eps, "include_original": include_original if augmenting else False,
                 "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
