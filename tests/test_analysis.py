@@ -255,3 +255,18 @@ def test_the_cross_reading_names_the_winner_on_each_data_set():
     assert ("- own (5 patients): setting 0 0.600; best style transfer setting 3, RAIN ε5 0.700; best baseline "
             "setting 0, intensity 0.650: style transfer ahead by 0.050.") in text
     assert "MyoPS (20 patients): setting 0 0.300" in text and "style transfer behind by 0.100" in text
+
+
+def test_the_post_processed_table_reads_its_own_scores(table2_records):
+    recs = [dict(r) for r in table2_records]
+    for r in recs:
+        lcc = json.loads(json.dumps(r["summary"]))
+        for part in lcc.values():
+            if part:
+                part["hd"] = {k: (v / 2 if k != "cases" else v) for k, v in part["hd"].items()}
+        r["summary_largest_component"] = lcc
+    raw, kept = tables.table(recs), tables.table(recs, postprocess="largest_component")
+    assert np.allclose(kept["HD AVG"], raw["HD AVG"] / 2) and np.allclose(kept["DC AVG"], raw["DC AVG"])
+    del recs[0]["summary_largest_component"]
+    with pytest.raises(CmrError, match="has no largest_component scores; rerun it"):
+        tables.table(recs, postprocess="largest_component")

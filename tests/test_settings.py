@@ -186,6 +186,10 @@ def test_a_run_writes_its_record_and_predictions_and_is_deterministic(tiny_phant
         ["patient3_LGE.nii.gz"] and rec["torch_threads"] >= 1 and rec["versions"]["torch"]
     assert {r["structure"] for r in rec["metrics"]["test"]} == {"MYO", "LV", "RV"}
     assert set(rec["summary"]["test"]["dice"]) >= {"MYO", "LV", "RV", "AVG", "STD"}
+    for part in ("test", "val"):                     # the same predictions, largest component per structure
+        lcc = rec["metrics_largest_component"][part]
+        assert [(r["case"], r["structure"]) for r in lcc] == [(r["case"], r["structure"]) for r in rec["metrics"][part]]
+        assert rec["summary_largest_component"][part]["dice"]["cases"] == rec["summary"][part]["dice"]["cases"]
     src = open_source(tiny_phantom)
     pred = nib.load(a.run_dir / "predictions" / src.image_path(3, "LGE").name)
     assert pred.shape == src.load(3, "LGE").image.shape

@@ -1,6 +1,6 @@
 """Evaluation: Dice, HD, HD95, ASSD per structure (mm), per case; a Table-2-form summary; the CLI.
 
-    python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv]
+    python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv] [--largest-component]
 
 Each prediction file is scored against the ground-truth file of the same name (a ground-truth
 name with `_manual` or `_gd` before the extension also matches). Either layout's label values are
@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.data.nifti import CLASSES, read_label
 from cmr_lib.evaluation.metrics import evaluate_volume
+from cmr_lib.evaluation.postprocess import postprocessed
 
 COLUMNS = ["case", "structure", "dice", "hd", "hd95", "assd"]
 METRICS = ["dice", "hd", "hd95", "assd"]
@@ -75,8 +77,9 @@ def match_files(pred_dir, gt_dir) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def evaluate_case(pred_path, gt_path) -> list[dict]:
-    """Rows (case, structure, dice, hd, hd95, assd) of one prediction against its ground truth."""
+def evaluate_case(pred_path, gt_path, *, postprocess: str = "none") -> list[dict]:
+    """Rows (case, structure, dice, hd, hd95, assd) of one prediction against its ground truth, after
+    `postprocess` ('none' or 'largest_component', see evaluation.postprocess)."""
     gt, spacing, _ = read_label(gt_path)
     pred, pred_spacing, _ = read_label(pred_path, allow_empty=True)
     if pred.shape != gt.shape:
@@ -85,17 +88,16 @@ def evaluate_case(pred_path, gt_path) -> list[dict]:
         raise CmrError(f"{pred_path}: voxel size {tuple(round(s, 4) for s in pred_spacing)} differs from ground "
                        f"truth {Path(gt_path).name} {tuple(round(s, 4) for s in spacing)}")
     case = _case_name(_stem(Path(pred_path).name))
+    pred = postprocessed(pred, postprocess)
     return [{"case": case, "structure": s, **m} for s, m in evaluate_volume(pred, gt, spacing).items()]
 
 
-def evaluate_dirs(pred_dir, gt_dir, *, progress=False) -> pd.DataFrame:
+def evaluate_dirs(pred_dir, gt_dir, *, progress=False, postprocess: str = "none") -> pd.DataFrame:
     """Evaluate every prediction in `pred_dir` against `gt_dir`; one row per case and structure."""
     pairs = match_files(pred_dir, gt_dir)
     rows = []
-    from tqdm.auto import tqdm
-
     for _, p, g in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
-        rows.extend(evaluate_case(p, g))
+        rows.extend(evaluate_case(p, g, postprocess=postprocess))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -141,13 +143,15 @@ def write_csv(df: pd.DataFrame, path) -> Path:
 
 @cli_main
 def main(argv=None) -> int:
-    """python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv]"""
+    """python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv] [--largest-component]"""
     ap = argparse.ArgumentParser(prog="python -m cmr_lib.evaluation.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("pred_dir", help="folder of predicted label volumes (.nii / .nii.gz)")
     ap.add_argument("gt_dir", help="folder of ground-truth label volumes with the same file names")
     ap.add_argument("--out", help="write per-case metrics to this CSV file")
+    ap.add_argument("--largest-component", action="store_true",
+                    help="score each structure's largest connected component only (nnU-Net's post-processing)")
     args = ap.parse_args(argv)
-    df = evaluate_dirs(args.pred_dir, args.gt_dir)
+    df = evaluate_dirs(args.pred_dir, args.gt_dir, postprocess="largest_component" if args.largest_component else "none")
     if args.out:
         write_csv(df, args.out)
     print(format_summary(summarize(df), df["case"].nunique()))

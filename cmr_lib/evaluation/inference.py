@@ -20,6 +20,7 @@ from cmr_lib.data.slices import prepare_volume
 from cmr_lib.data.transforms import center_crop, resize, uncrop
 from cmr_lib.evaluation.evaluate import COLUMNS
 from cmr_lib.evaluation.metrics import evaluate_volume
+from cmr_lib.evaluation.postprocess import postprocessed
 
 
 def predict_volume(model, vol: Volume, *, crop: int, spacing_mm=None, percentiles=(0.5, 99.5), batch: int = 16,
@@ -56,19 +57,34 @@ def predict(model, vol: Volume, cfg) -> np.ndarray:
                           autocast=autocast(cfg.sizes.segmenter.precision, dev))
 
 
-def score_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False
-                  ) -> tuple[pd.DataFrame, list[int]]:
-    """Predict each volume (`predict`) and score those with labels (Dice, HD, HD95, ASSD in mm on its own
-    grid). Returns (one row per case and structure, in evaluate.COLUMNS; the patients without labels).
-    pred_dir: also write each prediction there as NIfTI in the data set's label encoding."""
-    rows, unlabelled = [], []
-    for vol in tqdm(volumes, desc="evaluate", disable=not progress):
+def predict_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False):
+    """(volume, prediction) for each volume, predicted by `predict`; pred_dir: also write each prediction
+    there as NIfTI in the data set's label encoding (as predicted, before any post-processing)."""
+    for vol in tqdm(volumes, desc="predict", disable=not progress):
         pred = predict(model, vol, cfg)
         if pred_dir is not None:
             write_label(Path(pred_dir) / vol.image_path.name, pred, like=vol)
+        yield vol, pred
+
+
+def score_predictions(pairs, *, postprocess: str = "none") -> tuple[pd.DataFrame, list[int]]:
+    """Score (volume, prediction) pairs that have labels (Dice, HD, HD95, ASSD in mm on the volume's own grid),
+    after `postprocess` ('none' or 'largest_component'). Returns (one row per case and structure, in
+    evaluate.COLUMNS; the patients without labels)."""
+    rows, unlabelled = [], []
+    for vol, pred in pairs:
         if vol.label is None:
             unlabelled.append(vol.patient)
             continue
         case = vol.image_path.name.split(".nii")[0]
+        pred = postprocessed(pred, postprocess)
         rows += [{"case": case, "structure": st, **m} for st, m in evaluate_volume(pred, vol.label, vol.spacing).items()]
     return pd.DataFrame(rows, columns=COLUMNS), unlabelled
+
+
+def score_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False, postprocess: str = "none"
+                  ) -> tuple[pd.DataFrame, list[int]]:
+    """Predict each volume (`predict`) and score those with labels: test scores, validation (model selection),
+    the cross-dataset table and the domain gap all come through here. See score_predictions."""
+    return score_predictions(predict_volumes(model, volumes, cfg, pred_dir=pred_dir, progress=progress),
+                             postprocess=postprocess)

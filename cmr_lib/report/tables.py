@@ -77,9 +77,16 @@ def first_run_per_row(records: list[dict], rows) -> tuple[dict, list]:
     return {k: groups[k][0] for k in present}, present
 
 
-def _row_values(record: dict) -> dict:
+def _summary_key(postprocess: str) -> str:
+    return "summary" if postprocess == "none" else f"summary_{postprocess}"
+
+
+def _row_values(record: dict, postprocess: str = "none") -> dict:
     part = part_of(record)
-    s = record["summary"][part]
+    key = _summary_key(postprocess)
+    if key not in record:
+        raise CmrError(f"{record.get('_path', record.get('run_name'))}: has no {postprocess} scores; rerun it")
+    s = record[key][part]
     row = {"patients": part, "cases": s["dice"]["cases"]}
     for metric, name in METRIC_NAMES.items():
         for k in (*STRUCTURES, "AVG", "STD"):
@@ -87,9 +94,10 @@ def _row_values(record: dict) -> dict:
     return row
 
 
-def table(records: list[dict], rows=None) -> pd.DataFrame:
+def table(records: list[dict], rows=None, *, postprocess: str = "none") -> pd.DataFrame:
     """One row per (setting, stylizer, epsilon) key in `rows` order, numbers averaged over seeds (with the
-    seed count); rows without a run are left out (rows=None: Table 2's). Columns: the key (setting, key =
+    seed count); rows without a run are left out (rows=None: Table 2's); postprocess 'largest_component' reads
+    the scores after nnU-Net's post-processing. Columns: the key (setting, key =
     stylizer value, epsilon), the stylizer's display name, DC/HD/HD95/ASSD per structure, AVG, STD (and their 95 % CI over seeds)."""
     groups = by_row(records)
     out = []
@@ -97,7 +105,7 @@ def table(records: list[dict], rows=None) -> pd.DataFrame:
         recs = groups.get(key)
         if not recs:
             continue
-        vals = pd.DataFrame([_row_values(r) for r in recs])
+        vals = pd.DataFrame([_row_values(r, postprocess) for r in recs])
         if vals["patients"].nunique() > 1:
             raise CmrError(f"runs of setting {key[0]}, {key[1]} report different patient sets; rerun them alike")
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],

@@ -23,7 +23,8 @@ from cmr_lib.data.sources import CMRSource, source_for
 from cmr_lib.data.splits import split_for
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import METRICS, STRUCTURES, summarize
-from cmr_lib.evaluation.inference import predict, score_volumes
+from cmr_lib.evaluation.inference import predict, predict_volumes, score_predictions, score_volumes
+from cmr_lib.evaluation.postprocess import POSTPROCESS
 from cmr_lib.evaluation.metrics import mean_class_dice
 from cmr_lib.training.checkpoints import data_fingerprint
 from cmr_lib.training.segmenters import TrainedSegmenter, train_setting
@@ -120,14 +121,18 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     seg = train_setting(cfg, source, stylizer=ts, split=split, epsilon_iterations=eps,
                         include_original=include_original, progress=progress)
     timings["segmenter"] = time.perf_counter() - t
-    if old is not None and seg.info.get("reused") and \
+    if old is not None and seg.info.get("reused") and "summary_largest_component" in old and \
             old.get("segmenter", {}).get("checkpoint") == display_path(seg.run_dir):
-        return SettingRun(run_dir, old, seg, ts)
+        return SettingRun(run_dir, old, seg, ts)            # a record missing newer scores is scored again
     t = time.perf_counter()
-    test_df, unlabelled = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["test"]),
-                                        cfg, pred_dir=run_dir / "predictions", progress=progress)
-    val_df, _ = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["val"]), cfg,
-                              pred_dir=run_dir / "predictions" / "val")     # for figures when test labels are withheld
+    predicted = {part: list(predict_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split[part]),
+                                            cfg, pred_dir=run_dir / "predictions" / ("" if part == "test" else part),
+                                            progress=progress and part == "test"))
+                 for part in ("test", "val")}                  # val too: for figures when test labels are withheld
+    scored = {(part, pp): score_predictions(pairs, postprocess=pp) for part, pairs in predicted.items()
+              for pp in POSTPROCESS}
+    test_df, unlabelled = scored[("test", "none")]
+    val_df = scored[("val", "none")][0]
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     hist, info = seg.history, seg.info
@@ -155,6 +160,9 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
         "predictions_val": display_path(run_dir / "predictions" / "val"),
         "metrics": {"test": test_df.to_dict("records"), "val": val_df.to_dict("records")},   # NaN -> null
         "summary": {"test": table2_summary(test_df), "val": table2_summary(val_df)},
+        # the same predictions with each structure reduced to its largest connected component (nnU-Net's)
+        "metrics_largest_component": {p: scored[(p, "largest_component")][0].to_dict("records") for p in predicted},
+        "summary_largest_component": {p: table2_summary(scored[(p, "largest_component")][0]) for p in predicted},
     }
     write_json(record_path, record)
     return SettingRun(run_dir, record, seg, ts)
