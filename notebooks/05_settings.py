@@ -39,8 +39,9 @@
 # | --- | --- | --- |
 # | `intensity` | 0 | a random monotone intensity curve, gamma and contrast jitter (BigAug-style) |
 # | `gin` | 0 | a random shallow conv net, mixed with the image (GIN, Ouyang et al. 2022) |
+# | `slaug` | 0 | SLAug (Su et al. 2023): a global and a per-structure random intensity curve with a random scale and shift, fused where the network's gradient says the image matters |
 # | `histmatch` | 2, 3 | the histogram of the LGE slice the setting picks (whole 144-mm crop) |
-# | `rain+intensity`, `adaconv+intensity` | 1-3 | the stylizer, then the intensity remap |
+# | `rain+intensity`, `adaconv+intensity`, `rain+slaug` | 1-3 | the stylizer, then the intensity remap or SLAug |
 #
 # Run it from the repository root, for example:
 #

@@ -10,7 +10,7 @@ from cmr_lib.study.runs import run_setting
 from cmr_lib.training import segmenters
 
 CASES = [(1, "rain", 0), (1, "rain", 2), (3, "rain", 1), (2, "adaconv", 0), (2, "histmatch", 0), (0, "intensity", 0),
-         (0, "gin", 0), (3, "rain+intensity", 1), (0, "none", 0)]
+         (0, "gin", 0), (0, "slaug", 0), (3, "rain+intensity", 1), (3, "rain+slaug", 1), (0, "none", 0)]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_the_figure_shows_exactly_what_the_network_trained_on(tiny_phantom, shar
     assert rec["include_original"] is (stylizer != "none") and (run.stylizer is not None) == bool(cfg.network)
     batch = cfg.sizes.segmenter.batch
     mining = cfg.network == "rain" and eps > 0
-    if mining:               # the search ran against the network as it was at step 0: the seeded initial one
+    if mining or cfg.baseline == "slaug":    # the images depend on the network as it was at step 0: the seeded one
         torch.manual_seed(cfg.seed)
         ex = run_training_examples(run.record, src, steps=(0,), output_root=shared_out,
                                    segmenter=segmenters.build_segmenter(cfg))
@@ -48,15 +48,16 @@ def test_the_figure_shows_exactly_what_the_network_trained_on(tiny_phantom, shar
     else:
         steps = [0, 3]
         ex = run_training_examples(run.record, src, steps=steps, output_root=shared_out)
-    trained_on = torch.cat([seen[s][:batch] for s in steps])
+    k = 2 if cfg.baseline == "slaug" else 1                         # SLAug: the GLA and the fused images
+    trained_on = torch.cat([seen[s][:k * batch] for s in steps])
     assert ex.stylized.shape == trained_on.shape
     assert torch.equal(ex.stylized, trained_on), float((ex.stylized - trained_on).abs().max())
-    assert (ex.style is None) == (stylizer in ("intensity", "gin", "none"))
+    assert (ex.style is None) == (stylizer in ("intensity", "gin", "slaug", "none"))
     if stylizer == "none":
         assert torch.equal(ex.stylized, ex.content) and seen[0].shape[0] == batch       # bSSFP as it is
     else:
-        assert not torch.allclose(ex.stylized, ex.content, atol=1e-3) and seen[0].shape[0] == 2 * batch
-        assert torch.equal(seen[0][batch:], ex.content[:batch])                      # and the original batch
+        assert not torch.allclose(ex.stylized, ex.content, atol=1e-3) and seen[0].shape[0] == (k + 1) * batch
+        assert torch.equal(seen[0][k * batch:], ex.content[:batch])                  # and the original batch
     if stylizer == "histmatch":
         for i in range(len(ex.stylized)):
             assert torch.allclose(ex.stylized[i].flatten().sort().values, ex.style[i].flatten().sort().values)

@@ -78,3 +78,30 @@ def test_a_baseline_in_the_wrong_setting_is_one_line(setting, stylizer, message)
 def test_baseline_profile_values_are_checked():
     with pytest.raises(CmrError, match="baselines.gin.kernel_sizes"):
         make_config(profile="smoke", setting=0, stylizer="gin", overrides={"baselines.gin.kernel_sizes": [2]})
+
+
+def test_slaug_location_scale_and_saliency_fusion():
+    from cmr_lib.training import slaug
+
+    x = _images(n=3, s=32, seed=4)
+    y = torch.zeros((3, 32, 32), dtype=torch.long)
+    y[:, 10:20, 10:20], y[:, 22:28, 4:12] = 2, 3
+    gla = slaug.global_augment(x, torch.Generator().manual_seed(0))
+    assert gla.shape == x.shape and 0 <= float(gla.min()) and float(gla.max()) <= 1
+    for i in range(3):                                   # one monotone curve per image keeps the intensity order
+        a, b = x[i].flatten(), gla[i].flatten()
+        assert (b[a.argsort()].diff() >= -1e-5).all()
+    assert torch.equal(gla, slaug.global_augment(x, torch.Generator().manual_seed(0)))      # seeded
+    lla = slaug.local_augment(x, y, torch.Generator().manual_seed(1))
+    inside = [float(lla[i, 0][y[i] == c].mean() - x[i, 0][y[i] == c].mean()) for i in range(3) for c in (2, 3)]
+    assert len({round(v, 3) for v in inside}) > 1       # each structure gets its own remap
+    grad = torch.zeros((1, 1, 40, 40))
+    grad[0, 0, :8, :8] = 1.0                            # the loss reacts to the top-left corner only
+    sal = slaug.saliency_map(grad)
+    assert float(sal.min()) == 0.0 and float(sal[0, 0, 0, 0]) == 1.0 and sal[0, 0, 2, 2] > 0.5 > 0.05 > sal[0, 0, 35, 35]
+    net = torch.nn.Conv2d(1, 4, 3, padding=1)
+    both = slaug.slaug(x, y, torch.Generator().manual_seed(2),
+                       lambda img: torch.nn.functional.cross_entropy(net(img), y))
+    assert both.shape == (6, 1, 32, 32) and not both.requires_grad and net.weight.grad is None
+    fused = both[3:]
+    assert not torch.allclose(fused, both[:3]) and 0 <= float(fused.min()) and float(fused.max()) <= 1

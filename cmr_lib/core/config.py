@@ -13,8 +13,8 @@ from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
     NETWORKS,
     PROFILE_SCHEMA,
-    REMAPS,
     SETTINGS,
+    STYLE_FREE,
     STYLIZERS,
     as_int,
     choice,
@@ -205,14 +205,14 @@ def _stylizer_for_setting(stylizer: str, setting: int) -> str:
     if setting == 0:
         if stylizer in ("rain", "adaconv", "none"):
             return "none"
-        if stylizer in REMAPS:
+        if stylizer in STYLE_FREE:
             return stylizer
-        fail("stylizer", stylizer, "setting 0 takes 'none', 'intensity' or 'gin' "
+        fail("stylizer", stylizer, "setting 0 takes 'none', " + ", ".join(map(repr, STYLE_FREE)) + " "
               + ("(histmatch uses LGE styles: setting 2 or 3)" if stylizer == "histmatch"
                  else "(a stylizer needs setting 1, 2 or 3)"))
-    if stylizer in ("none", *REMAPS):
+    if stylizer in ("none", *STYLE_FREE):
         fail("stylizer", stylizer, f"setting {setting} stylizes: choose one of "
-              + ", ".join(s for s in STYLIZERS if s not in ("none", *REMAPS))
+              + ", ".join(s for s in STYLIZERS if s not in ("none", *STYLE_FREE))
               + ("" if stylizer == "none" else f" ({stylizer} uses no style image: run it as setting 0)"))
     if stylizer == "histmatch" and setting == 1:
         fail("stylizer", stylizer, "histmatch has no pre-training, so setting 1 would repeat setting 2: "

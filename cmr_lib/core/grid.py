@@ -10,8 +10,8 @@ from cmr_lib.core.paths import repo_root
 from cmr_lib.core.schema import SETTINGS, STYLIZERS, load_yaml
 
 STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "histmatch": "histmatch",
-                  "intensity": "intensity", "gin": "GIN", "rain+intensity": "RAIN + intensity",
-                  "adaconv+intensity": "AdaConv + intensity"}
+                  "intensity": "intensity", "gin": "GIN", "slaug": "SLAug", "rain+intensity": "RAIN + intensity",
+                  "adaconv+intensity": "AdaConv + intensity", "rain+slaug": "RAIN + SLAug"}
 STYLE_TRANSFER = ("rain", "adaconv")                    # the stylizers alone
 GROUPS = ("paper", "baseline")
 

@@ -17,10 +17,12 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 
 PROFILES = ("smoke", "demo", "paper")
-STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "rain+intensity", "adaconv+intensity")
+STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity", "adaconv+intensity",
+             "rain+slaug")
 NETWORKS = ("rain", "adaconv")     # the trained stylizers; the other values are baselines (training.augment)
-APPEARANCE_BASELINES = ("histmatch", "intensity", "gin")
-REMAPS = ("intensity", "gin")      # the baselines that need no style image: they remap the batch itself
+APPEARANCE_BASELINES = ("histmatch", "intensity", "gin", "slaug")
+STYLE_FREE = ("intensity", "gin", "slaug")    # the baselines that need no style image (setting 0, or after a stylizer)
+REMAPS = ("intensity", "gin")                 # of those, the ones that remap each image alone (training.augment)
 SETTINGS = (0, 1, 2, 3)
 SEQUENCES = ("C0", "LGE", "T2")
 

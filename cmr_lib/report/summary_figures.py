@@ -91,8 +91,8 @@ def prediction_grid(records: list[dict], source, rows=None, *, patients: int = 3
 
 def run_training_examples(record: dict, source, *, steps=(0,), output_root=None, segmenter=None):
     """What a run's DRU-Net trained on at the given steps (training.augment.training_examples), rebuilt from
-    its record: its config, its stylizer (reused, never retrained) and, for the style search, the network
-    it searches against (`segmenter`; default: the run's trained one)."""
+    its record: its config, its stylizer (reused, never retrained) and, where the images depend on the network
+    (RAIN's search, SLAug's saliency), that network (`segmenter`; default: the run's trained one)."""
     cfg = Config.from_record(record, output_root=output_root)
     split = record["data"]["split"]
     stylizer = None
@@ -109,7 +109,7 @@ def run_training_examples(record: dict, source, *, steps=(0,), output_root=None,
     content, styles = setting_data(cfg, source, split)
     eps = record.get("epsilon_iterations", 0)
     augmenter = BatchAugmenter(cfg, stylizer=stylizer, styles=styles, epsilon_iterations=eps)
-    if augmenter.mining and segmenter is None:
+    if augmenter.needs_network and segmenter is None:
         segmenter = load_run_segmenter(record, cfg)
     return training_examples(cfg, augmenter, content, steps=steps, segmenter=segmenter)
 

@@ -16,6 +16,7 @@ images) and draw every random number from the torch.Generator they are given, so
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import style_pool
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.training.checkpoints import draw_items
+from cmr_lib.training.slaug import slaug
 
 
 def _check(x: torch.Tensor, name: str) -> None:
@@ -196,8 +198,9 @@ def training_batch(cfg, content: SliceDataset, step: int):
 class BatchAugmenter:
     """The images a setting run's DRU-Net learns from at one step: stylized (RAIN: a style code sampled around
     the picked LGE style, then `epsilon_iterations` rounds of adversarial search against the current network;
-    AdaConv: restyled), histogram-matched, and/or remapped by intensity or GIN. Every draw comes from
-    (seed, step), so the same step gives the same images wherever this is called."""
+    AdaConv: restyled), histogram-matched, and/or remapped by intensity or GIN, or SLAug's location-scale
+    images with their saliency fusion (training.slaug: twice the batch). Every draw comes from (seed, step), so
+    the same step gives the same images wherever this is called."""
 
     def __init__(self, cfg, *, stylizer=None, styles: SliceDataset | None = None, epsilon_iterations: int = 0):
         if cfg.network and stylizer is None:
@@ -214,14 +217,22 @@ class BatchAugmenter:
     def mining(self) -> bool:
         return self.epsilon_iterations > 0
 
+    @property
+    def needs_network(self) -> bool:
+        """Whether the images depend on the network being trained (RAIN's search, SLAug's saliency)."""
+        return self.mining or self.cfg.baseline == "slaug"
+
     def styles_for(self, items, rng, step) -> torch.Tensor | None:
         """The batch's LGE style slices (None for the style-free baselines)."""
         return self.picker(items, rng, step).to(self.dev) if self.picker else None
 
-    def __call__(self, items, x, y, rng, step: int, segmenter=None, styles=None) -> torch.Tensor:
-        """Augmented images for batch `step` (x, y on the device); `segmenter` is the network the style
-        search works against (RAIN with epsilon > 0); `styles` the picked ones, if already drawn."""
+    def __call__(self, items, x, y, rng, step: int, segmenter=None, styles=None):
+        """(images, labels) the network learns from at batch `step` (x, y on the device); `segmenter` is the
+        network being trained (RAIN's search and SLAug's saliency work against it); `styles` the picked
+        ones, if already drawn."""
         cfg = self.cfg
+        if self.needs_network and segmenter is None:
+            raise CmrError(f"{cfg.stylizer}: its images depend on the segmentation network; pass it")
         s = styles if styles is not None else self.styles_for(items, rng, step)
         if cfg.network:
             xs = self._stylize(s, x, y, step, segmenter)
@@ -232,7 +243,19 @@ class BatchAugmenter:
         if cfg.baseline in REMAPS:
             gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step + 500_000)
             xs = augment(cfg.baseline, xs.clamp(0.0, 1.0), gen, cfg.sizes.baselines)
-        return xs
+        elif cfg.baseline == "slaug":
+            gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step + 700_000)
+            with _frozen(segmenter):
+                xs = slaug(xs.clamp(0.0, 1.0), y, gen, lambda img: self._loss(segmenter, img, y))
+            return xs, torch.cat([y, y])
+        return xs, y
+
+    def _loss(self, segmenter, img, y):
+        """The segmentation loss of `segmenter` on img (network in bf16 where the profile says; loss in fp32)."""
+        sg = self.cfg.sizes.segmenter
+        with autocast(sg.precision, self.dev):
+            logits = segmenter(img)
+        return segmentation_loss(logits.float(), y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
 
     def _stylize(self, s, x, y, step, segmenter):
         cfg, sty, dev = self.cfg, self.stylizer, self.dev
@@ -248,26 +271,26 @@ class BatchAugmenter:
         if not self.mining:
             with torch.no_grad():
                 return sty.render(feat.float(), z0)
-        if segmenter is None:
-            raise CmrError("RAIN's style search needs the segmentation network it works against")
-        sg = cfg.sizes.segmenter
-        was_training = segmenter.training
-        segmenter.eval()                                                    # the search must not move BN statistics
-
-        def mined_loss(img):
-            # The style decoding stays fp32: under bf16 the search's small moves of z vanished (gain ~1e-6).
-            # Only the network runs in bf16 here: the same mined images, judged in fp32, gained as much
-            # (0.00278 both, 48 batches) and it is 1.35x faster (measured on the 2-core CPU).
-            with autocast(sg.precision, dev):
-                logits = segmenter(img)
-            return segmentation_loss(logits.float(), y, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
-
+        # The style decoding stays fp32: under bf16 the search's small moves of z vanished (gain ~1e-6).
+        # Only the network runs in bf16 here (_loss): the same mined images, judged in fp32, gained as much
+        # (0.00278 both, 48 batches) and it is 1.35x faster (measured on the 2-core CPU).
         ex = cfg.sizes.stylizer.explore
-        found = sty.explore(x, z0, mined_loss, iterations=self.epsilon_iterations, step=ex.step, rule=ex.rule,
-                            content_feat=feat.float())
-        segmenter.train(was_training)
+        with _frozen(segmenter):
+            found = sty.explore(x, z0, lambda img: self._loss(segmenter, img, y), iterations=self.epsilon_iterations,
+                                step=ex.step, rule=ex.rule, content_feat=feat.float())
         self.last_gain = found.losses[-1] - found.losses[0]
         return found.images[-1].float()
+
+
+@contextmanager
+def _frozen(model):
+    """The network in eval mode while the images are searched or weighed (its BN statistics must not move)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -291,7 +314,9 @@ def training_examples(cfg, augmenter: BatchAugmenter, content: SliceDataset, *, 
         items, x, y, rng = training_batch(cfg, content, step)
         x, y = x.to(augmenter.dev), y.to(augmenter.dev)
         s = augmenter.styles_for(items, rng, step)
-        out = augmenter(items, x, y, rng, step, segmenter=segmenter, styles=s)
-        parts.append((x.cpu(), None if s is None else s.cpu(), out.detach().float().cpu(), y.cpu()))
+        out, labels = augmenter(items, x, y, rng, step, segmenter=segmenter, styles=s)
+        k = out.shape[0] // x.shape[0]                   # SLAug gives two images per slice: GLA, then fused
+        parts.append((x.repeat(k, 1, 1, 1).cpu(), None if s is None else s.repeat(k, 1, 1, 1).cpu(),
+                      out.detach().float().cpu(), labels.cpu()))
     cat = (lambda k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]))
     return Stylization(cat(0), cat(1), cat(2), cat(3), None)

@@ -19,7 +19,6 @@ from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
-from cmr_lib.core.schema import REMAPS
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import split_for, style_pool
@@ -135,7 +134,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
               "data": data_fingerprint(source, {"train": ("C0", split["train"]), "val": ("LGE", split["val"])})}
-    if cfg.baseline in REMAPS:
+    if cfg.baseline in cfg.sizes.baselines:                 # its profile parameters, if it has any
         config["baseline"] = cfg.sizes.baselines[cfg.baseline].to_dict()
     if pool:
         config["data"]["style"] = data_fingerprint(pool[0], {"style": ("LGE", pool[1])})
@@ -160,9 +159,9 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         x, y = x.to(dev), y.to(dev)
         if augmenting:
             t = time.perf_counter()
-            xs = augmenter(items, x, y, rng, step, segmenter=model)
+            xs, ys = augmenter(items, x, y, rng, step, segmenter=model)
             stats["seconds_stylize"] += time.perf_counter() - t
-            x, y = (torch.cat([xs, x]), torch.cat([y, y])) if include_original else (xs, y)
+            x, y = (torch.cat([xs, x]), torch.cat([ys, y])) if include_original else (xs, ys)
         loss = _optimise(cfg, model, optimizer, x, y, step, dev)
         return {"loss": loss, **({"explore_gain": augmenter.last_gain} if augmenter.mining else {})}
 
