@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cmr_lib.core.grid import STYLE_TRANSFER, label, table_rows
+from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.evaluation.evaluate import STRUCTURES
 from cmr_lib.report.tables import METRIC_NAMES, by_row, key_of, part_of, value
@@ -39,17 +39,18 @@ def wilcoxon(a: pd.Series, b: pd.Series) -> dict:
 
 def comparisons(present: list[tuple]) -> list[tuple[tuple, tuple]]:
     """The pairs the paper and the baselines ask about, among the rows present: every row against setting 0;
-    RAIN against AdaConv in each setting; each stylizer + intensity against the stylizer alone and against
-    intensity alone."""
+    RAIN against AdaConv in each setting; each stylizer + a baseline (intensity, SLAug) against the stylizer
+    alone and against that baseline alone."""
     out = [(k, SETTING0) for k in present if k != SETTING0 and SETTING0 in present]
     for s in (1, 2, 3):
         rain = next((k for k in present if k[:2] == (s, "rain")), None)
         if rain and (s, "adaconv", 0) in present:
             out.append((rain, (s, "adaconv", 0)))
         for k in present:
-            if k[0] == s and k[1].endswith("+intensity"):
-                alone = next((j for j in present if j[:2] == (s, k[1].split("+")[0])), None)
-                out += [(k, j) for j in (alone, (0, "intensity", 0)) if j in present]
+            if k[0] == s and "+" in k[1]:
+                network, remap = k[1].split("+")
+                alone = next((j for j in present if j[:2] == (s, network)), None)
+                out += [(k, j) for j in (alone, (0, remap, 0)) if j in present]
     return out
 
 
@@ -113,10 +114,11 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
     for _, r in bl.iterrows():
         p = _p(tests, label(key_of(r)), lambda a: a == label(SETTING0))
         lines.append(f"- {label(key_of(r))} against setting 0: {signed(r['DC AVG'] - s0)} Dice ({verdict(p)}).")
-    for _, r in t2[t2["key"].str.endswith("+intensity")].iterrows():
-        alone_key = (int(r["setting"]), r["key"].split("+")[0], key_of(r)[2])
+    for _, r in t2[t2["key"].str.contains("+", regex=False)].iterrows():
+        network, remap = r["key"].split("+")
+        alone_key = (int(r["setting"]), network, key_of(r)[2])
         alone = value(t2, alone_key, "DC AVG")
-        p = _p(tests, label(key_of(r)), lambda a: "intensity" not in a and a != label(SETTING0))
-        lines.append(f"- Adding intensity to {r['stylizer'].split(' +')[0]} in setting {int(r['setting'])}: "
+        p = _p(tests, label(key_of(r)), lambda a: a == label(alone_key))
+        lines.append(f"- Adding {STYLIZER_NAMES[remap]} to {STYLIZER_NAMES[network]} in setting {int(r['setting'])}: "
                      f"{signed(r['DC AVG'] - alone)} Dice ({verdict(p)}).")
     return "\n".join(lines) + "\n"
