@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmr_lib.core.errors import check_int
-from cmr_lib.core.paths import data_root, display_path, repo_root
+from cmr_lib.core.paths import data_root, display_path, recorded_path, repo_root
 from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
     NETWORKS,
@@ -119,7 +119,7 @@ class Config:
         c = record["config"]
         sizes = validate_tree(c["sizes"], PROFILE_SCHEMA, str(record.get("_path", "run record")))
         data = c.get("data_dir")
-        data = None if data is None else (Path(data) if Path(data).is_absolute() else repo_root() / data)
+        data = None if data is None else recorded_path(data)
         out = Path(output_root).expanduser().resolve() if output_root is not None else repo_root()
         return cls(profile=c["profile"], setting=int(c["setting"]), stylizer=c["stylizer"], seed=int(c["seed"]),
                    data_dir=data, c0_spacing=c["c0_spacing"], output_root=out, sizes=Section(sizes),

@@ -26,3 +26,9 @@ def display_path(path) -> str | None:
         return str(path.resolve().relative_to(repo_root()))
     except ValueError:
         return str(path)
+
+
+def recorded_path(text) -> Path:
+    """The path a record names (display_path's inverse): relative ones are inside the repository."""
+    path = Path(text)
+    return path if path.is_absolute() else repo_root() / path

@@ -11,7 +11,7 @@ import torch
 from cmr_lib.core.config import Config
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import label, table_rows
-from cmr_lib.core.paths import repo_root
+from cmr_lib.core.paths import recorded_path
 from cmr_lib.data.nifti import read_label
 from cmr_lib.data.slices import SliceDataset, heart_extent
 from cmr_lib.data.splits import split_for
@@ -131,9 +131,7 @@ def setting_histograms(records: list[dict], source, rows=None, *, steps=range(6)
     shown, skipped = {}, []
     for key in present:
         rec = first[key]
-        want = Path((rec.get("stylizer_run") or {}).get("checkpoint") or "")
-        want = want if want.is_absolute() else repo_root() / want
-        if rec.get("stylizer_run") and not (want / "final.pt").is_file():
+        if rec.get("stylizer_run") and not (recorded_path(rec["stylizer_run"]["checkpoint"]) / "final.pt").is_file():
             skipped.append(label(key))
             continue
         ex = run_training_examples(rec, source, steps=tuple(steps), output_root=output_root)

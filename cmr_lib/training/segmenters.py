@@ -18,7 +18,7 @@ from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
-from cmr_lib.core.paths import repo_root
+from cmr_lib.core.paths import recorded_path
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import split_for, style_pool
@@ -199,8 +199,6 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
 
 def load_run_segmenter(record: dict, cfg) -> torch.nn.Module:
     """The trained DRU-Net a run record names (its checkpoint folder's final.pt), in eval mode."""
-    ckpt = Path(record["segmenter"]["checkpoint"])
-    ckpt = (ckpt if ckpt.is_absolute() else repo_root() / ckpt) / "final.pt"
     model = build_segmenter(cfg)
-    load_checkpoint(ckpt, model=model)
+    load_checkpoint(recorded_path(record["segmenter"]["checkpoint"]) / "final.pt", model=model)
     return model.eval()
