@@ -82,9 +82,15 @@ def style_source_for(cfg, source: CMRSource, sequence: str) -> CMRSource:
     raise CmrError(f"{source.root}: has no {sequence} images; pass t2_dir (a MyoPS 2020 folder) for T2 styles")
 
 
+def style_split(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, dict]:
+    """Where a run's `sequence` styles come from and that source's split: the run's own, or the other
+    source's default split (T2 from `t2_dir`)."""
+    style_src = style_source_for(cfg, source, sequence)
+    return style_src, (split if style_src is source else default_split(style_src))
+
+
 def style_pool(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, list[int]]:
     """The style images of a run, chosen here only: (their source, the patients whose `sequence` volume may
-    serve as an unlabelled style), from the run's split, or the other source's own split."""
-    style_src = style_source_for(cfg, source, sequence)
-    style_split = split if style_src is source else default_split(style_src)
-    return style_src, [p for p in style_split["style"] if style_src.has(p, sequence)]
+    serve as an unlabelled style)."""
+    style_src, pool_split = style_split(cfg, source, split, sequence)
+    return style_src, [p for p in pool_split["style"] if style_src.has(p, sequence)]

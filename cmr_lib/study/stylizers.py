@@ -15,7 +15,7 @@ from cmr_lib.core.paths import display_path
 from cmr_lib.core.schema import load_settings
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
-from cmr_lib.data.splits import default_split, split_for, style_source_for
+from cmr_lib.data.splits import split_for, style_split
 from cmr_lib.evaluation.metrics import edge_overlap, intensity_kl, region_values
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots
@@ -64,13 +64,12 @@ def stylize_examples(ts: TrainedStylizer, cfg, source: CMRSource, *, max_slices:
                      batch: int = 16) -> Stylization:
     """Stylize heart slices of training patients' bSSFP with random labelled style slices (validation
     patients' labels select the style's cardiac region for analysis only; they never train anything)."""
-    style_src = style_source_for(cfg, source, ts.pretrain[1])
     crop = cfg.sizes.preprocess.crop[ts.kind]
     split = split_for(source, cfg.split)
+    style_src, styles_split = style_split(cfg, source, split, ts.pretrain[1])
     content = SliceDataset.from_source(source, split["train"], ts.pretrain[0], cfg, train=False, heart_only=True,
                                        label="require", crop=crop)
-    style_split = split if style_src is source else default_split(style_src)
-    style_pats = [p for p in style_split["val"] if style_src.has_label(p, ts.pretrain[1])] or \
+    style_pats = [p for p in styles_split["val"] if style_src.has_label(p, ts.pretrain[1])] or \
         style_src.patients_with(ts.pretrain[1], labelled=True)[:5]
     style = SliceDataset.from_source(style_src, style_pats, ts.pretrain[1], cfg, train=False, heart_only=True,
                                      label="require", crop=crop)
