@@ -156,10 +156,12 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="notebooks run side by side where they may (default 2)")
     ap.add_argument("--c0-spacing", default=None, help="'lge' for the cropped MS-CMRSeg copy (stale C0 voxel size)")
     ap.add_argument("--t2-dir", default=None, help="T2 images for setting 1 when the data set has none (MyoPS)")
+    ap.add_argument("--output-root", default=None, help="write results/ and figures/ here (default: the repository)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     args = ap.parse_args(argv)
     return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
-                     force=args.force, c0_spacing=args.c0_spacing, t2_dir=args.t2_dir)
+                     force=args.force, c0_spacing=args.c0_spacing, t2_dir=args.t2_dir,
+                     output_root=args.output_root)
 
 
 def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,

@@ -310,6 +310,8 @@ def training_examples(cfg, augmenter: BatchAugmenter, content: SliceDataset, *, 
     styles and its augmented images (for RAIN with epsilon > 0, the search runs against `segmenter` as
     given: the network at that step is not kept, so figures use the trained one)."""
     parts = []
+    if segmenter is not None:
+        segmenter = segmenter.to(augmenter.dev)          # a loaded checkpoint comes on the CPU
     for step in steps:
         items, x, y, rng = training_batch(cfg, content, step)
         x, y = x.to(augmenter.dev), y.to(augmenter.dev)
