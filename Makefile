@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROFILE ?= demo
+PROFILE ?=
+DATA ?=
 DATA_DIR ?=
 SEED ?= 0
 SEEDS ?=
@@ -26,9 +27,10 @@ $(STAMP): pyproject.toml
 ## Regenerate the phantom (if needed), run every notebook with papermill, write results/ and figures/.
 ## Unchanged steps are reused (FORCE=1 reruns them); PROFILE=paper DATA_DIR=/path SEED=n pick the run;
 ## SEEDS=3 runs every Table 2/3 row with 3 seeds (default: the profile's); JOBS=n notebooks side by side;
-## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2).
+## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2);
+## DATA=mscmrseg2019 finds the real sample set and sets both itself (profile 'real', outputs in real/<name>/).
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.study.reproduce --profile $(PROFILE) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
+	$(BIN)/python -m cmr_lib.study.reproduce $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data $(DATA)) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
 	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR))
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.

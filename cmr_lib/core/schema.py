@@ -16,7 +16,7 @@ import yaml
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 
-PROFILES = ("smoke", "demo", "paper")
+PROFILES = ("smoke", "demo", "real", "paper")
 STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity", "adaconv+intensity",
              "rain+slaug")
 NETWORKS = ("rain", "adaconv")     # the trained stylizers; the other values are baselines (training.augment)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cmr_lib.data.nifti import CLASSES
 from cmr_lib.data.phantom_anatomy import TISSUES, tissue_signals
+from cmr_lib.data.real import epicardial_diameter_px
 from cmr_lib.data.slices import heart_extent, nearest_level, relative_levels
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.transforms import normalise
@@ -126,7 +127,7 @@ def heart_sizes(sources: dict, patients: int | None = 5) -> pd.DataFrame:
     """Mean largest epicardial diameter per data set and sequence, in pixels and in mm by the header.
 
     If two sequences of one data set show the same heart at very different sizes in mm but the same
-    size in pixels, a header voxel size is wrong (the cropped MS-CMRSeg copy's C0: see data.detect_layout).
+    size in pixels, a header voxel size is wrong (the cropped MS-CMRSeg copy's C0: data.real.detect_c0_spacing decides it from the same measure).
     """
     rows = []
     for name, src in sources.items():
@@ -134,9 +135,7 @@ def heart_sizes(sources: dict, patients: int | None = 5) -> pd.DataFrame:
             pats = src.patients_with(seq, labelled=True)[:patients]
             px, mm = [], []
             for vol in src.volumes(pats, seq, label="require"):
-                area = max(int((vol.label[:, :, z] > 0).sum() - (vol.label[:, :, z] == 3).sum())
-                           for z in range(vol.label.shape[2]))
-                d = 2.0 * np.sqrt(area / np.pi)
+                d = epicardial_diameter_px(vol.label)
                 px.append(d)
                 mm.append(d * np.sqrt(vol.spacing[0] * vol.spacing[1]))
             if px:

@@ -24,6 +24,7 @@ from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError, check_int, cli_main
 from cmr_lib.core.grid import reproduce_rows, table_rows, uses_rain
 from cmr_lib.core.paths import repo_root
+from cmr_lib.data.real import DATA_SETS, resolve_data
 from cmr_lib.data.sources import source_for
 from cmr_lib.study.execution import finish_notebook, machine, peak_memory_mb, start_notebook
 from cmr_lib.study.stylizers import train_pairs
@@ -148,7 +149,10 @@ def prepare(what: str, parameters: dict) -> None:
 @cli_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cmr_lib.study.reproduce", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--profile", default=None, help="default: 'real' with --data, else 'demo'")
+    ap.add_argument("--data", default=None, choices=sorted(DATA_SETS),
+                    help="a real sample set by name: found in $CMR_REAL_DATA or ../shared/data, its C0 voxel size "
+                    "checked, T2 from MyoPS when it has none; results/ and figures/ go to real/<name>/")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seed", type=int, default=0, help="the first seed (and the only one when --seeds is 1)")
     ap.add_argument("--seeds", type=int, default=None, help="run every Table 2/3 row with this many seeds "
@@ -159,9 +163,18 @@ def main(argv=None) -> int:
     ap.add_argument("--output-root", default=None, help="write results/ and figures/ here (default: the repository)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     args = ap.parse_args(argv)
-    return reproduce(args.profile, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
-                     force=args.force, c0_spacing=args.c0_spacing, t2_dir=args.t2_dir,
-                     output_root=args.output_root)
+    data_dir, c0_spacing, t2_dir, output_root = args.data_dir, args.c0_spacing, args.t2_dir, args.output_root
+    if args.data:
+        if data_dir:
+            raise CmrError("give DATA (a sample set by name) or DATA_DIR (a folder), not both")
+        named = resolve_data(args.data)
+        print(f"reproduce: {named.describe()}")
+        data_dir, c0_spacing = named.data_dir, c0_spacing or named.c0_spacing
+        t2_dir = t2_dir or named.t2_dir
+        output_root = output_root or repo_root() / "real" / args.data
+    profile = args.profile or ("real" if args.data else "demo")
+    return reproduce(profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
+                     force=args.force, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root)
 
 
 def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
