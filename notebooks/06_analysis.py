@@ -120,10 +120,9 @@ else:
 # between rows can be set beside the paper's.
 
 # %%
-theirs = paper.paper_tables()
-print(paper.compare_with_paper(table2, theirs["table2"]).round(3).to_string(index=False))
-if table3 is not None:
-    print(paper.compare_with_paper(table3, theirs["table3"]).round(3).to_string(index=False))
+comparison = paper.comparison_markdown(table2, table3)
+write_text(cfg.results_dir / "paper_comparison.md", comparison)
+print(comparison)
 
 # %% [markdown]
 # ## Which of the paper's claims hold here?

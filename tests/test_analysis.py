@@ -138,6 +138,9 @@ def test_paper_file_and_comparison(tmp_path, table2_records):
     assert c.loc[(3, "RAIN"), "HD AVG difference"] == pytest.approx(6.0)
     assert np.isnan(c.loc[(0, "none"), "DC AVG paper"]) and c.loc[(0, "none"), "HD AVG paper"] == 50.0
     assert np.isnan(c.loc[(1, "AdaConv"), "DC AVG difference"])
+    md = paper.comparison_markdown(t2, None, {"table2": theirs, "table3": []})
+    assert "| 2 | 3 | RAIN | 5 | 0.750 | 0.800 | -0.050 | 16.0 | 10.0 | 6.0 |" in md
+    assert "| 2 | 1 | AdaConv |  | " in md and md.count("\n") == 2 + len(t2)
     (tmp_path / "p.yaml").write_text("table2: []\n")
     with pytest.raises(CmrError, match="needs a list 'table3'"):
         paper.paper_tables(tmp_path / "p.yaml")

@@ -93,3 +93,21 @@ def claims_markdown(verdicts: pd.DataFrame) -> str:
     mark = {True: "holds", False: "does not hold", None: "cannot tell (rows missing)"}
     return "".join(f"- {v['claim']}: **{mark[None if pd.isna(v['holds']) else bool(v['holds'])]}** ({v['evidence']})\n"
                    for _, v in verdicts.iterrows())
+
+
+def comparison_markdown(table2: pd.DataFrame, table3: pd.DataFrame | None = None, theirs: dict | None = None) -> str:
+    """Ours beside the paper (compare_with_paper) as markdown: Table 2's rows, then Table 3's, with DC and HD
+    AVG ours / paper / difference; '' where the paper has no such row (our baselines)."""
+    theirs = theirs or paper_tables()
+    cell = (lambda v, fmt: "" if not np.isfinite(v) else format(v, fmt))
+    lines = ["| table | setting | stylizer | ε | DC AVG ours | DC AVG paper | DC diff. | HD AVG ours | HD AVG paper "
+             "| HD diff. |", "|" + " --- |" * 10]
+    for name, ours in (("2", table2), ("3", table3)):
+        if ours is None or ours.empty:
+            continue
+        for _, r in compare_with_paper(ours, theirs[f"table{name}"]).iterrows():
+            eps = "" if pd.isna(r["epsilon"]) or not r["epsilon"] else str(int(r["epsilon"]))
+            lines.append(f"| {name} | {int(r['setting'])} | {r['stylizer']} | {eps} | "
+                         + " | ".join(cell(float(r[f"{m} {k}"]), ".3f" if m == "DC AVG" else ".1f")
+                                      for m in ("DC AVG", "HD AVG") for k in ("ours", "paper", "difference")) + " |")
+    return "\n".join(lines) + "\n"
