@@ -205,6 +205,12 @@ def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
     assert ("setting 3, RAIN + intensity ε5", "setting 0, intensity", "HD AVG") in got
     md = stats.tests_markdown(t)
     assert "| setting 3, RAIN ε5 | setting 0 (none) | DC AVG | 8 | +0.050 |" in md
+    best = stats.best_baseline_key(tables.table(recs))
+    assert best == (0, "intensity", 0)
+    vs_best = stats.paired_tests(recs, best_baseline=best)
+    against = vs_best[vs_best["against"] == "setting 0, intensity"]
+    assert set(against["row"]) == {"setting 3, RAIN ε5", "setting 3, AdaConv", "setting 3, RAIN + intensity ε5"}
+    assert len(vs_best) == len(t) + 2 * 2             # RAIN and AdaConv against it are new; RAIN + intensity was there
 
 
 def test_wilcoxon_skips_undefined_patients_and_identical_rows():

@@ -37,11 +37,25 @@ def wilcoxon(a: pd.Series, b: pd.Series) -> dict:
     return out
 
 
-def comparisons(present: list[tuple]) -> list[tuple[tuple, tuple]]:
+def best_baseline(t2: pd.DataFrame):
+    """The appearance-baseline row (histmatch, intensity, GIN, SLAug alone) with the highest Dice AVG, or None."""
+    bl = t2[t2["key"].isin(APPEARANCE_BASELINES)]
+    return None if bl.empty else bl.loc[bl["DC AVG"].idxmax()]
+
+
+def best_baseline_key(t2: pd.DataFrame) -> tuple | None:
+    """The key of `best_baseline(t2)`: what the tests compare every stylizer row with."""
+    row = best_baseline(t2)
+    return None if row is None else key_of(row)
+
+
+def comparisons(present: list[tuple], best_baseline: tuple | None = None) -> list[tuple[tuple, tuple]]:
     """The pairs the paper and the baselines ask about, among the rows present: every row against setting 0;
     RAIN against AdaConv in each setting; each stylizer + a baseline (intensity, SLAug) against the stylizer
-    alone and against that baseline alone."""
+    alone and against that baseline alone; every row with a stylizer against `best_baseline` (best_baseline_key)."""
     out = [(k, SETTING0) for k in present if k != SETTING0 and SETTING0 in present]
+    if best_baseline in present and best_baseline != SETTING0:
+        out += [(k, best_baseline) for k in present if k[1].split("+")[0] in STYLE_TRANSFER]
     for s in (1, 2, 3):
         rain = next((k for k in present if k[:2] == (s, "rain")), None)
         if rain and (s, "adaconv", 0) in present:
@@ -54,14 +68,15 @@ def comparisons(present: list[tuple]) -> list[tuple[tuple, tuple]]:
     return out
 
 
-def paired_tests(records: list[dict], rows=None, metrics=("dice", "hd")) -> pd.DataFrame:
+def paired_tests(records: list[dict], rows=None, metrics=("dice", "hd"), *, best_baseline: tuple | None = None
+                 ) -> pd.DataFrame:
     """Paired Wilcoxon signed-rank tests over test (else validation) patients for `comparisons`: per patient
     the mean over structures, averaged over seeds. Columns: row, against, metric, patients, mean difference
     (row - against), p."""
     groups = by_row(records)
     present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
     out = []
-    for a, b in comparisons(present):
+    for a, b in dict.fromkeys(comparisons(present, best_baseline)):
         for m in metrics:
             out.append({"row": label(a), "against": label(b), "metric": f"{METRIC_NAMES[m]} AVG",
                         **wilcoxon(patient_scores(groups[a], m), patient_scores(groups[b], m))})
@@ -102,7 +117,7 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
         return "n/a" if not np.isfinite(p) else ("significant" if p < alpha else "not significant") + f", p = {p:.3g}"
 
     groups = by_row(records)
-    best_st, best_bl = st.loc[st["DC AVG"].idxmax()], bl.loc[bl["DC AVG"].idxmax()]
+    best_st, best_bl = st.loc[st["DC AVG"].idxmax()], best_baseline(t2)
     w = wilcoxon(patient_scores(groups[key_of(best_st)]), patient_scores(groups[key_of(best_bl)]))
     lines = [f"On {data} ({int(best_st['cases'])} {best_st['patients']} patients, setting 0 Dice {s0:.3f}):"]
     lines.append(f"- Best style transfer: {label(key_of(best_st))}, Dice {best_st['DC AVG']:.3f}; best appearance "
