@@ -1,0 +1,93 @@
+"""One setting row on the real MS-CMRSeg sample with profile overrides, scored on the labelled LGE of validation
+patients 1-5 and on the 20 MyoPS 2020 DE volumes (a second, larger test): the experiments behind the `real`
+profile's choices (issue: why stylization does not help on real LGE). Each result is appended as one JSON
+line to benchmarks/results/real_experiments.jsonl.
+
+    python benchmarks/real_experiments.py NAME SETTING STYLIZER EPSILON '{"stylizer.explore.step": 1.0}' [--seed 0]
+    python benchmarks/real_experiments.py table      # the log as benchmarks/results/real_experiments.md
+
+Stylizers and networks are cached by configuration under --work (default build/real_experiments), so rows
+that share a stylizer train it once. Data: data.real.resolve_data (CMR_REAL_DATA or ../shared/data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cmr_lib.core.config import make_config
+from cmr_lib.core.paths import repo_root
+from cmr_lib.data.real import resolve_data
+from cmr_lib.data.sources import open_source
+from cmr_lib.evaluation.inference import score_volumes
+from cmr_lib.study.runs import run_setting
+
+LOG = repo_root() / "benchmarks" / "results" / "real_experiments.jsonl"
+
+
+def table(log=LOG) -> str:
+    """The experiment log as a markdown table, in the order run."""
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    lines = ["| experiment | setting | stylizer | ε | overrides | seed | Dice LGE 1-5 (MYO / LV / RV) | Dice AVG LGE 1-5 "
+             "| Dice AVG MyoPS 20 | minutes |", "|" + " --- |" * 10]
+    for r in rows:
+        parts = " / ".join(f"{r['val'][k]:.3f}" for k in ("MYO", "LV", "RV"))
+        over = ", ".join(f"{k} = {v}" for k, v in r["over"].items()) or "(profile " + r["profile"] + ")"
+        lines.append(f"| {r['name']} | {r['setting']} | {r['stylizer']} | {r['eps'] or ''} | {over} | {r['seed']} | "
+                     f"{parts} | {r['val_dice']:.3f} | {r['myops_dice']:.3f} | {r['minutes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:
+        out = LOG.with_suffix(".md")
+        out.write_text(table())
+        print(out.read_text())
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name")
+    ap.add_argument("setting", type=int)
+    ap.add_argument("stylizer")
+    ap.add_argument("epsilon", type=int)
+    ap.add_argument("overrides", nargs="?", default="{}", help="dotted profile keys as JSON")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--work", default=str(repo_root() / "build" / "real_experiments"))
+    ap.add_argument("--log", default=str(LOG))
+    args = ap.parse_args(argv)
+    over = json.loads(args.overrides)
+    named, myops = resolve_data("mscmrseg2019"), open_source(resolve_data("myops2020").data_dir)
+    out = Path(args.work) / args.name                     # one results/ per experiment, one shared checkpoints/
+    out.mkdir(parents=True, exist_ok=True)
+    shared = Path(args.work) / "checkpoints"
+    shared.mkdir(exist_ok=True)
+    if not (out / "checkpoints").exists():
+        (out / "checkpoints").symlink_to(shared)
+    t = time.perf_counter()
+    cfg = make_config(profile=args.profile, setting=args.setting, stylizer=args.stylizer, seed=args.seed,
+                      data_dir=named.data_dir, c0_spacing=named.c0_spacing, output_root=out, overrides=over,
+                      t2_dir=str(named.t2_dir))
+    run = run_setting(cfg, open_source(named.data_dir, c0_spacing=named.c0_spacing),
+                      epsilon_iterations=args.epsilon, progress=False)
+    val = run.record["summary"]["val"]["dice"]
+    volumes = [myops.load(p, "LGE", label="require") for p in myops.patients_with("LGE", labelled=True)]
+    scores, _ = score_volumes(run.segmenter.model, volumes, cfg)
+    row = {"name": args.name, "profile": args.profile, "seed": args.seed, "setting": args.setting,
+           "stylizer": args.stylizer, "eps": args.epsilon, "over": over,
+           "val_dice": val["AVG"], "val": {k: val[k] for k in ("MYO", "LV", "RV")},
+           "myops_dice": round(float(np.nanmean(scores["dice"].to_numpy(dtype=float))), 4),
+           "minutes": round((time.perf_counter() - t) / 60, 1)}
+    print(json.dumps(row), flush=True)
+    Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
