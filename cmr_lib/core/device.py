@@ -1,8 +1,11 @@
 """Where every model runs and in what precision: chosen here only, for training and inference alike."""
 from __future__ import annotations
 
+import atexit
 import os
+import tempfile
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -53,3 +56,48 @@ def autocast(precision: str, dev: torch.device):
     if precision_used(precision, dev) == "bf16":
         return torch.autocast(dev.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # someone else's live process
+        return True
+    return True
+
+
+def check_cores(registry=None) -> int:
+    """Warn when the cmr-stylize processes training at once ask for more threads than there are cores.
+
+    Two notebooks started side by side by hand each take every core and run about ten times slower
+    (measured). Each process registers its pid in a folder; when the live ones ask for more threads than
+    cores, one line says so. The thread count is not changed here: float results depend on it (measured:
+    a DRU-Net's gradients differ between 1 and 2 threads), so the same seed gives the same table only with
+    the same threads. The reproduce driver sets OMP_NUM_THREADS per notebook and is never warned. Returns
+    the number of live processes (0 when not checked)."""
+    if os.environ.get("OMP_NUM_THREADS") or device().type == "cuda":
+        return 0
+    folder = Path(registry or os.environ.get("CMR_THREADS_DIR") or Path(tempfile.gettempdir()) / "cmr-stylize-threads")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        mine = folder / str(os.getpid())
+        if not mine.exists():
+            mine.write_text(str(torch.get_num_threads()))
+            atexit.register(mine.unlink, missing_ok=True)
+        live = {}
+        for f in folder.iterdir():
+            if f.name.isdigit() and _alive(int(f.name)):
+                live[f] = int(f.read_text() or 1)
+            elif f.name.isdigit():
+                f.unlink(missing_ok=True)
+    except (OSError, ValueError):          # an unwritable or odd temp folder must not stop a run
+        return 0
+    cores = os.cpu_count() or 1
+    if sum(live.values()) > cores:
+        print(f"cmr: {len(live)} cmr-stylize processes are training at once with {sum(live.values())} threads on "
+              f"{cores} cores: each will be far slower (about 10x measured). Run them one after the other, or "
+              f"give each OMP_NUM_THREADS={max(1, cores // len(live))} (the thread count changes the float "
+              f"results), or use `make reproduce`, which does this for you.", flush=True)
+    return len(live)

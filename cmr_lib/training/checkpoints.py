@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path, write_text
+from cmr_lib.core.device import check_cores
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
@@ -122,6 +123,7 @@ def run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, it
     t1 = time.perf_counter()
     done_here = 0
     bar = tqdm(range(start, iterations), desc=desc, initial=start, total=iterations, disable=not progress)
+    check_cores()                               # runs started by hand side by side: warn, once per training
     for step in bar:
         losses = step_fn(step)
         history["step"].append(step)
