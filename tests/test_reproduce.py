@@ -166,3 +166,20 @@ def test_real_data_options_reach_every_notebook(tmp_path):
     assert (out / "p.txt").read_text() == f"lge {t2.resolve()}"
     with pytest.raises(CmrError, match="parameter 't2_dir' is not a folder"):
         rp.reproduce("smoke", steps_list=[("p", nb, {})], output_root=out, t2_dir=tmp_path / "missing")
+
+
+def test_gpus_spread_the_parallel_rows_and_the_placement_is_recorded(tmp_path):
+    code = ("import os, time, pathlib\n"
+            "p = pathlib.Path(output_root)\np.mkdir(parents=True, exist_ok=True)\n"
+            "t0 = time.time(); time.sleep(2)\n"
+            "(p / f'{name}.txt').write_text(f\"{t0} {time.time()} {os.environ.get('CUDA_VISIBLE_DEVICES')}\")")
+    nbs = [(n, _notebook(tmp_path / f"{n}.ipynb", f"name = '{n}'\n" + code), {}, True) for n in "abcd"]
+    serial = _notebook(tmp_path / "s.ipynb", code.replace("{name}", "s"))
+    out = tmp_path / "out"
+    rp.reproduce("smoke", steps_list=[("s", serial, {}), *nbs], output_root=out, jobs=4, gpus=["0", "1"])
+    seen = {n: (out / f"{n}.txt").read_text().split() for n in "sabcd"}
+    assert seen["s"][2] == "0" and sorted(seen[n][2] for n in "abcd") == ["0", "0", "1", "1"]   # two rows per GPU
+    rec = json.loads((out / "results" / "reproduce.json").read_text())
+    assert rec["gpus"] == ["0", "1"] and [s["gpu"] for s in rec["steps"]] == [seen[n][2] for n in "sabcd"]
+    with pytest.raises(CmrError, match="GPUS = '0,0': give distinct CUDA device numbers"):
+        rp.reproduce("smoke", steps_list=nbs, output_root=out, gpus=["0", "0"])

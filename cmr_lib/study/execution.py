@@ -46,15 +46,18 @@ def _notebook_error(path: Path) -> str | None:
     return None
 
 
-def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None):
+def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None, gpu: str | None = None):
     """Start executing one notebook with papermill in its own process (kernel python3, working directory =
-    the repository root), writing to a temporary file beside `dst`. Returns (process, temporary path, log)."""
+    the repository root), writing to a temporary file beside `dst`; `gpu` (a CUDA device number) is the only
+    GPU it sees. Returns (process, temporary path, log)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.ipynb", dir=dst.parent)
     os.close(fd)
     env = dict(os.environ)
     if threads:                                    # each kernel's torch uses this many threads
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     log = open(Path(tmp).with_suffix(".log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "papermill", str(src), tmp, "-k", "python3", "--cwd",
                              str(repo_root()), "--no-progress-bar", "-y", json.dumps(parameters)],

@@ -161,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--c0-spacing", default=None, help="'lge' for the cropped MS-CMRSeg copy (stale C0 voxel size)")
     ap.add_argument("--t2-dir", default=None, help="T2 images for setting 1 when the data set has none (MyoPS)")
     ap.add_argument("--output-root", default=None, help="write results/ and figures/ here (default: the repository)")
+    ap.add_argument("--gpus", default=None, help="CUDA devices to spread parallel notebooks over, e.g. 0,1,2,3 "
+                    "(JOBS in all; several per GPU when JOBS is larger)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     args = ap.parse_args(argv)
     data_dir, c0_spacing, t2_dir, output_root = args.data_dir, args.c0_spacing, args.t2_dir, args.output_root
@@ -174,18 +176,24 @@ def main(argv=None) -> int:
         output_root = output_root or repo_root() / "real" / args.data
     profile = args.profile or ("real" if args.data else "demo")
     return reproduce(profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
-                     force=args.force, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root)
+                     force=args.force, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root,
+                     gpus=args.gpus.split(",") if args.gpus else None)
 
 
 def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
-              output_root=None, c0_spacing=None, t2_dir=None) -> int:
+              output_root=None, c0_spacing=None, t2_dir=None, gpus=None) -> int:
     """Run `steps_list` (default: STEPS, for `seeds` seeds; notebooks by name in notebooks/ or by path) in
     order, parallel neighbours `jobs` at a time with cpu_count // jobs threads each; see the module
     docstring. `output_root` (default: the repository) receives results/ and figures/; `c0_spacing` and
-    `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both)."""
+    `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both). `gpus` (CUDA device
+    numbers, e.g. ['0', '1']) spreads the `jobs` parallel notebooks over those GPUs, each to the one with the
+    fewest running (several rows share a GPU when jobs > len(gpus)); the placement goes into reproduce.json."""
     cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
                       c0_spacing=c0_spacing or "header", t2_dir=None if t2_dir is None else str(t2_dir))
     check_int("jobs", jobs, minimum=1)
+    gpus = [str(g).strip() for g in gpus] if gpus else []
+    if any(not g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise CmrError(f"GPUS = {','.join(gpus)!r}: give distinct CUDA device numbers, e.g. GPUS=0,1,2,3")
     n_seeds = check_int("seeds", cfg.sizes.reproduce.seeds if seeds is None else seeds, minimum=1)
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
     steps_list = with_seeds(STEPS if steps_list is None else steps_list, seed_list)
@@ -221,6 +229,15 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
                      "parameters": parameters, "parallel": bool(parallel) and jobs > 1, "key": key})
     results: dict[int, dict] = {}
 
+    placement: dict[int, str | None] = {}
+
+    def pick_gpu(running=()):
+        """The GPU with the fewest notebooks running on it (None without GPUS)."""
+        if not gpus:
+            return None
+        load = {g: sum(placement.get(i) == g for i in running) for g in gpus}
+        return min(gpus, key=lambda g: load[g])
+
     def record(p, dt, reused, ran_parallel):
         done = ledger.get(p["dst"].name, {})
         if not reused:               # the kernel has exited: its peak is in RUSAGE_CHILDREN (a running max)
@@ -231,7 +248,8 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
                            "parameters": p["extra"], "seconds": round(dt, 1), "reused": reused,
                            "ran_beside_others": done.get("parallel", False),
                            "seconds_when_run": done["seconds"],
-                           "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far")}
+                           "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far"),
+                           **({"gpu": placement.get(p["i"])} if gpus and not reused else {})}
         print(f"[{p['i']}/{len(plan)}] {p['name']}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
 
     def is_done(p):
@@ -256,7 +274,9 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
                 if p["src"] is None:
                     prepare(p["nb"].split(":", 1)[1], p["parameters"])
                 else:
-                    err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"]), p["dst"])
+                    placement[p["i"]] = pick_gpu()
+                    err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"],
+                                                          gpu=placement[p["i"]]), p["dst"])
                     if err:
                         raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
                 record(p, time.perf_counter() - t0, False, False)
@@ -266,8 +286,9 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
         while queue or running:
             while queue and len(running) < jobs and not failures:
                 p = queue.pop(0)
+                placement[p["i"]] = pick_gpu(running)
                 running[p["i"]] = (p, time.perf_counter(), start_notebook(p["src"], p["dst"], p["parameters"],
-                                                                          threads=threads))
+                                                                          threads=threads, gpu=placement[p["i"]]))
             finished = None
             while finished is None:
                 for i, (p, t0, started) in running.items():
@@ -290,6 +311,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     write_json(cfg.results_dir / "reproduce.json", {
         "profile": cfg.profile, "data_source": str(cfg.data_dir) if cfg.data_dir else "phantom",
         "seed": cfg.seed, "seeds": seed_list, "jobs": jobs, "threads_per_parallel_step": threads,
+        **({"gpus": gpus} if gpus else {}),
         "steps": steps, "total_seconds": round(total, 1),
         "total_seconds_when_run": round(sum(st["seconds_when_run"] for st in steps), 1),
         "peak_memory_mb": peak_memory_mb(),
