@@ -279,3 +279,21 @@ def test_the_post_processed_table_reads_its_own_scores(table2_records):
     del recs[0]["summary_largest_component"]
     with pytest.raises(CmrError, match="has no largest_component scores; rerun it"):
         tables.table(recs, postprocess="largest_component")
+
+
+def test_cross_tests_pair_each_stylizer_row_with_setting0_and_the_best_baseline():
+    from cmr_lib.report import cross
+    cases = [f"p{i}" for i in range(10)]
+    base = pd.Series(np.linspace(0.4, 0.6, 10), index=cases)
+    df = pd.DataFrame()
+    df.attrs["per_patient"] = {"MyoPS 2020": {
+        (0, "none", 0): base, (1, "rain", 5): base + 0.1, (0, "gin", 0): base + 0.05,
+        (0, "intensity", 0): base - 0.02, (2, "adaconv", 0): base + np.r_[[0.01, -0.01] * 5]}}
+    t = cross.cross_tests(df)
+    got = {(r["row"], r["against"]): r for _, r in t.iterrows()}
+    assert set(got) == {("setting 1, RAIN ε5", "setting 0 (none)"), ("setting 1, RAIN ε5", "setting 0, GIN"),
+                        ("setting 2, AdaConv", "setting 0 (none)"), ("setting 2, AdaConv", "setting 0, GIN")}
+    gain = got[("setting 1, RAIN ε5", "setting 0 (none)")]
+    assert gain["patients"] == 10 and gain["mean difference"] == pytest.approx(0.1) and gain["p (Wilcoxon)"] < 0.01
+    assert got[("setting 2, AdaConv", "setting 0 (none)")]["p (Wilcoxon)"] > 0.5
+    assert set(t["metric"]) == {"MyoPS 2020 DC AVG"} and cross.cross_tests(pd.DataFrame()).empty

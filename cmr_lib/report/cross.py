@@ -12,6 +12,7 @@ from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
+from cmr_lib.report.stats import case_means, wilcoxon
 from cmr_lib.report.tables import first_run_per_row, key_of, part_of
 from cmr_lib.training.segmenters import load_run_segmenter
 
@@ -51,7 +52,7 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
     volumes = {name: [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)]
                for name, src in others.items()}                     # read once, scored by every network
     own_name = DATA_NAMES.get(own.name, own.name)
-    counts, out = {}, []
+    counts, out, per_patient = {}, [], {}
     for key in present:
         rec = first[key]
         part = part_of(rec)
@@ -65,13 +66,33 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
         model = load_run_segmenter(rec, cfg)
         for name, vols in volumes.items():
             df, _ = score_volumes(model, vols, cfg)
+            per_patient.setdefault(name, {})[key] = case_means(df)
             m = summarize(df)
             counts[name] = int(df["case"].nunique())
             row[f"{name} DC"], row[f"{name} HD"] = float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"])
         out.append(row)
     df = pd.DataFrame(out)
     df.attrs["patients"] = counts
+    df.attrs["per_patient"] = per_patient          # {data set: {row key: Dice AVG per patient}} for cross_tests
     return df
+
+
+def cross_tests(df: pd.DataFrame) -> pd.DataFrame:
+    """Paired Wilcoxon tests on each other data set's patients (cross_dataset's per-patient Dice AVG): every
+    row with a stylizer against setting 0 and against that data set's best appearance baseline (picked on
+    the same patients: optimistic). Columns as report.stats.paired_tests, metric '<data set> DC AVG'."""
+    out = []
+    for name, scores in df.attrs.get("per_patient", {}).items():
+        means = {k: float(v.mean()) for k, v in scores.items()}
+        baselines = [k for k in scores if k[1] in APPEARANCE_BASELINES]
+        best = max(baselines, key=lambda k: means[k]) if baselines else None
+        for key in scores:
+            if key[1].split("+")[0] not in STYLE_TRANSFER:
+                continue
+            for against in dict.fromkeys(k for k in ((0, "none", 0), best) if k in scores):
+                out.append({"row": label(key), "against": label(against), "metric": f"{name} DC AVG",
+                            **wilcoxon(scores[key], scores[against])})
+    return pd.DataFrame(out, columns=["row", "against", "metric", "patients", "mean difference", "p (Wilcoxon)"])
 
 
 def _num(v) -> float:

@@ -16,14 +16,18 @@ SETTING0 = (0, "none", 0)
 def patient_scores(records: list[dict], metric: str = "dice") -> pd.Series:
     """Per patient (case), the mean of `metric` over MYO, LV and RV, averaged over the runs (seeds) given.
     NaN where a structure's value is undefined (e.g. HD of a structure never predicted)."""
-    cols = []
-    for rec in records:
-        df = pd.DataFrame(rec["metrics"][part_of(rec)])
-        if df.empty:
-            continue
-        wide = df.set_index(["case", "structure"])[metric].astype(float).unstack()
-        cols.append(wide.reindex(columns=list(STRUCTURES)).mean(axis=1, skipna=False))
+    cols = [case_means(pd.DataFrame(rec["metrics"][part_of(rec)]), metric) for rec in records]
+    cols = [c for c in cols if len(c)]
     return pd.concat(cols, axis=1).mean(axis=1, skipna=False) if cols else pd.Series(dtype=float)
+
+
+def case_means(df: pd.DataFrame, metric: str = "dice") -> pd.Series:
+    """Per case of a per-case-and-structure metrics table, the mean of `metric` over MYO, LV and RV (NaN
+    where one is undefined): the one number per patient that the paired tests compare."""
+    if df.empty:
+        return pd.Series(dtype=float)
+    wide = df.set_index(["case", "structure"])[metric].astype(float).unstack()
+    return wide.reindex(columns=list(STRUCTURES)).mean(axis=1, skipna=False)
 
 
 def wilcoxon(a: pd.Series, b: pd.Series) -> dict:
