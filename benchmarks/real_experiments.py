@@ -5,6 +5,7 @@ line to benchmarks/results/real_experiments.jsonl.
 
     python benchmarks/real_experiments.py NAME SETTING STYLIZER EPSILON '{"stylizer.explore.step": 1.0}' [--seed 0]
     python benchmarks/real_experiments.py table      # the log as benchmarks/results/real_experiments.md
+    python benchmarks/real_experiments.py fidelity   # how much of a real slice the MR autoencoder keeps
 
 Stylizers and networks are cached by configuration under --work (default build/real_experiments), so rows
 that share a stylizer train it once. Data: data.real.resolve_data (CMR_REAL_DATA or ../shared/data).
@@ -24,6 +25,7 @@ from cmr_lib.data.real import resolve_data
 from cmr_lib.data.sources import open_source
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.study.runs import run_setting
+from cmr_lib.training.stylizers import resolve_encoder
 
 LOG = repo_root() / "benchmarks" / "results" / "real_experiments.jsonl"
 
@@ -41,9 +43,52 @@ def table(log=LOG) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
+    """How much of a real slice survives the stylizers' bottleneck: the offline 'mr' autoencoder (relu4_1 of
+    the encoder, then the mirror decoder: what every stylized image is decoded through) at each (spacing mm,
+    crop px), on the C0 and LGE slices of validation patients 1-5. PSNR (dB) and the share of the image's
+    gradient energy kept (1 = as sharp as the input)."""
+    import torch
+
+    from cmr_lib.data.slices import SliceDataset
+    from cmr_lib.data.splits import split_for
+    from cmr_lib.models.adain import Decoder
+
+    named = resolve_data("mscmrseg2019")
+    src = open_source(named.data_dir, c0_spacing=named.c0_spacing)
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    lines = ["| spacing mm | crop px | sequence | slices | PSNR dB | gradient energy kept |", "|" + " --- |" * 6]
+    for spacing, crop in sizes:
+        over = {"preprocess.spacing_mm": spacing, **{f"preprocess.crop.{k}": crop for k in ("rain", "adaconv", "none")}}
+        cfg = make_config(profile="demo", data_dir=named.data_dir, c0_spacing=named.c0_spacing, output_root=work,
+                          overrides=over, t2_dir=str(named.t2_dir))
+        split = split_for(src, cfg.split)
+        enc, record = resolve_encoder(cfg, src, split=split, progress=False)      # trains the autoencoder if new
+        state = torch.load(str(work / "checkpoints" / "autoencoders" / record["source"]), map_location="cpu",
+                           weights_only=True)
+        dec = Decoder(width=enc.width)
+        dec.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
+        enc.eval(), dec.eval()
+        for seq in ("C0", "LGE"):
+            ds = SliceDataset.from_source(src, split["val"], seq, cfg, train=False, label="optional", crop=crop)
+            x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+            with torch.no_grad():
+                y = dec(enc(x, last_only=True)).clamp(0.0, 1.0)
+            psnr = float((10 * torch.log10(1.0 / ((y - x) ** 2).flatten(1).mean(1))).mean())
+            grad = (lambda t: float((t[..., 1:, :] - t[..., :-1, :]).abs().mean() + (t[..., 1:] - t[..., :-1]).abs().mean()))
+            lines.append(f"| {spacing} | {crop} | {seq} | {len(x)} | {psnr:.2f} | {grad(y) / grad(x):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     import sys
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fidelity"]:
+        work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
+        out = LOG.parent / "autoencoder_fidelity.md"
+        out.write_text(fidelity(work))
+        print(out.read_text())
+        return 0
     if argv[:1] == ["table"]:
         out = LOG.with_suffix(".md")
         out.write_text(table())
