@@ -142,6 +142,19 @@ def _run_with_another_config(d, phantom):
     return action
 
 
+def _phantom_over_real(d):
+    from cmr_lib.data import phantom
+    _case(d, seq="C0")                                       # a real patient1, no phantom marker
+    before = {f.name: f.read_bytes() for f in d.iterdir()}
+
+    def action():
+        try:
+            phantom.generate(d, patients=1, workers=1, progress=False)
+        finally:
+            assert {f.name: f.read_bytes() for f in d.iterdir()} == before      # nothing replaced or added
+    return action
+
+
 @dataclass
 class Case:
     name: str
@@ -215,6 +228,8 @@ CASES = [
          "'output_root'"),
     Case("a run with the same name and another configuration", _run_with_another_config,
          "a run with this name and another configuration exists", "run.json", phantom=True),
+    Case("phantom into a folder of real patients", _phantom_over_real,
+         "folder is not empty and holds no phantom written by this command", "/data"),
 ]
 
 
@@ -243,11 +258,18 @@ def _cli(*args):
 @pytest.mark.parametrize("args, message", [
     (("cmr_lib.evaluation.evaluate", "{d}/nope", "{d}"), "nope: "),
     (("cmr_lib.data.phantom", "{d}/out", "--patients", "0"), "patients"),
+    (("cmr_lib.evaluation.evaluate", "{d}/pred", "{d}/gt", "--out", "{d}/gt/patient1_LGE_manual.nii.gz"),
+     "--out is one of the input files"),
+    (("cmr_lib.evaluation.evaluate", "{d}/pred", "{d}/gt", "--out", "{d}/pred"), "--out is a folder"),
     (("cmr_lib.study.reproduce", "--profile", "huge"), "huge"),
     (("cmr_lib.study.reproduce", "--jobs", "0"), "'jobs' = 0"),
 ])
 def test_clis_exit_nonzero_with_one_line(tmp_path, args, message):
+    for sub in ("pred", "gt"):
+        _case(tmp_path / sub if (tmp_path / sub).mkdir() is None else None)
+    kept = (tmp_path / "gt" / "patient1_LGE_manual.nii.gz").read_bytes()
     r = _cli(*(a.format(d=tmp_path) for a in args))
+    assert (tmp_path / "gt" / "patient1_LGE_manual.nii.gz").read_bytes() == kept
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr

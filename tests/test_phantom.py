@@ -157,9 +157,10 @@ def test_ensure_reuses_a_complete_dataset(tmp_path):
     stamp = (tmp_path / "phantom.json").stat().st_mtime_ns
     phantom.ensure(tmp_path, patients=1, seed=3, progress=False)
     assert (tmp_path / "phantom.json").stat().st_mtime_ns == stamp
-    (tmp_path / "phantom.json").unlink()                         # an interrupted generation: no marker
+    (tmp_path / "phantom.json").unlink()                         # what an interrupted generation leaves
+    (tmp_path / "phantom.partial").write_text("")
     phantom.ensure(tmp_path, patients=1, seed=3, progress=False)
-    assert (tmp_path / "phantom.json").exists()
+    assert (tmp_path / "phantom.json").exists() and not (tmp_path / "phantom.partial").exists()
 
 
 def test_cli(tmp_path):
@@ -178,3 +179,19 @@ def test_writing_does_not_advance_the_callers_seed(tmp_path):
     a = phantom.write_patient(tmp_path / "a", 1, seed)
     b = phantom.write_patient(tmp_path / "b", 1, seed)
     assert a == b
+
+
+def test_a_phantom_folder_is_rewritten_whole_and_other_folders_only_on_request(tmp_path):
+    from cmr_lib.core.errors import CmrError
+    d = tmp_path / "ph"
+    phantom.generate(d, patients=2, seed=1, workers=1, progress=False)
+    phantom.generate(d, patients=1, seed=1, workers=1, progress=False)          # fewer: no patient 2 left behind
+    assert sorted(f.name for f in d.iterdir()) == ["patient1_C0.nii.gz", "patient1_C0_manual.nii.gz",
+                                                  "patient1_LGE.nii.gz", "patient1_LGE_manual.nii.gz",
+                                                  "patient1_T2.nii.gz", "patient1_T2_manual.nii.gz", "phantom.json"]
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(CmrError, match="also holds other files \\(notes.txt\\)"):
+        phantom.generate(d, patients=1, seed=1, workers=1, progress=False)
+    phantom.generate(d, patients=1, seed=1, workers=1, progress=False, overwrite=True)
+    assert (d / "notes.txt").read_text() == "mine" and (d / "phantom.json").is_file()
+    assert not (d / "phantom.partial").exists()

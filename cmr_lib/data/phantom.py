@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -238,11 +239,35 @@ def _write_patient_job(job):
     return write_patient(out_dir, patient, seed_seq)
 
 
-def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True) -> dict:
+PHANTOM_FILE = re.compile(r"^\.?patient\d+_(C0|T2|LGE)(_manual)?\.nii\.gz(\.\w+\.tmp\.nii\.gz)?$")  # + atomic temps
+
+
+def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
+    """Make `out_dir` ready for a new phantom without losing anyone's files: an empty folder, or one this
+    command wrote (phantom.json, or phantom.partial from a run that was stopped), is cleared of its phantom
+    files; any other non-empty folder is refused unless `overwrite`, which replaces the files named like
+    phantom files and keeps the rest. A phantom folder never mixes two phantoms or phantom and real patients."""
+    present = [f for f in out_dir.iterdir()]
+    ours = (out_dir / "phantom.json").is_file() or (out_dir / "phantom.partial").is_file()
+    foreign = [f.name for f in present if not (PHANTOM_FILE.match(f.name) or f.name in ("phantom.json", "phantom.partial"))]
+    if present and not ours and not overwrite:
+        raise CmrError(f"{out_dir}: folder is not empty and holds no phantom written by this command "
+                       f"({len(present)} entries, e.g. {sorted(f.name for f in present)[0]}); choose an empty "
+                       f"folder, or pass --overwrite to replace its patient files")
+    if ours and foreign and not overwrite:
+        raise CmrError(f"{out_dir}: the phantom folder also holds other files ({', '.join(sorted(foreign)[:3])}); "
+                       f"move them, or pass --overwrite")
+    for f in present:
+        if PHANTOM_FILE.match(f.name) or f.name == "phantom.json":
+            f.unlink()
+
+
+def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True, overwrite=False) -> dict:
     """Write a phantom data set of `patients` patients; `phantom.json` (written last) marks it complete.
 
     Deterministic per seed whatever the number of workers: patient i always draws from the i-th child
-    of SeedSequence(seed).
+    of SeedSequence(seed). A folder that holds anything but an earlier phantom is refused (`overwrite`
+    replaces its patient files).
     """
     check_int("patients", patients, minimum=1)
     check_int("seed", seed)
@@ -251,11 +276,13 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True) ->
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CmrError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
+    if not out_dir.is_dir():
+        raise CmrError(f"{out_dir}: is a file, not a folder")
     if not os.access(out_dir, os.W_OK):
         raise CmrError(f"{out_dir}: output folder is not writable")
+    _prepare_folder(out_dir, overwrite)
     marker = out_dir / "phantom.json"
-    if marker.exists():
-        marker.unlink()
+    (out_dir / "phantom.partial").write_text("a phantom is being written here by cmr_lib.data.phantom\n")
     children = np.random.SeedSequence(seed).spawn(patients)
     jobs = [(str(out_dir), i + 1, children[i]) for i in range(patients)]
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
@@ -280,6 +307,7 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True) ->
               "seconds": round(time.perf_counter() - t0, 2), "workers": workers, "layout": "mscmrseg",
               "patients_meta": metas}
     write_json(marker, record)
+    (out_dir / "phantom.partial").unlink(missing_ok=True)
     return record
 
 
@@ -306,8 +334,11 @@ def main(argv=None) -> int:
     ap.add_argument("--patients", type=int, default=45)
     ap.add_argument("--seed", type=int, default=2019)
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="write into a folder that holds other files, replacing its patient{N}_* files")
     args = ap.parse_args(argv)
-    rec = generate(args.out_dir, patients=args.patients, seed=args.seed, workers=args.workers)
+    rec = generate(args.out_dir, patients=args.patients, seed=args.seed, workers=args.workers,
+                   overwrite=args.overwrite)
     n_inf = sum(m["infarct"] is not None for m in rec["patients_meta"])
     print(f"wrote {rec['patients']} patients ({n_inf} with infarct) to {args.out_dir} in {rec['seconds']:.1f} s "
           f"with {rec['workers']} workers")

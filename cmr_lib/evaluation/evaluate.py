@@ -141,6 +141,18 @@ def write_csv(df: pd.DataFrame, path) -> Path:
     return Path(path)
 
 
+def check_output(out, *inputs) -> None:
+    """Refuse an --out that is a folder or one of the input files (the CSV would replace a label volume)."""
+    out = Path(out)
+    if out.is_dir():
+        raise CmrError(f"{out}: --out is a folder; give a file name such as {out / 'metrics.csv'}")
+    target = out.resolve()
+    for folder in inputs:
+        folder = Path(folder)
+        if folder.is_dir() and any(f.resolve() == target for f in folder.iterdir()):
+            raise CmrError(f"{out}: --out is one of the input files in {folder}; the CSV would overwrite it")
+
+
 @cli_main
 def main(argv=None) -> int:
     """python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv] [--largest-component]"""
@@ -151,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--largest-component", action="store_true",
                     help="score each structure's largest connected component only (nnU-Net's post-processing)")
     args = ap.parse_args(argv)
+    if args.out:
+        check_output(args.out, args.pred_dir, args.gt_dir)
     df = evaluate_dirs(args.pred_dir, args.gt_dir, postprocess="largest_component" if args.largest_component else "none")
     if args.out:
         write_csv(df, args.out)
