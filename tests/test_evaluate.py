@@ -9,6 +9,7 @@ from conftest import heart_label, write_nifti
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import map_labels
 from cmr_lib.evaluation import evaluate, metrics
+from cmr_lib.evaluation.evaluate import evaluate_dirs, summarize
 
 SP = (1.2, 1.2, 8.0)
 
@@ -121,5 +122,47 @@ def test_label_files_win_over_images_in_a_dataset_folder(tmp_path, image, label,
 def test_duplicate_predictions_are_refused(dirs):
     pred, gt, ref, _ = dirs
     write_nifti(pred / "patient1_LGE.nii", ref, SP)
-    with pytest.raises(CmrError, match="duplicate prediction for case patient1_LGE"):
+    with pytest.raises(CmrError, match="prediction case patient1_LGE is given twice"):
         evaluate.match_files(pred, gt)
+
+
+def _folders(tmp_path, gt_cases=(1, 2, 3), pred_cases=(1, 2)):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    for p in gt_cases:
+        write_nifti(gt / f"patient{p}_LGE_manual.nii.gz", heart_label())
+        write_nifti(gt / f"patient{p}_C0_manual.nii.gz", heart_label())      # another sequence: not expected
+    for p in pred_cases:
+        write_nifti(pred / f"patient{p}_LGE.nii.gz", heart_label())
+    return pred, gt
+
+
+def test_a_missing_prediction_is_an_error_or_scores_zero(tmp_path):
+    pred, gt = _folders(tmp_path)
+    with pytest.raises(CmrError, match=r"no prediction for 1 ground-truth case\(s\) \(patient3_LGE\)"):
+        evaluate_dirs(pred, gt)
+    df = evaluate_dirs(pred, gt, allow_missing=True)
+    assert sorted(df["case"].unique()) == ["patient1_LGE", "patient2_LGE", "patient3_LGE"]
+    assert (df[df["case"] == "patient3_LGE"]["dice"] == 0).all()
+    assert summarize(df).loc["dice", "AVG"] == pytest.approx(2 / 3)         # the missing case counts
+
+
+def test_the_same_folder_or_file_twice_and_odd_extensions(tmp_path):
+    pred, gt = _folders(tmp_path, gt_cases=(1,), pred_cases=(1,))
+    with pytest.raises(CmrError, match="the prediction folder is the ground-truth folder"):
+        evaluate_dirs(gt, gt)
+    write_nifti(gt / "patient1_LGE_manual.nii", heart_label())
+    with pytest.raises(CmrError, match="ground-truth case patient1_LGE_manual is given twice"):
+        evaluate_dirs(pred, gt)
+    (gt / "patient1_LGE_manual.nii").unlink()
+    (pred / "patient1_LGE.nii.gz").rename(pred / "patient1_LGE.NII.GZ")      # upper-case extension: still read
+    assert evaluate_dirs(pred, gt)["case"].unique().tolist() == ["patient1_LGE"]
+
+
+def test_a_flipped_prediction_is_refused(tmp_path):
+    pred, gt = _folders(tmp_path, gt_cases=(1,), pred_cases=())
+    flipped = np.diag([-1.0, 1.0, 5.0, 1.0])
+    flipped[0, 3] = 31.0
+    write_nifti(pred / "patient1_LGE.nii.gz", heart_label(), affine=flipped)
+    with pytest.raises(CmrError, match="patient1_LGE.nii.gz: affine differs from patient1_LGE_manual.nii.gz"):
+        evaluate_dirs(pred, gt)

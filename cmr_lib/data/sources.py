@@ -15,7 +15,7 @@ from cmr_lib.core.paths import repo_root
 from cmr_lib.data import phantom
 from cmr_lib.data.nifti import Volume, check_same_grid, read_image, read_label
 
-_NII = r"\.nii(?:\.gz)?$"
+_NII = r"(?i:\.nii(?:\.gz)?)$"            # the extension in any case (.NII.GZ as written by some tools)
 _MSCMRSEG = re.compile(r"^patient(\d+)_(C0|T2|LGE|DE)(_manual)?" + _NII)
 _MYOPS = re.compile(r"^myops_(?:training|test|validation)_(\d+)_(C0|T2|DE|gd)" + _NII)
 _CANONICAL = {"C0": "C0", "T2": "T2", "LGE": "LGE", "DE": "LGE"}

@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.errors import CmrError, cli_main
-from cmr_lib.data.nifti import CLASSES, read_label
+from cmr_lib.data.nifti import CLASSES, check_same_grid, read_label
 from cmr_lib.evaluation.metrics import evaluate_volume
 from cmr_lib.evaluation.postprocess import postprocessed
 
 COLUMNS = ["case", "structure", "dice", "hd", "hd95", "assd"]
 METRICS = ["dice", "hd", "hd95", "assd"]
 STRUCTURES = list(CLASSES.values())
-_NII = re.compile(r"\.nii(\.gz)?$")
+_NII = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def _stem(name: str) -> str:
@@ -39,33 +39,39 @@ def _case_name(stem: str) -> str:
     return re.sub(r"_(manual|gd)$", "", stem)
 
 
-def match_files(pred_dir, gt_dir) -> list[tuple[str, Path, Path]]:
+def _unique(files, what: str) -> dict[str, Path]:
+    """{stem: path}; one case given twice (.nii and .nii.gz, or two spellings of the extension) is an error."""
+    out = {}
+    for f in files:
+        stem = _stem(f.name)
+        if stem in out:
+            raise CmrError(f"{f}: {what} case {stem} is given twice (also {out[stem].name}); keep one file")
+        out[stem] = f
+    return out
+
+
+def match_files(pred_dir, gt_dir, *, allow_missing: bool = False) -> list[tuple[str, Path | None, Path]]:
     """Pair each prediction with its ground truth by file name: [(case, pred_path, gt_path)].
 
     A ground-truth folder may also hold the images (a data set folder): label files (`_manual`, `_gd`)
     always win over a plain name, and a MyoPS prediction named after a sequence
-    (`myops_training_101_DE`) is scored against that patient's `_gd` label.
+    (`myops_training_101_DE`) is scored against that patient's `_gd` label. A ground-truth case of the
+    predicted sequences without a prediction is an error, as challenge evaluators count it; with
+    `allow_missing` it is paired with None (scored as an empty prediction).
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, what in ((pred_dir, "prediction"), (gt_dir, "ground-truth")):
         if not d.is_dir():
             raise CmrError(f"{d}: {what} folder not found")
+    if pred_dir.resolve() == gt_dir.resolve():
+        raise CmrError(f"{pred_dir}: the prediction folder is the ground-truth folder; every case would score 1")
     preds = sorted(p for p in pred_dir.iterdir() if _NII.search(p.name))
     if not preds:
         raise CmrError(f"{pred_dir}: no .nii or .nii.gz prediction files")
-    seen = {}
-    for p in preds:
-        if _stem(p.name) in seen:
-            raise CmrError(f"{p}: duplicate prediction for case {_stem(p.name)} (also {seen[_stem(p.name)].name})")
-        seen[_stem(p.name)] = p
-    labels, plain = {}, {}
-    for g in sorted(gt_dir.iterdir()):
-        if _NII.search(g.name):
-            stem = _stem(g.name)
-            if re.search(r"_(manual|gd)$", stem):
-                labels[_case_name(stem)] = g
-            plain[stem] = g
-    pairs = []
+    _unique(preds, "prediction")
+    plain = _unique(sorted(g for g in gt_dir.iterdir() if _NII.search(g.name)), "ground-truth")
+    labels = {_case_name(stem): g for stem, g in plain.items() if re.search(r"_(manual|gd)$", stem)}
+    pairs, used = [], set()
     for p in preds:
         stem = _stem(p.name)
         case = _case_name(stem)
@@ -73,28 +79,58 @@ def match_files(pred_dir, gt_dir) -> list[tuple[str, Path, Path]]:
         g = labels.get(case) or (labels.get(myops_patient) if myops_patient else None) or plain.get(stem)
         if g is None:
             raise CmrError(f"{p}: no ground truth of the same name in {gt_dir}")
+        if p.resolve() == g.resolve():
+            raise CmrError(f"{p}: the prediction is its own ground truth")
         pairs.append((case, p, g))
-    return pairs
+        used.add(g)
+    missing = [(case, g) for case, g in _expected(labels or plain, preds).items() if g not in used]
+    if missing and not allow_missing:
+        names = ", ".join(c for c, _ in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CmrError(f"{gt_dir}: no prediction for {len(missing)} ground-truth case(s) ({names}); a missing case "
+                       f"counts in a challenge: pass --allow-missing to score each as an empty prediction (Dice 0)")
+    return pairs + [(case, None, g) for case, g in missing]
+
+
+def _expected(gt: dict[str, Path], preds: list[Path]) -> dict[str, Path]:
+    """The ground-truth cases a prediction folder should cover: those of the sequences it predicts
+    (MS-CMRSeg patient{N}_{SEQ}), every MyoPS patient when it predicts MyoPS, else every case."""
+    stems = [_case_name(_stem(p.name)) for p in preds]
+    seqs = {m.group(1) for m in (re.search(r"^patient\d+_(\w+)$", s) for s in stems) if m}
+    out = {}
+    for case, g in gt.items():
+        m = re.search(r"^patient\d+_(\w+)$", case)
+        if (m and m.group(1) in seqs) or (case.startswith("myops_") and any(s.startswith("myops_") for s in stems)) \
+                or not (m or case.startswith("myops_")):
+            out[case] = g
+    return out
 
 
 def evaluate_case(pred_path, gt_path, *, postprocess: str = "none") -> list[dict]:
     """Rows (case, structure, dice, hd, hd95, assd) of one prediction against its ground truth, after
     `postprocess` ('none' or 'largest_component', see evaluation.postprocess)."""
-    gt, spacing, _ = read_label(gt_path)
-    pred, pred_spacing, _ = read_label(pred_path, allow_empty=True)
+    gt, spacing, gt_affine = read_label(gt_path)
+    if pred_path is None:                     # a missing prediction (allow_missing): scored as empty
+        pred, pred_spacing, pred_affine = np.zeros_like(gt), spacing, gt_affine
+        case = _case_name(_stem(Path(gt_path).name))
+    else:
+        pred, pred_spacing, pred_affine = read_label(pred_path, allow_empty=True)
+        case = _case_name(_stem(Path(pred_path).name))
     if pred.shape != gt.shape:
         raise CmrError(f"{pred_path}: shape {pred.shape} differs from ground truth {Path(gt_path).name} {gt.shape}")
     if not np.allclose(pred_spacing, spacing, rtol=1e-3, atol=1e-4):
         raise CmrError(f"{pred_path}: voxel size {tuple(round(s, 4) for s in pred_spacing)} differs from ground "
                        f"truth {Path(gt_path).name} {tuple(round(s, 4) for s in spacing)}")
-    case = _case_name(_stem(Path(pred_path).name))
+    check_same_grid(gt_path, gt.shape, gt_affine, pred_path, pred.shape, pred_affine,
+                    what="a prediction and its ground truth")            # a flipped or shifted prediction
     pred = postprocessed(pred, postprocess)
     return [{"case": case, "structure": s, **m} for s, m in evaluate_volume(pred, gt, spacing).items()]
 
 
-def evaluate_dirs(pred_dir, gt_dir, *, progress=False, postprocess: str = "none") -> pd.DataFrame:
-    """Evaluate every prediction in `pred_dir` against `gt_dir`; one row per case and structure."""
-    pairs = match_files(pred_dir, gt_dir)
+def evaluate_dirs(pred_dir, gt_dir, *, progress=False, postprocess: str = "none",
+                  allow_missing: bool = False) -> pd.DataFrame:
+    """Evaluate every prediction in `pred_dir` against `gt_dir`; one row per case and structure (see
+    match_files for missing cases)."""
+    pairs = match_files(pred_dir, gt_dir, allow_missing=allow_missing)
     rows = []
     for _, p, g in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
         rows.extend(evaluate_case(p, g, postprocess=postprocess))
@@ -160,12 +196,15 @@ def main(argv=None) -> int:
     ap.add_argument("pred_dir", help="folder of predicted label volumes (.nii / .nii.gz)")
     ap.add_argument("gt_dir", help="folder of ground-truth label volumes with the same file names")
     ap.add_argument("--out", help="write per-case metrics to this CSV file")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="score a ground-truth case without a prediction as an empty prediction (Dice 0)")
     ap.add_argument("--largest-component", action="store_true",
                     help="score each structure's largest connected component only (nnU-Net's post-processing)")
     args = ap.parse_args(argv)
     if args.out:
         check_output(args.out, args.pred_dir, args.gt_dir)
-    df = evaluate_dirs(args.pred_dir, args.gt_dir, postprocess="largest_component" if args.largest_component else "none")
+    df = evaluate_dirs(args.pred_dir, args.gt_dir, postprocess="largest_component" if args.largest_component else "none",
+                       allow_missing=args.allow_missing)
     if args.out:
         write_csv(df, args.out)
     print(format_summary(summarize(df), df["case"].nunique()))
