@@ -297,3 +297,4 @@ def test_cross_tests_pair_each_stylizer_row_with_setting0_and_the_best_baseline(
     assert gain["patients"] == 10 and gain["mean difference"] == pytest.approx(0.1) and gain["p (Wilcoxon)"] < 0.01
     assert got[("setting 2, AdaConv", "setting 0 (none)")]["p (Wilcoxon)"] > 0.5
     assert set(t["metric"]) == {"MyoPS 2020 DC AVG"} and cross.cross_tests(pd.DataFrame()).empty
+    assert "| setting 1, RAIN ε5 | setting 0 (none) | MyoPS 2020 DC AVG | 10 | +0.100 |" in stats.tests_markdown(t)

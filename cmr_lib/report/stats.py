@@ -91,7 +91,7 @@ def tests_markdown(tests: pd.DataFrame) -> str:
     """The paired tests as a markdown table (differences: row minus the row it is compared with)."""
     lines = ["| row | against | metric | patients | mean difference | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
     for _, t in tests.iterrows():
-        d = 3 if t["metric"].startswith("DC") else 1
+        d = 3 if t["metric"].endswith("DC AVG") else 1                 # Dice to 3 places, distances (mm) to 1
         diff = "nan" if not np.isfinite(t["mean difference"]) else f"{t['mean difference']:+.{d}f}"
         p = "nan" if not np.isfinite(t["p (Wilcoxon)"]) else f"{t['p (Wilcoxon)']:.3g}"
         lines.append(f"| {t['row']} | {t['against']} | {t['metric']} | {t['patients']} | {diff} | {p} |")
