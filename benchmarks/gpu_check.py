@@ -28,7 +28,7 @@ from cmr_lib.models.adain import Decoder
 from cmr_lib.models.vgg import VGGEncoder, build_encoder
 from cmr_lib.training.augment import BatchAugmenter
 from cmr_lib.training.segmenters import _optimise, build_segmenter
-from cmr_lib.training.stylizers import build_stylizer
+from cmr_lib.training.stylizers import build_stylizer, optimise_stylizer
 
 PRETRAININGS = (("rain", "C0-T2"), ("rain", "C0-LGE"), ("adaconv", "C0-T2"), ("adaconv", "C0-LGE"))
 
@@ -84,14 +84,7 @@ def stylizer_step(kind: str, cfg, dev):
     c = torch.rand(st.batch, 1, size, size, device=dev).contiguous(memory_format=fmt)
     s = torch.rand(st.batch, 1, size, size, device=dev).contiguous(memory_format=fmt)
 
-    def step(i):
-        gen = torch.Generator(device=dev).manual_seed(i)
-        with autocast(st.precision, dev):
-            losses = model.losses(c, s, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        opt.step()
-    return step
+    return lambda i: optimise_stylizer(cfg, kind, model, opt, c, s, i, dev)
 
 
 def autoencoder_step(cfg, dev):

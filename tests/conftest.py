@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cmr_lib.data import phantom
-from cmr_lib.data.sources import find_real_data
+from cmr_lib.data.sources import find_real_data, open_source
 
 REAL = find_real_data()
 _WHERE = "set CMR_REAL_DATA to the folder holding mscmrseg2019/ and myops2020/, or place it at ../shared/data"
@@ -57,3 +57,30 @@ def heart_label(shape=(32, 32, 4), *, codes=(200, 500, 600), dtype=np.int16):
     lab2[r < 6] = codes[1]
     lab2[(np.hypot(x - shape[0] * 0.2, y - shape[1] / 2) < 5) & (r >= 9)] = codes[2]
     return np.repeat(lab2[:, :, None], shape[2], axis=2)
+
+
+@pytest.fixture
+def optimiser_spy(monkeypatch):
+    """The batches every DRU-Net optimiser step of a setting run receives, as they were (CPU copies)."""
+    from cmr_lib.training import segmenters
+    seen = []
+    optimise = segmenters._optimise
+
+    def spy(cfg, model, optimizer, x, y, step, dev):
+        seen.append(x.detach().cpu().clone())
+        seen_devices.append((x.device.type, y.device.type))
+        return optimise(cfg, model, optimizer, x, y, step, dev)
+
+    seen_devices = []
+    monkeypatch.setattr(segmenters, "_optimise", spy)
+    return seen, seen_devices
+
+
+def run_row(phantom_dir, output_root, setting, stylizer, eps):
+    """One Table 2/3 row on the smoke profile: (config, data source, finished run)."""
+    from cmr_lib.core.config import make_config
+    from cmr_lib.study.runs import run_setting
+    cfg = make_config(profile="smoke", setting=setting, stylizer=stylizer, data_dir=phantom_dir,
+                      output_root=output_root)
+    src = open_source(phantom_dir)
+    return cfg, src, run_setting(cfg, src, epsilon_iterations=eps, progress=False)

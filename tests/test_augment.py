@@ -2,11 +2,9 @@
 rebuild a run's batches from its record and must show exactly the images its DRU-Net was given."""
 import pytest
 import torch
+from conftest import run_row
 
-from cmr_lib.core.config import make_config
-from cmr_lib.data.sources import open_source
 from cmr_lib.report.summary_figures import run_training_examples
-from cmr_lib.study.runs import run_setting
 from cmr_lib.training import segmenters
 
 CASES = [(1, "rain", 0), (1, "rain", 2), (3, "rain", 1), (2, "adaconv", 0), (2, "histmatch", 0), (0, "intensity", 0),
@@ -19,20 +17,10 @@ def shared_out(tmp_path_factory):
 
 
 @pytest.mark.parametrize("setting, stylizer, eps", CASES)
-def test_the_figure_shows_exactly_what_the_network_trained_on(tiny_phantom, shared_out, monkeypatch,
+def test_the_figure_shows_exactly_what_the_network_trained_on(tiny_phantom, shared_out, optimiser_spy,
                                                                setting, stylizer, eps):
-    seen = []
-    optimise = segmenters._optimise
-
-    def spy(cfg, model, optimizer, x, y, step, dev):
-        seen.append(x.detach().cpu().clone())
-        return optimise(cfg, model, optimizer, x, y, step, dev)
-
-    monkeypatch.setattr(segmenters, "_optimise", spy)
-    cfg = make_config(profile="smoke", setting=setting, stylizer=stylizer, data_dir=tiny_phantom,
-                      output_root=shared_out)
-    src = open_source(tiny_phantom)
-    run = run_setting(cfg, src, epsilon_iterations=eps, progress=False)
+    seen, _ = optimiser_spy
+    cfg, src, run = run_row(tiny_phantom, shared_out, setting, stylizer, eps)
     assert run.segmenter.info["reused"] is False and len(seen) == cfg.sizes.segmenter.iterations
     rec = run.record
     assert rec["stylizer"] == stylizer and rec["baseline"] == (stylizer.split("+")[-1] if cfg.baseline else None)

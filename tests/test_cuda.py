@@ -4,13 +4,13 @@ Marked `cuda`: skipped with the reason on a machine without a CUDA GPU (benchmar
 import numpy as np
 import pytest
 import torch
+from conftest import run_row
 
 from cmr_lib.core.config import make_config
 from cmr_lib.core.device import device, precision_used
 from cmr_lib.data.sources import open_source
 from cmr_lib.evaluation.inference import predict
 from cmr_lib.report.summary_figures import run_training_examples
-from cmr_lib.study.runs import run_setting
 from cmr_lib.training import segmenters
 from cmr_lib.training.stylizers import train_stylizer
 from test_augment import CASES
@@ -45,22 +45,12 @@ def test_stylizers_train_on_the_gpu(tiny_phantom, shared_out, kind):
 
 
 @pytest.mark.parametrize("setting, stylizer, eps", CASES)
-def test_every_row_kind_trains_on_the_gpu_and_its_figure_matches(tiny_phantom, shared_out, monkeypatch,
+def test_every_row_kind_trains_on_the_gpu_and_its_figure_matches(tiny_phantom, shared_out, optimiser_spy,
                                                                  setting, stylizer, eps):
-    seen = []
-    optimise = segmenters._optimise
-
-    def spy(cfg, model, optimizer, x, y, step, dev):
-        assert x.device.type == y.device.type == "cuda"
-        seen.append(x.detach().cpu().clone())
-        return optimise(cfg, model, optimizer, x, y, step, dev)
-
-    monkeypatch.setattr(segmenters, "_optimise", spy)
-    cfg = make_config(profile="smoke", setting=setting, stylizer=stylizer, data_dir=tiny_phantom,
-                      output_root=shared_out)
-    src = open_source(tiny_phantom)
-    run = run_setting(cfg, src, epsilon_iterations=eps, progress=False)
+    seen, devices = optimiser_spy
+    cfg, src, run = run_row(tiny_phantom, shared_out, setting, stylizer, eps)
     assert run.segmenter.info["device"].startswith("cuda") and len(seen) == cfg.sizes.segmenter.iterations
+    assert set(devices) == {("cuda", "cuda")}
     summary = run.record["summary"]["test"] or run.record["summary"]["val"]
     assert np.isfinite(summary["dice"]["AVG"])
     network_dependent = (cfg.network == "rain" and eps > 0) or cfg.baseline == "slaug"

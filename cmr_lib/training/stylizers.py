@@ -140,6 +140,21 @@ def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
     raise CmrError(f"parameter 'stylizer' = {kind!r}: choose 'rain' or 'adaconv'")
 
 
+def optimise_stylizer(cfg, kind: str, model, optimizer, content, style, step: int, dev) -> dict:
+    """One Adam step of a stylizer on (content, style) batches with the profile's losses and inverse
+    learning-rate decay; the VAE's sample is drawn from (seed, step). Returns the losses."""
+    st = cfg.sizes.stylizer
+    gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
+    for group in optimizer.param_groups:
+        group["lr"] = st.lr / (1.0 + st[kind].lr_decay * step)              # the reference inverse decay
+    with autocast(st.precision, dev):
+        losses = model.losses(content, style, generator=gen)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    optimizer.step()
+    return losses
+
+
 @dataclass
 class TrainedStylizer:
     """A trained (or reused) stylizer with where it lives and how it got there."""
@@ -202,7 +217,6 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     style = SliceDataset.from_source(style_src, style_patients, style_seq, cfg, train=True, label="skip", crop=crop)
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
-    decay = sub["lr_decay"]
     if hasattr(model, "calibrate"):          # RAIN: standardise style vectors on 64 training styles (seeded)
         model.calibrate(draw_images(style, np.random.default_rng([cfg.seed, 7]), 64, 0))
 
@@ -214,15 +228,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         rng = np.random.default_rng([cfg.seed, step, 1])
         c = draw_images(content, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
         s = draw_images(style, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
-        gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
-        for group in optimizer.param_groups:
-            group["lr"] = st.lr / (1.0 + decay * step)                    # the reference inverse decay
-        with autocast(st.precision, dev):
-            losses = model.losses(c, s, generator=gen)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
-        return losses
+        return optimise_stylizer(cfg, kind, model, optimizer, c, s, step, dev)
 
     keys = ("total", "content", "style", "kl", "rec") if kind == "rain" else ("total", "content", "style")
     model.to(dev).to(memory_format=fmt).train()
