@@ -142,6 +142,12 @@ def _run_with_another_config(d, phantom):
     return action
 
 
+def _include_original_as_string(d, phantom_dir):
+    from cmr_lib.study.runs import run_setting
+    cfg = make_config(profile="smoke", setting=0, stylizer="gin", data_dir=phantom_dir, output_root=d / "out")
+    return lambda: run_setting(cfg, open_source(phantom_dir), include_original="false", progress=False)
+
+
 def _phantom_over_real(d):
     from cmr_lib.data import phantom
     _case(d, seq="C0")                                       # a real patient1, no phantom marker
@@ -228,6 +234,10 @@ CASES = [
          "'output_root'"),
     Case("a run with the same name and another configuration", _run_with_another_config,
          "a run with this name and another configuration exists", "run.json", phantom=True),
+    Case("include_original given as the string 'false'", _include_original_as_string,
+         "must be True or False", "'include_original' = 'false'", phantom=True),
+    Case("data_dir given as an empty string", lambda d: lambda: make_config(data_dir=""),
+         "is empty: give a folder, or None for the built-in phantom", "'data_dir'"),
     Case("phantom into a folder of real patients", _phantom_over_real,
          "folder is not empty and holds no phantom written by this command", "/data"),
 ]

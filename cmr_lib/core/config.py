@@ -145,8 +145,10 @@ def check_epsilon_iterations(value) -> int:
 
 
 def _dir_param(name, value, *, must_exist):
-    if value is None or value == "":
+    if value is None:
         return None
+    if isinstance(value, str) and not value.strip():
+        fail(name, value, "is empty: give a folder, or None" + (" for the built-in phantom" if must_exist else ""))
     if not isinstance(value, (str, os.PathLike)):
         fail(name, value, "must be a folder path or None")
     path = Path(value).expanduser().resolve()

@@ -23,6 +23,14 @@ def cli_main(main):
     return wrapper
 
 
+def check_bool(name: str, value) -> bool:
+    """`value` must be True or False itself: papermill's `-p flag false` arrives as the truthy string 'false'."""
+    if not isinstance(value, bool):
+        raise CmrError(f"parameter '{name}' = {value!r}: must be True or False"
+                       + (" (papermill: pass -p name False, or -y '{name: false}')" if isinstance(value, str) else ""))
+    return value
+
+
 def check_int(name: str, value, *, minimum: int = 0, hint: str = "") -> int:
     """`value` itself must be an int >= minimum (not a bool, float or string): the one integer rule for
     parameters that code, not a notebook, passes; a one-line CmrError otherwise."""

@@ -16,7 +16,7 @@ import torch
 
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import check_epsilon_iterations
-from cmr_lib.core.errors import CmrError
+from cmr_lib.core.errors import CmrError, check_bool
 from cmr_lib.core.paths import display_path, repo_root
 from cmr_lib.data.slices import heart_extent
 from cmr_lib.data.sources import CMRSource, source_for
@@ -88,6 +88,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     A finished run with the same configuration is reused; one with another configuration is never
     overwritten (a one-line error says so).
     """
+    include_original = check_bool("include_original", include_original)
     t_start = time.perf_counter()
     timings = {}
     source = source or source_for(cfg, progress=progress)
