@@ -298,3 +298,19 @@ def test_cross_tests_pair_each_stylizer_row_with_setting0_and_the_best_baseline(
     assert got[("setting 2, AdaConv", "setting 0 (none)")]["p (Wilcoxon)"] > 0.5
     assert set(t["metric"]) == {"MyoPS 2020 DC AVG"} and cross.cross_tests(pd.DataFrame()).empty
     assert "| setting 1, RAIN ε5 | setting 0 (none) | MyoPS 2020 DC AVG | 10 | +0.100 |" in stats.tests_markdown(t)
+
+
+def test_two_cross_data_folders_of_one_layout_get_a_column_each(tiny_phantom, tmp_path):
+    import shutil
+
+    from cmr_lib.data.sources import open_source
+    from cmr_lib.report import cross
+    a, b = tmp_path / "site_a", tmp_path / "site_b"
+    for d in (a, b):
+        shutil.copytree(tiny_phantom, d)
+    own = open_source(tiny_phantom)
+    name = cross.DATA_NAMES.get(own.name, own.name)
+    got = cross.other_sources(own, real={"a": a, "b": b})
+    assert sorted(got) == [f"{name} (site_a)", f"{name} (site_b)"]
+    assert got[f"{name} (site_b)"].root == b.resolve()
+    assert cross.other_sources(own, real={"a": a}).keys() == {name}                    # alone: its plain name

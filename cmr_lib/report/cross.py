@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from cmr_lib.core.config import Config
+from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_rain
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
@@ -29,7 +30,15 @@ def other_sources(own, *, real=None, phantom_dir=None) -> dict:
     for key, folder in found.items():
         src = open_source(folder)
         if Path(src.root).resolve() != Path(own.root).resolve() and src.patients_with("LGE", labelled=True):
-            out[DATA_NAMES.get(src.name, src.name)] = src
+            name = DATA_NAMES.get(src.name, src.name)
+            if name in out:                 # two folders of one layout: each column named by its folder too
+                first = out.pop(name)
+                out[f"{name} ({Path(first.root).name})"] = first
+            if any(n.startswith(f"{name} (") for n in out):
+                name = f"{name} ({Path(src.root).name})"
+            if name in out:
+                raise CmrError(f"{src.root}: a second data set named {name!r}; give folders with distinct names")
+            out[name] = src
     return out
 
 
