@@ -25,7 +25,7 @@ from cmr_lib.data.real import resolve_data
 from cmr_lib.data.sources import open_source
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.study.runs import run_setting
-from cmr_lib.training.stylizers import resolve_encoder
+from cmr_lib.training.stylizers import load_decoder, resolve_encoder
 
 LOG = repo_root() / "benchmarks" / "results" / "real_experiments.jsonl"
 
@@ -52,7 +52,6 @@ def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
 
     from cmr_lib.data.slices import SliceDataset
     from cmr_lib.data.splits import split_for
-    from cmr_lib.models.adain import Decoder
 
     named = resolve_data("mscmrseg2019")
     src = open_source(named.data_dir, c0_spacing=named.c0_spacing)
@@ -64,10 +63,7 @@ def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
                           overrides=over, t2_dir=str(named.t2_dir))
         split = split_for(src, cfg.split)
         enc, record = resolve_encoder(cfg, src, split=split, progress=False)      # trains the autoencoder if new
-        state = torch.load(str(work / "checkpoints" / "autoencoders" / record["source"]), map_location="cpu",
-                           weights_only=True)
-        dec = Decoder(width=enc.width)
-        dec.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
+        dec = load_decoder(work / "checkpoints" / "autoencoders" / record["source"], enc.width)
         enc.eval(), dec.eval()
         for seq in ("C0", "LGE"):
             ds = SliceDataset.from_source(src, split["val"], seq, cfg, train=False, label="optional", crop=crop)

@@ -247,9 +247,10 @@ def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
     command wrote (phantom.json, or phantom.partial from a run that was stopped), is cleared of its phantom
     files; any other non-empty folder is refused unless `overwrite`, which replaces the files named like
     phantom files and keeps the rest. A phantom folder never mixes two phantoms or phantom and real patients."""
-    present = [f for f in out_dir.iterdir()]
-    ours = (out_dir / "phantom.json").is_file() or (out_dir / "phantom.partial").is_file()
-    foreign = [f.name for f in present if not (PHANTOM_FILE.match(f.name) or f.name in ("phantom.json", "phantom.partial"))]
+    markers = ("phantom.json", "phantom.partial")
+    present = list(out_dir.iterdir())
+    ours = any((out_dir / m).is_file() for m in markers)
+    foreign = [f.name for f in present if not (PHANTOM_FILE.match(f.name) or f.name in markers)]
     if present and not ours and not overwrite:
         raise CmrError(f"{out_dir}: folder is not empty and holds no phantom written by this command "
                        f"({len(present)} entries, e.g. {sorted(f.name for f in present)[0]}); choose an empty "

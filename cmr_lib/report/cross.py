@@ -26,19 +26,14 @@ def other_sources(own, *, real=None, phantom_dir=None) -> dict:
     found = dict(find_real_data() if real is None else real)
     if phantom_dir is not None and Path(phantom_dir).is_dir():
         found["phantom"] = Path(phantom_dir)
-    out = {}
-    for key, folder in found.items():
-        src = open_source(folder)
-        if Path(src.root).resolve() != Path(own.root).resolve() and src.patients_with("LGE", labelled=True):
-            name = DATA_NAMES.get(src.name, src.name)
-            if name in out:                 # two folders of one layout: each column named by its folder too
-                first = out.pop(name)
-                out[f"{name} ({Path(first.root).name})"] = first
-            if any(n.startswith(f"{name} (") for n in out):
-                name = f"{name} ({Path(src.root).name})"
-            if name in out:
-                raise CmrError(f"{src.root}: a second data set named {name!r}; give folders with distinct names")
-            out[name] = src
+    sources = [open_source(folder) for folder in found.values()]
+    sources = [src for src in sources if Path(src.root).resolve() != Path(own.root).resolve()
+               and src.patients_with("LGE", labelled=True)]
+    names = [DATA_NAMES.get(src.name, src.name) for src in sources]
+    # two folders of one layout: each column named by its folder too
+    out = {(n if names.count(n) == 1 else f"{n} ({Path(src.root).name})"): src for n, src in zip(names, sources)}
+    if len(out) < len(sources):
+        raise CmrError(f"{own.root}: two cross_data folders share a name; give folders with distinct names")
     return out
 
 

@@ -91,12 +91,18 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
     return out
 
 
+def load_decoder(path, width: float) -> Decoder:
+    """The mirror decoder saved in an autoencoder file (pretrain_autoencoder's `decoder.*` keys)."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    decoder = Decoder(width=width)
+    decoder.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
+    return decoder
+
+
 def warm_start(model, path) -> None:
     """Copy the pretrained decoder's convolutions into a stylizer's decoder, in order (RAIN: all of them;
     AdaConv: its ordinary convolutions, which mirror the AdaIN decoder's one to one)."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    pretrained = Decoder(width=model.encoder.width)
-    pretrained.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
+    pretrained = load_decoder(path, model.encoder.width)
     src = [m for m in pretrained.modules() if isinstance(m, torch.nn.Conv2d)]
     convs = (model.decoder.plain_convs() if hasattr(model.decoder, "plain_convs")
              else [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)])
