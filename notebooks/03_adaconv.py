@@ -40,11 +40,12 @@ output_root = None      # None: figures/, results/ and checkpoints/ of the repos
 # %%
 import pandas as pd
 
-from cmr_lib.core.config import make_config
+from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.data.sources import source_for
 from cmr_lib.study import stylizers
 from cmr_lib.training.stylizers import resolve_encoder
 
+kernel_size = check_parameter("kernel_size", kernel_size)
 overrides = None if kernel_size is None else {"stylizer.adaconv.kernel_size": kernel_size}
 cfg = make_config(profile=profile, setting=2, stylizer="adaconv", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, overrides=overrides, t2_dir=t2_dir)

@@ -63,7 +63,7 @@ output_root = None        # None: figures/, results/ and checkpoints/ of the rep
 
 # %%
 from cmr_lib.core.atomic import save_figure
-from cmr_lib.core.config import check_epsilon_iterations, make_config
+from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.data.sources import source_for
 from cmr_lib.report import plots
 from cmr_lib.report.summary_figures import run_training_examples
@@ -71,7 +71,8 @@ from cmr_lib.study import runs
 
 cfg = make_config(profile=profile, setting=setting, stylizer=stylizer, seed=seed, data_dir=data_dir,
                   c0_spacing=c0_spacing, output_root=output_root, t2_dir=t2_dir)
-epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
+epsilon_iterations = check_parameter("epsilon_iterations", epsilon_iterations)
+include_original = check_parameter("include_original", include_original)
 print(cfg.summary())
 if cfg.network == "rain":
     print(f"epsilon iterations {epsilon_iterations}, also training on the original batch: {include_original}")

@@ -49,14 +49,15 @@ cross_data = "auto"     # data sets to test every row's network on besides its o
 # %%
 from cmr_lib.core import grid
 from cmr_lib.core.atomic import save_figure, write_text
-from cmr_lib.core.config import make_config
+from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.core.paths import display_path
 from cmr_lib.data.sources import source_for
 from cmr_lib.report import cross, paper, stats, summary_figures, tables
 
 cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_spacing=c0_spacing,
                   output_root=output_root, t2_dir=t2_dir)
-seeds = list(seeds) if seeds else [cfg.seed]
+seeds = check_parameter("seeds", seeds) or [cfg.seed]
+allow_mixed, cross_data = check_parameter("allow_mixed", allow_mixed), check_parameter("cross_data", cross_data)
 source = source_for(cfg)
 runs = tables.load_runs(cfg.results_dir, profile=cfg.profile, seed=seeds, allow_mixed=allow_mixed,
                           data_root=None if allow_mixed else display_path(source.root))

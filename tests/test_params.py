@@ -38,7 +38,7 @@ def test_paper_profile_keeps_the_papers_crops():
     ({"seed": 1.5}, "parameter 'seed' = 1.5: must be an integer"),
     ({"setting": True}, "parameter 'setting' = True: must be an integer"),
     ({"c0_spacing": "guess"}, "parameter 'c0_spacing' = 'guess': choose one of 'header', 'lge'"),
-    ({"notes": object()}, "parameter 'notes'"),
+    ({"notes": object()}, "parameter 'notes': unknown"),
 ])
 def test_bad_parameters_are_one_line_errors(kwargs, message):
     with pytest.raises(CmrError) as err:
@@ -87,11 +87,11 @@ def test_settings_are_table_1():
 
 
 def test_config_is_immutable_and_serialisable(tmp_path):
-    cfg = make_config(output_root=tmp_path, note="x")
+    cfg = make_config(output_root=tmp_path, real_data_dir=str(tmp_path))
     with pytest.raises(AttributeError):
         cfg.seed = 3
     d = cfg.to_dict()
-    assert d["extra"] == {"note": "x"} and d["output_root"] == str(tmp_path.resolve())
+    assert d["extra"] == {"real_data_dir": str(tmp_path)} and d["output_root"] == str(tmp_path.resolve())
     assert make_config().to_dict()["output_root"] == "."          # repository paths are recorded relative
     assert cfg.figures_dir == tmp_path.resolve() / "figures"
     assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 96
@@ -132,11 +132,11 @@ def test_overrides_set_validated_profile_values():
 
 def test_a_config_comes_back_from_its_run_record(tmp_path):
     cfg = make_config(profile="smoke", setting=3, stylizer="rain+intensity", seed=2, output_root=tmp_path,
-                      overrides={"segmenter.iterations": 7}, t2_dir="/somewhere", test_patients=[3])
+                      overrides={"segmenter.iterations": 7}, t2_dir=str(tmp_path), test_patients=[3])
     record = {"config": {k: v for k, v in cfg.to_dict().items() if k != "output_root"}}
     back = Config.from_record(record, output_root=tmp_path)
     assert back == cfg                                   # sizes as recorded, not as the profile file says now
-    assert back.sizes.segmenter.iterations == 7 and back.extra["t2_dir"] == "/somewhere" and back.split["test"] == [3]
+    assert back.sizes.segmenter.iterations == 7 and back.extra["t2_dir"] == str(tmp_path) and back.split["test"] == [3]
     record["config"]["sizes"]["segmenter"]["iterations"] = 0
     with pytest.raises(CmrError, match="segmenter.iterations"):
         Config.from_record(record)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmr_lib.core.errors import check_int
+from cmr_lib.core.errors import CmrError, check_bool, check_int
 from cmr_lib.core.paths import data_root, display_path, recorded_path, repo_root
 from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
@@ -158,7 +159,8 @@ def _dir_param(name, value, *, must_exist):
 
 
 def _writable_dir(name, path: Path) -> Path:
-    """Fail now, not after hours of training, when results cannot be written under `path`."""
+    """Fail now, not after hours of training, when results cannot be written under `path`: a file is
+    created and removed in the nearest existing folder (permission bits alone pass /proc for root)."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -166,7 +168,75 @@ def _writable_dir(name, path: Path) -> Path:
         fail(name, str(path), f"{probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         fail(name, str(path), f"folder {probe} is not writable")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".cmr_write_probe_")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        fail(name, str(path), f"folder {probe} does not take new files ({exc.strerror or type(exc).__name__})")
     return path
+
+
+def _opt_folder(name, value):
+    return _dir_param(name, value, must_exist=True)
+
+
+def _opt_kernel(name, value):
+    if value is None:
+        return None
+    value = as_int(name, value, minimum=1)
+    if value % 2 == 0:
+        fail(name, value, "must be odd (3, 5, 7, ...) or None for the profile's")
+    return value
+
+
+def _seed_list(name, value):
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        fail(name, value, "must be None or a non-empty list of seeds, e.g. [0, 1, 2] (papermill: -y 'seeds: [0, 1, 2]')")
+    out = [as_int(name, v, minimum=0) for v in value]
+    if len(set(out)) != len(out):
+        fail(name, value, "lists a seed twice")
+    return out
+
+
+def _cross_data(name, value):
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        fail(name, value, "must be 'auto', None (skip) or a list of data folders")
+    for folder in value:
+        _dir_param(name, folder, must_exist=True)
+    return list(value)
+
+
+# Every parameter of every notebook (their first code cell), with its one validator: notebooks and
+# make_config check parameters here and nowhere else (tests/test_notebook_parameters.py walks the table).
+PARAMETERS = {
+    "profile": lambda n, v: load_profile(v)[0],
+    "setting": lambda n, v: choice(n, as_int(n, v), SETTINGS),
+    "stylizer": lambda n, v: choice(n, v, STYLIZERS),
+    "seed": lambda n, v: as_int(n, v, minimum=0),
+    "data_dir": _opt_folder,
+    "t2_dir": _opt_folder,
+    "real_data_dir": _opt_folder,
+    "c0_spacing": lambda n, v: choice(n, v, ("header", "lge")),
+    "output_root": lambda n, v: None if v is None else _writable_dir(n, _dir_param(n, v, must_exist=False)),
+    "epsilon_iterations": lambda n, v: check_epsilon_iterations(v),
+    "include_original": check_bool,
+    "kernel_size": _opt_kernel,
+    "seeds": _seed_list,
+    "allow_mixed": check_bool,
+    "cross_data": _cross_data,
+}
+
+
+def check_parameter(name: str, value):
+    """A notebook parameter validated by its rule in PARAMETERS (the cleaned value), or a one-line CmrError."""
+    if name not in PARAMETERS:
+        raise CmrError(f"parameter '{name}': unknown (notebook parameters: {', '.join(PARAMETERS)})")
+    return PARAMETERS[name](name, value)
 
 
 def apply_overrides(tree: dict, overrides, where: str) -> dict:
@@ -230,21 +300,18 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
     C0 voxel size; `train/val/test_patients=None` keep the data source's default split
     (data.splits.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
-    dotted profile keys. `extra` holds notebook-specific parameters (plain literals), kept for records.
+    dotted profile keys. `extra` holds other notebook parameters of PARAMETERS (t2_dir, ...), kept for records.
     """
     name, sizes = load_profile(profile)
     sizes = apply_overrides(sizes, overrides, name)
-    setting = choice("setting", as_int("setting", setting), SETTINGS)
-    stylizer = choice("stylizer", stylizer, STYLIZERS)
-    stylizer = _stylizer_for_setting(stylizer, setting)
-    seed = as_int("seed", seed, minimum=0)
-    data = _dir_param("data_dir", data_dir, must_exist=True)
-    c0_spacing = choice("c0_spacing", c0_spacing, ("header", "lge"))
-    out = _dir_param("output_root", output_root, must_exist=False)
-    out = _writable_dir("output_root", out) if out is not None else repo_root()
+    setting = check_parameter("setting", setting)
+    stylizer = _stylizer_for_setting(check_parameter("stylizer", stylizer), setting)
+    seed = check_parameter("seed", seed)
+    data = check_parameter("data_dir", data_dir)
+    c0_spacing = check_parameter("c0_spacing", c0_spacing)
+    out = check_parameter("output_root", output_root) or repo_root()
     for key, value in extra.items():
-        if not (value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))):
-            fail(key, value, "must be a plain literal (str, number, bool, list, dict or None)")
+        check_parameter(key, value)                  # kept as given: records name folders as the user did
     split = {k: v for k, v in (("train", _patients("train_patients", train_patients)),
                                ("val", _patients("val_patients", val_patients)),
                                ("test", _patients("test_patients", test_patients))) if v is not None}

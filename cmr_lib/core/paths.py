@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cmr_lib.core.errors import CmrError
+
 
 def repo_root() -> Path:
     """The repository root (the folder holding `params/`); CMR_REPO overrides it."""
@@ -32,3 +34,14 @@ def recorded_path(text) -> Path:
     """The path a record names (display_path's inverse): relative ones are inside the repository."""
     path = Path(text)
     return path if path.is_absolute() else repo_root() / path
+
+
+def check_file(path, what: str = "file") -> Path:
+    """`path` must be an existing regular file: a folder in its place or a missing file is a one-line error
+    that says which (a folder named like a case is not 'file not found')."""
+    path = Path(path)
+    if path.is_dir():
+        raise CmrError(f"{path}: is a folder, not a {what}")
+    if not path.is_file():
+        raise CmrError(f"{path}: {what} not found")
+    return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from cmr_lib.core.errors import CmrError
-from cmr_lib.core.paths import repo_root
+from cmr_lib.core.paths import check_file, repo_root
 
 PROFILES = ("smoke", "demo", "real", "paper")
 STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity", "adaconv+intensity",
@@ -48,7 +48,12 @@ def as_int(name, value, *, minimum=None):
     return value
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def as_float(name, value, *, minimum=None, maximum=None, strict_min=False):
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)         # YAML 1.1 reads `lr: 1e-3` (no dot) as a string, not a number
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         fail(name, value, "must be a number")
     value = float(value)
@@ -225,13 +230,14 @@ def validate_tree(tree, schema, where, prefix=""):
 
 def load_yaml(path) -> dict:
     """Read a YAML file; a missing or malformed file is a one-line CmrError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CmrError(f"{path}: file not found")
+    path = check_file(path, "YAML file")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise CmrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CmrError(f"{path}: not valid YAML{where} ({why})") from None
 
 
 def load_profile(profile: str) -> tuple[str, dict]:
@@ -243,6 +249,8 @@ def load_profile(profile: str) -> tuple[str, dict]:
         path = repo_root() / "params" / f"{text}.yaml"
     elif text.endswith((".yaml", ".yml")):
         path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            fail("profile", profile, "no such profile file" + (" (it is a folder)" if path.is_dir() else ""))
     else:
         fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
     tree = validate_tree(load_yaml(path), PROFILE_SCHEMA, str(path))

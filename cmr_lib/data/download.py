@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.errors import CmrError, cli_main
-from cmr_lib.core.paths import repo_root
+from cmr_lib.core.paths import check_file, repo_root
 
 RAW = "https://raw.githubusercontent.com"
 SETS = ("mscmrseg2019", "myops2020")
@@ -40,8 +40,7 @@ class Entry:
 def load_manifest(path=None) -> list[Entry]:
     """The manifest's entries (params/real_data.tsv), checked: four columns, a 64-hex SHA-256, no duplicate."""
     path = Path(path) if path else repo_root() / "params" / "real_data.tsv"
-    if not path.is_file():
-        raise CmrError(f"{path}: manifest not found")
+    check_file(path, "manifest")
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines or lines[0].split("\t") != ["dest", "repository", "path", "sha256"]:
         raise CmrError(f"{path}: needs the header line dest, repository, path, sha256 (tab-separated)")

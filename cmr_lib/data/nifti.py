@@ -6,21 +6,40 @@ Labels are mapped to classes {0 background, 1 MYO, 2 LV, 3 RV}.
 """
 from __future__ import annotations
 
+import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import check_file
 
 CLASSES = {1: "MYO", 2: "LV", 3: "RV"}
-# Dataset label value -> class. 1220 (edema) and 2221 (scar) are MyoPS myocardium.
-LABEL_TO_CLASS = {0: 0, 200: 1, 500: 2, 600: 3, 1220: 1, 2221: 1}
+# Dataset label value -> class, per layout. 1220 (edema) and 2221 (scar) are MyoPS myocardium only.
+LAYOUT_LABELS = {"mscmrseg": {0: 0, 200: 1, 500: 2, 600: 3},
+                 "myops": {0: 0, 200: 1, 500: 2, 600: 3, 1220: 1, 2221: 1}}
+LABEL_TO_CLASS = LAYOUT_LABELS["myops"]               # every value of either layout (files of neither layout)
 CLASS_TO_LABEL = {0: 0, 1: 200, 2: 500, 3: 600}
 AFFINE_TOLERANCE_MM = 1e-2
+VOXEL_MM = (0.01, 100.0)          # plausible voxel sizes in mm; outside is a broken header, not an MR scan
+_TO_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 1e-3}     # NIfTI xyz units (unknown: mm)
+
+
+_NII = r"(?i:\.nii(?:\.gz)?)$"            # the extension in any case (.NII.GZ as written by some tools)
+LAYOUT_NAMES = {"mscmrseg": re.compile(r"^patient(\d+)_(C0|T2|LGE|DE)(_manual)?" + _NII),
+                "myops": re.compile(r"^myops_(?:training|test|validation)_(\d+)_(C0|T2|DE|gd)" + _NII)}
+
+
+def layout_of(path) -> str | None:
+    """The data layout a file's name follows ('mscmrseg' or 'myops', see LAYOUT_NAMES), or None."""
+    name = Path(path).name
+    return next((layout for layout, rx in LAYOUT_NAMES.items() if rx.match(name)), None)
 
 
 @dataclass(frozen=True)
@@ -46,15 +65,24 @@ class Volume:
 
 def _load_nifti(path: Path):
     """Open a NIfTI file and return (array as stored, header zooms, affine); clear errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CmrError(f"{path}: file not found")
+    path = check_file(path, "NIfTI file")
+    quiet = logging.getLogger("nibabel.global")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)             # nibabel logs, then hides, a zero pixdim: _voxel_size says it
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for non-NIfTI input
         raise CmrError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    finally:
+        quiet.setLevel(level)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise CmrError(f"{path}: not a NIfTI image (got {type(img).__name__})")
+    if len(img.shape) >= 3 and 0 in img.shape[:3]:
+        raise CmrError(f"{path}: is empty, shape {img.shape} (a volume needs X, Y and at least one slice)")
+    zooms = _voxel_size(path, img)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise CmrError(f"{path}: the header's affine has NaN or Inf entries")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -65,10 +93,29 @@ def _load_nifti(path: Path):
         data = data.reshape(data.shape[:3])
     if data.ndim != 3:
         raise CmrError(f"{path}: is {data.ndim}-D with shape {data.shape}; expected one 3-D volume (X, Y, slices)")
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    if not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise CmrError(f"{path}: invalid voxel size {zooms} in the header")
-    return data, zooms, np.asarray(img.affine, dtype=np.float64)
+    return data, zooms, affine
+
+
+def _voxel_size(path: Path, img) -> tuple:
+    """The voxel size in mm from the header as stored (nibabel silently turns a zero into 1): zero, negative,
+    NaN or implausible sizes are errors; metres and microns are converted to mm."""
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+    except Exception as exc:
+        raise CmrError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+    stored = [float(v) for v in raw["pixdim"][1:4]]
+    if not all(np.isfinite(v) and v > 0 for v in stored):
+        raise CmrError(f"{path}: invalid voxel size {tuple(stored)} in the header (pixdim 1-3 must be positive)")
+    unit = raw.get_xyzt_units()[0]
+    if unit not in _TO_MM:
+        raise CmrError(f"{path}: spatial unit {unit!r} in the header; expected mm, metres or microns")
+    zooms = tuple(v * _TO_MM[unit] for v in stored)
+    lo, hi = VOXEL_MM
+    if not all(lo <= z <= hi for z in zooms):
+        raise CmrError(f"{path}: voxel size {tuple(round(z, 6) for z in zooms)} mm (header unit {unit}) is not "
+                       f"plausible for an MR scan (expected {lo}-{hi} mm)")
+    return zooms
 
 
 def read_image(path) -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -86,8 +133,9 @@ def read_image(path) -> tuple[np.ndarray, tuple, np.ndarray]:
     return image, zooms, affine
 
 
-def map_labels(values: np.ndarray, path) -> np.ndarray:
-    """Dataset label values (0/200/500/600, MyoPS 1220/2221) -> classes uint8; unknown values are an error."""
+def map_labels(values: np.ndarray, path, layout: str | None = None) -> np.ndarray:
+    """Dataset label values -> classes uint8: 0/200/500/600, and MyoPS's 1220/2221 only in MyoPS files
+    (`layout`, else from the file name; a name of neither layout takes both). Other values are an error."""
     if values.dtype.kind == "f":
         if not np.all(np.isfinite(values)):
             raise CmrError(f"{path}: label volume contains NaN or Inf")
@@ -95,24 +143,30 @@ def map_labels(values: np.ndarray, path) -> np.ndarray:
         if not np.array_equal(rounded, values):
             raise CmrError(f"{path}: label volume has non-integer values")
         values = rounded.astype(np.int64)
+    layout = layout or layout_of(path)
+    table = LAYOUT_LABELS.get(layout, LABEL_TO_CLASS)
     uniq = np.unique(values)
-    unknown = [int(u) for u in uniq if int(u) not in LABEL_TO_CLASS]
+    unknown = [int(u) for u in uniq if int(u) not in table]
     if unknown:
-        raise CmrError(f"{path}: unknown label value(s) {unknown[:5]}; expected "
-                       f"{sorted(LABEL_TO_CLASS)} (0 bg, 200 MYO, 500 LV, 600 RV, MyoPS 1220/2221 MYO)")
+        myops_only = set(unknown) <= set(LABEL_TO_CLASS)
+        raise CmrError(f"{path}: unknown label value(s) {unknown[:5]}"
+                       + (" in an MS-CMRSeg 2019 file (1220/2221 are MyoPS 2020 edema and scar)" if myops_only else "")
+                       + f"; expected {sorted(table)} (0 bg, 200 MYO, 500 LV, 600 RV"
+                       + (", MyoPS 1220/2221 MYO)" if 1220 in table else ")"))
     lut = np.zeros(int(uniq.max()) + 1, dtype=np.uint8)
-    for value, cls in LABEL_TO_CLASS.items():
+    for value, cls in table.items():
         if value < lut.size:
             lut[value] = cls
     return lut[values.astype(np.int64, copy=False)]
 
 
-def read_label(path, *, allow_empty=False) -> tuple[np.ndarray, tuple, np.ndarray]:
-    """Read a label volume as classes {0..3} (uint8); an all-background volume is an error unless allowed."""
+def read_label(path, *, allow_empty=False, layout: str | None = None) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Read a label volume as classes {0..3} (uint8; values by `layout`, see map_labels); an all-background
+    volume is an error unless allowed."""
     data, zooms, affine = _load_nifti(path)
     if data.dtype.kind not in "iuf":
         raise CmrError(f"{path}: unsupported label voxel type {data.dtype}")
-    label = map_labels(np.asarray(data), path)
+    label = map_labels(np.asarray(data), path, layout)
     if not allow_empty and not label.any():
         raise CmrError(f"{path}: label volume is all background")
     return label, zooms, affine
@@ -124,7 +178,7 @@ def check_same_grid(path_a, shape_a, affine_a, path_b, shape_b, affine_b, *, wha
         raise CmrError(f"{path_b}: shape {tuple(shape_b)} differs from {Path(path_a).name} {tuple(shape_a)} "
                        f"({what} must share one grid)")
     diff = float(np.abs(np.asarray(affine_a) - np.asarray(affine_b)).max())
-    if diff > AFFINE_TOLERANCE_MM:
+    if not diff <= AFFINE_TOLERANCE_MM:                                  # NaN fails too
         raise CmrError(f"{path_b}: affine differs from {Path(path_a).name} by {diff:.3g} mm "
                        f"(tolerance {AFFINE_TOLERANCE_MM} mm; {what} must share one grid)")
 

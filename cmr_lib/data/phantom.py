@@ -272,6 +272,8 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True, ov
     """
     check_int("patients", patients, minimum=1)
     check_int("seed", seed)
+    if workers is not None:
+        check_int("workers", workers, minimum=1)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +288,7 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True, ov
     (out_dir / "phantom.partial").write_text("a phantom is being written here by cmr_lib.data.phantom\n")
     children = np.random.SeedSequence(seed).spawn(patients)
     jobs = [(str(out_dir), i + 1, children[i]) for i in range(patients)]
-    workers = workers or min(len(os.sched_getaffinity(0)), 8)
+    workers = workers if workers is not None else min(len(os.sched_getaffinity(0)), 8)
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 

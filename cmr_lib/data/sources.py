@@ -5,7 +5,6 @@ One reader, layout detected from the file names; single files are read by data.n
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import nibabel as nib
@@ -13,11 +12,8 @@ import nibabel as nib
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data import phantom
-from cmr_lib.data.nifti import Volume, check_same_grid, read_image, read_label
+from cmr_lib.data.nifti import LAYOUT_NAMES, Volume, check_same_grid, read_image, read_label
 
-_NII = r"(?i:\.nii(?:\.gz)?)$"            # the extension in any case (.NII.GZ as written by some tools)
-_MSCMRSEG = re.compile(r"^patient(\d+)_(C0|T2|LGE|DE)(_manual)?" + _NII)
-_MYOPS = re.compile(r"^myops_(?:training|test|validation)_(\d+)_(C0|T2|DE|gd)" + _NII)
 _CANONICAL = {"C0": "C0", "T2": "T2", "LGE": "LGE", "DE": "LGE"}
 LAYOUTS = {"mscmrseg": "MS-CMRSeg 2019 (patient{N}_{C0,LGE,T2}.nii.gz + _manual)",
            "myops": "MyoPS 2020 (myops_training_{N}_{C0,DE,T2,gd}.nii.gz)"}
@@ -94,7 +90,7 @@ class CMRSource:
         lab, lpath = None, None
         if label == "require" or (label == "optional" and self.has_label(patient, sequence)):
             lpath = self.label_path(patient, sequence)
-            lab, _, laff = read_label(lpath)
+            lab, _, laff = read_label(lpath, layout=self.layout)
             check_same_grid(ipath, image.shape, affine, lpath, lab.shape, laff)
         return Volume(image=image, label=lab, spacing=zooms, affine=affine, patient=patient,
                       sequence=sequence, image_path=ipath, label_path=lpath)
@@ -130,9 +126,11 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
         raise CmrError(f"{root}: data folder is empty")
     hits = {"mscmrseg": [], "myops": []}
     for name in names:
-        for layout, rx in (("mscmrseg", _MSCMRSEG), ("myops", _MYOPS)):
+        for layout, rx in LAYOUT_NAMES.items():
             m = rx.match(name)
             if m:
+                if not (root / name).is_file():
+                    raise CmrError(f"{root / name}: is a folder (or not a regular file), not a NIfTI file")
                 hits[layout].append((name, m))
     if hits["mscmrseg"] and hits["myops"]:
         raise CmrError(f"{root}: mixes MS-CMRSeg files ({hits['mscmrseg'][0][0]}) and MyoPS files "

@@ -3,8 +3,8 @@
     python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv] [--largest-component]
 
 Each prediction file is scored against the ground-truth file of the same name (a ground-truth
-name with `_manual` or `_gd` before the extension also matches). Either layout's label values are
-accepted (0/200/500/600; MyoPS 1220/2221 count as myocardium). Voxel sizes come from the ground
+name with `_manual` or `_gd` before the extension also matches). Label values follow the ground truth's
+layout (0/200/500/600; in MyoPS files 1220/2221 count as myocardium). Voxel sizes come from the ground
 truth's header. Errors (missing file, shape mismatch, unknown label value): one line, exit code 2.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.errors import CmrError, cli_main
-from cmr_lib.data.nifti import CLASSES, check_same_grid, read_label
+from cmr_lib.data.nifti import CLASSES, check_same_grid, layout_of, read_label
 from cmr_lib.evaluation.metrics import evaluate_volume
 from cmr_lib.evaluation.postprocess import postprocessed
 
@@ -113,7 +113,7 @@ def evaluate_case(pred_path, gt_path, *, postprocess: str = "none") -> list[dict
         pred, pred_spacing, pred_affine = np.zeros_like(gt), spacing, gt_affine
         case = _case_name(_stem(Path(gt_path).name))
     else:
-        pred, pred_spacing, pred_affine = read_label(pred_path, allow_empty=True)
+        pred, pred_spacing, pred_affine = read_label(pred_path, allow_empty=True, layout=layout_of(gt_path))
         case = _case_name(_stem(Path(pred_path).name))
     if pred.shape != gt.shape:
         raise CmrError(f"{pred_path}: shape {pred.shape} differs from ground truth {Path(gt_path).name} {gt.shape}")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import check_file
 
 # torchvision vgg19().features[0:21]: (index, kind, in, out); pools and ReLUs keep their indices
 _CFG = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
@@ -149,9 +150,7 @@ def file_digest(path) -> str:
 
 def load_weights_file(encoder: VGGEncoder, path) -> VGGEncoder:
     """Load a .pth file safely (weights_only=True: no code runs on load)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CmrError(f"{path}: encoder weights file not found")
+    path = check_file(Path(path).expanduser(), "encoder weights file")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:   # truncated files, pickles with code, non-torch files

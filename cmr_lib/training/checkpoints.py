@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from cmr_lib.core.atomic import atomic_path, write_text
 from cmr_lib.core.device import check_cores
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import check_file
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 
@@ -40,9 +41,7 @@ def save_checkpoint(path, *, model, optimizer, step: int, config: dict, history:
 def load_checkpoint(path, *, model=None, optimizer=None, config: dict | None = None) -> dict:
     """Load safely (weights_only=True); a truncated file, a pickle that runs code, another architecture or
     another configuration is a one-line CmrError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CmrError(f"{path}: checkpoint not found")
+    path = check_file(path, "checkpoint")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
