@@ -161,6 +161,57 @@ def _phantom_over_real(d):
     return action
 
 
+def _header(d, name="patient1_LGE.nii.gz", **fields):
+    """An image whose stored header has `fields` as given (nibabel would fix some of them when writing)."""
+    import nibabel as nib
+    img = nib.Nifti1Image(_img(), np.diag([1.0, 1.0, 5.0, 1.0]))
+    for key, value in fields.items():
+        if key == "units":
+            img.header.set_xyzt_units(value)
+        else:
+            img.header[key] = value
+    nib.save(img, str(d / name))
+    return lambda: read_image(d / name)
+
+
+def _pixdim(*zooms):
+    return np.array([1.0, *zooms, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+
+
+def _nan_affine(d):
+    import nibabel as nib
+    path = d / "patient1_LGE.nii"
+    img = nib.Nifti1Image(_img(), np.diag([1.0, 1.0, 5.0, 1.0]))
+    img.header.set_qform(None, code=0)
+    nib.save(img, str(path))
+    raw = bytearray(path.read_bytes())
+    raw[280:284] = np.float32(np.nan).tobytes()         # srow_x[0] as stored (nibabel rewrites it on save)
+    path.write_bytes(bytes(raw))
+    return lambda: read_image(path)
+
+
+def _myops_values_in_mscmrseg(d):
+    lab = heart_label()
+    return _load(_case(d, label=np.where(lab == 200, 2221, lab).astype(np.int16)))
+
+
+def _folder_named_like_a_case(d):
+    _case(d, seq="C0")
+    (d / "patient2_C0.nii.gz").mkdir()
+    return lambda: open_source(d)
+
+
+def _yaml_syntax_error(d):
+    from cmr_lib.core.paths import repo_root
+    text = (repo_root() / "params" / "smoke.yaml").read_text().replace("profile: smoke", "profile: [mine")
+    (d / "mine.yaml").write_text(text)
+    return lambda: make_config(profile=str(d / "mine.yaml"))
+
+
+def _proc_output_root(d):
+    return lambda: make_config(profile="smoke", output_root="/proc/cmr_results")
+
+
 @dataclass
 class Case:
     name: str
@@ -202,6 +253,23 @@ CASES = [
          "NaN or Inf voxels", "patient1_LGE.nii.gz"),
     Case("constant image", lambda d: _load(_case(d, image=np.full((32, 32, 4), 3.0, np.float32))),
          "image is constant", "patient1_LGE.nii.gz"),
+    Case("voxel size 0 in the header (nibabel would read it as 1)", lambda d: _header(d, pixdim=_pixdim(0, 1, 5)),
+         r"invalid voxel size \(0.0, 1.0, 5.0\)", "patient1_LGE.nii.gz"),
+    Case("negative voxel size", lambda d: _header(d, pixdim=_pixdim(1, -1, 5)), "invalid voxel size",
+         "patient1_LGE.nii.gz"),
+    Case("NaN voxel size", lambda d: _header(d, pixdim=_pixdim(1, np.nan, 5)), "invalid voxel size",
+         "patient1_LGE.nii.gz"),
+    Case("implausible voxel size", lambda d: _header(d, pixdim=_pixdim(1, 1, 5000)), "is not plausible",
+         "patient1_LGE.nii.gz"),
+    Case("voxel size in metres that means metres", lambda d: _header(d, units="meter"),
+         r"voxel size \(1000.0, 1000.0, 5000.0\) mm \(header unit meter\) is not plausible", "patient1_LGE.nii.gz"),
+    Case("NaN in the affine", _nan_affine, "affine has NaN or Inf", "patient1_LGE.nii"),
+    Case("empty volume (192 x 192 x 0)", lambda d: _load(_case(d, image=np.zeros((32, 32, 0), np.float32),
+                                                               label=False)),
+         r"is empty, shape \(32, 32, 0\)", "patient1_LGE.nii.gz"),
+    Case("a folder named like a case", _folder_named_like_a_case, "is a folder", "patient2_C0.nii.gz"),
+    Case("MyoPS label values in an MS-CMRSeg file", _myops_values_in_mscmrseg,
+         r"unknown label value\(s\) \[2221\] in an MS-CMRSeg 2019 file", "patient1_LGE_manual.nii.gz"),
     Case("non-integer labels", lambda d: _load(_case(d, label=heart_label().astype(np.float32) + 0.5)),
          "non-integer values", "patient1_LGE_manual.nii.gz"),
     # parameters
@@ -238,6 +306,11 @@ CASES = [
          "must be True or False", "'include_original' = 'false'", phantom=True),
     Case("data_dir given as an empty string", lambda d: lambda: make_config(data_dir=""),
          "is empty: give a folder, or None for the built-in phantom", "'data_dir'"),
+    Case("YAML syntax error", _yaml_syntax_error, r"not valid YAML at line \d+, column \d+", "mine.yaml"),
+    Case("a profile path that is a folder", lambda d: lambda: make_config(profile=str(d / "x.yaml"))
+         if (d / "x.yaml").mkdir() is None else None, "it is a folder", "'profile'"),
+    Case("output_root under /proc (writable by permission bits for root)", _proc_output_root,
+         "does not take new files|not writable", "'output_root'"),
     Case("phantom into a folder of real patients", _phantom_over_real,
          "folder is not empty and holds no phantom written by this command", "/data"),
 ]
@@ -268,6 +341,7 @@ def _cli(*args):
 @pytest.mark.parametrize("args, message", [
     (("cmr_lib.evaluation.evaluate", "{d}/nope", "{d}"), "nope: "),
     (("cmr_lib.data.phantom", "{d}/out", "--patients", "0"), "patients"),
+    (("cmr_lib.data.phantom", "{d}/out", "--workers", "-1"), "'workers' = -1"),
     (("cmr_lib.evaluation.evaluate", "{d}/pred", "{d}/gt", "--out", "{d}/gt/patient1_LGE_manual.nii.gz"),
      "--out is one of the input files"),
     (("cmr_lib.evaluation.evaluate", "{d}/pred", "{d}/gt", "--out", "{d}/pred"), "--out is a folder"),
@@ -323,3 +397,27 @@ def test_an_empty_prediction_scores_dice_zero_and_an_undefined_distance(tmp_path
     assert rv["dice"] == 0.0 and np.isnan(rv["hd"])
     s = summarize(df)
     assert s.loc["hd", "nan_RV"] == 1 and s.loc["dice", "LV"] == 1.0
+
+
+def test_voxel_sizes_in_metres_or_microns_are_converted_to_mm(tmp_path):
+    import nibabel as nib
+    for unit, zooms in (("meter", (0.0015, 0.0015, 0.008)), ("micron", (1500.0, 1500.0, 8000.0))):
+        img = nib.Nifti1Image(_img(), np.diag([*zooms, 1.0]))
+        img.header.set_xyzt_units(unit)
+        nib.save(img, str(tmp_path / f"{unit}.nii.gz"))
+        assert np.allclose(read_image(tmp_path / f"{unit}.nii.gz")[1], (1.5, 1.5, 8.0))
+
+
+def test_a_yaml_number_without_a_dot_is_a_number(tmp_path):
+    from cmr_lib.core.paths import repo_root
+    text = (repo_root() / "params" / "smoke.yaml").read_text().replace("profile: smoke", "profile: mine")
+    text = text.replace("  lr: ", "  lr: 1e-3 #", 1)                  # YAML 1.1 reads 1e-3 as a string
+    (tmp_path / "mine.yaml").write_text(text)
+    assert make_config(profile=str(tmp_path / "mine.yaml")).sizes.stylizer.lr == 1e-3
+
+
+def test_myops_label_values_count_as_myocardium_in_myops_files(tmp_path):
+    from cmr_lib.data.nifti import read_label
+    lab = heart_label()
+    path = write_nifti(tmp_path / "myops_training_101_gd.nii.gz", np.where(lab == 200, 1220, lab).astype(np.int16))
+    assert (read_label(path)[0] == 1).sum() == (lab == 200).sum()

@@ -128,6 +128,28 @@ def test_a_failing_step_names_itself_and_keeps_finished_ones(tmp_path):
         rp.reproduce("smoke", steps_list=[("a", a, {}), ("bad", bad, {})], output_root=out)
     ledger = json.loads((out / "results" / "notebooks" / "smoke" / "steps.json").read_text())
     assert list(ledger) == ["a.ipynb"]
+    failed = out / "results" / "notebooks" / "smoke" / "bad.failed.ipynb"
+    assert failed.is_file()
+    _notebook(bad, "z = 1")                                           # mended: the rerun succeeds ...
+    rp.reproduce("smoke", steps_list=[("a", a, {}), ("bad", bad, {})], output_root=out)
+    assert not failed.exists() and not failed.with_suffix(".log").exists()   # ... and its failure is gone
+
+
+def test_a_killed_step_says_it_was_killed(tmp_path):
+    import signal
+    import subprocess
+
+    from cmr_lib.study.execution import exit_reason, finish_notebook, start_notebook
+    nb = _notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
+    proc, tmp, log = start_notebook(nb, tmp_path / "out" / "slow.ipynb", {})
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+    reason = finish_notebook(proc, tmp, log, tmp_path / "out" / "slow.ipynb")
+    assert reason.startswith("the notebook's process was killed by SIGKILL (out of memory"), reason
+    assert "Kernel died" in exit_reason(1, "nbclient.exceptions.DeadKernelError: Kernel died")
+    assert "before any cell reported an error" in exit_reason(1, "Executing notebook with kernel: python3")
 
 
 def test_device_selection(monkeypatch):

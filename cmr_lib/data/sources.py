@@ -105,6 +105,12 @@ class CMRSource:
             raise CmrError(f"{self.image_path(patient, 'LGE')}: not a readable NIfTI file ({exc})") from None
         return (float(zooms[0]), float(zooms[1]))
 
+    def check(self, patients, sequence: str) -> None:
+        """Open and validate every volume of these patients (image, and label where there is one) now, so
+        that a bad file stops a run before training, not after."""
+        for p in patients:
+            self.load(p, sequence, label="optional")
+
     def volumes(self, patients, sequence: str, *, label: str = "optional"):
         """Iterate over `load(p, sequence)` for each patient."""
         for p in patients:

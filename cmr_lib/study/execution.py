@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,17 +72,36 @@ def finish_notebook(proc, tmp: Path, log, dst: Path) -> str | None:
     rc = proc.wait()
     log.close()
     log_path = Path(log.name)
+    failed = dst.with_name(dst.stem + ".failed.ipynb")
     if rc == 0:
         os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
         log_path.unlink(missing_ok=True)
+        for stale in (failed, failed.with_suffix(".log")):     # an earlier failure of this step is history now
+            stale.unlink(missing_ok=True)
         return None
-    failed = dst.with_name(dst.stem + ".failed.ipynb")
     reason = _notebook_error(tmp) if tmp.is_file() and tmp.stat().st_size else None
     if tmp.is_file():
         os.replace(tmp, failed)
     if reason is None:
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"papermill exited with {rc}"
+        reason = exit_reason(rc, lines[-1] if lines else "")
     log_path.replace(failed.with_suffix(".log"))
     return f"{reason}; see {failed}"
+
+
+def exit_reason(rc: int, last_line: str) -> str:
+    """Why papermill stopped, in words: a signal by name (a kill leaves only papermill's start line in the
+    log), a dead kernel, or the log's last line."""
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (out of memory, or stopped by hand?)" if -rc in (signal.SIGKILL, signal.SIGTERM) else ""
+        return f"the notebook's process was killed by {name}{hint}"
+    if "DeadKernelError" in last_line or "Kernel died" in last_line:
+        return f"the notebook's kernel died, e.g. killed for memory ({last_line.strip()})"
+    if not last_line or last_line.startswith("Executing notebook with kernel"):
+        return f"papermill exited with code {rc} before any cell reported an error"
+    return last_line

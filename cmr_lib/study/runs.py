@@ -112,6 +112,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     if old is not None and {k: old.get(k) for k in identity} != json.loads(json.dumps(identity, default=str)):
         raise CmrError(f"{record_path}: a run with this name and another configuration exists; move it away "
                        f"or choose another output_root (it is never overwritten)")
+    for part in ("test", "val"):
+        source.check(split[part], "LGE")                    # a bad LGE volume stops the run before training
     ts = None
     t = time.perf_counter()
     if cfg.network:
