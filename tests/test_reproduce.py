@@ -186,7 +186,7 @@ def test_real_data_options_reach_every_notebook(tmp_path):
     out = tmp_path / "out"
     rp.reproduce("smoke", steps_list=[("p", nb, {})], output_root=out, c0_spacing="lge", t2_dir=t2)
     assert (out / "p.txt").read_text() == f"lge {t2.resolve()}"
-    with pytest.raises(CmrError, match="parameter 't2_dir' is not a folder"):
+    with pytest.raises(CmrError, match="parameter 't2_dir' = '.*missing': no such folder"):
         rp.reproduce("smoke", steps_list=[("p", nb, {})], output_root=out, t2_dir=tmp_path / "missing")
 
 

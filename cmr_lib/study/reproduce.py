@@ -197,8 +197,6 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     n_seeds = check_int("seeds", cfg.sizes.reproduce.seeds if seeds is None else seeds, minimum=1)
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
     steps_list = with_seeds(STEPS if steps_list is None else steps_list, seed_list)
-    if t2_dir is not None and not Path(t2_dir).is_dir():
-        raise CmrError(f"{t2_dir}: parameter 't2_dir' is not a folder")
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
 
     root = repo_root()
