@@ -212,6 +212,25 @@ def _proc_output_root(d):
     return lambda: make_config(profile="smoke", output_root="/proc/cmr_results")
 
 
+def _bad_test_volume_before_training(d, phantom_dir):
+    import shutil
+
+    from cmr_lib.data.splits import split_for
+    from cmr_lib.study.runs import run_setting
+    data = d / "phantom"
+    shutil.copytree(phantom_dir, data)
+    test = split_for(open_source(data))["test"][-1]
+    (data / f"patient{test}_LGE.nii.gz").write_bytes(b"")               # an empty file among the test volumes
+    cfg = make_config(profile="smoke", setting=0, data_dir=data, output_root=d / "out")
+
+    def action():
+        try:
+            run_setting(cfg, progress=False)
+        finally:
+            assert not list((d / "out").rglob("*.pt"))                      # stopped before any training
+    return action
+
+
 @dataclass
 class Case:
     name: str
@@ -311,6 +330,8 @@ CASES = [
          if (d / "x.yaml").mkdir() is None else None, "it is a folder", "'profile'"),
     Case("output_root under /proc (writable by permission bits for root)", _proc_output_root,
          "does not take new files|not writable", "'output_root'"),
+    Case("an empty test volume, found before the DRU-Net trains", _bad_test_volume_before_training,
+         "not a readable NIfTI|corrupt or truncated", "_LGE.nii.gz", phantom=True),
     Case("phantom into a folder of real patients", _phantom_over_real,
          "folder is not empty and holds no phantom written by this command", "/data"),
 ]
