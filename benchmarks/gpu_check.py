@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cmr_lib.core.config import make_config
 from cmr_lib.core.device import autocast, bf16_supported, device
-from cmr_lib.core.grid import reproduce_rows, uses_rain
+from cmr_lib.core.grid import reproduce_rows, uses_epsilon
 from cmr_lib.models.adain import Decoder
 from cmr_lib.models.vgg import VGGEncoder, build_encoder
 from cmr_lib.training.augment import BatchAugmenter
@@ -75,7 +75,7 @@ def stylizer_step(kind: str, cfg, dev):
     st = cfg.sizes.stylizer
     enc, _ = build_encoder("random", width=st.encoder_width)
     model = build_stylizer(kind, enc, cfg)
-    size = cfg.sizes.preprocess.crop[kind]
+    size = cfg.crop_for(kind)
     if hasattr(model, "calibrate"):
         model.calibrate(torch.rand(16, 1, size, size))
     fmt = torch.channels_last if st.precision == "bf16" else torch.contiguous_format
@@ -171,7 +171,7 @@ def extrapolate(profile: str, steps: dict, seeds: int) -> dict:
             "hours_one_seed": round(per_seed / 3600, 2), "seeds": seeds,
             "hours_all_seeds": round(per_seed * seeds / 3600, 2),
             "rain_eps_rows_share": round(sum(v for k, v in parts.items()
-                                             if k.startswith("setting") and uses_rain(k.split("_")[1])
+                                             if k.startswith("setting") and uses_epsilon(k.split("_")[1])
                                              and not k.endswith("eps0")) / per_seed, 3)}
 
 

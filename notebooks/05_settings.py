@@ -74,7 +74,7 @@ cfg = make_config(profile=profile, setting=setting, stylizer=stylizer, seed=seed
 epsilon_iterations = check_parameter("epsilon_iterations", epsilon_iterations)
 include_original = check_parameter("include_original", include_original)
 print(cfg.summary())
-if cfg.network == "rain":
+if cfg.searches:
     print(f"epsilon iterations {epsilon_iterations}, also training on the original batch: {include_original}")
 
 # %% [markdown]

@@ -25,7 +25,7 @@ def test_steps_follow_the_paper_order_and_run_the_grid():
     assert names[:4] == ["01_data_exploration.ipynb", "02_rain.ipynb", "03_adaconv.ipynb", "04_drunet.ipynb"]
     assert names[4] == "05_settings_setting0.ipynb" and names[-1] == "06_analysis.ipynb"
     rows = [st for st in rp.STEPS if st[1] == "05_settings.ipynb"]
-    ran = [(p["setting"], p["stylizer"], p["epsilon_iterations"] if grid.uses_rain(p["stylizer"]) else 0)
+    ran = [(p["setting"], p["stylizer"], p["epsilon_iterations"] if grid.uses_epsilon(p["stylizer"]) else 0)
            for _, _, p, *_ in rows]
     assert ran == grid.reproduce_rows()                                   # each row of the grid once, in order
     assert all(len(st) > 3 and st[3] for st in rows) and len(names) == len(set(names))

@@ -224,13 +224,27 @@ def test_checkpoints_refuse_other_configs_and_architectures(tiny_phantom, tmp_pa
         checkpoints.load_checkpoint(bad)
 
 
+def _trained(kind, tiny_phantom, tmp_path_factory):
+    # AdaConv's warm start zeroes the kernel predictors' weights (identity kernels), so after 30 steps W, and the
+    # latent behind it, barely moves the image yet: the search is tested from a cold start there
+    cold = {"stylizer.warm_start": False} if kind == "adaconv-vae" else {}
+    cfg = _smoke(tiny_phantom, tmp_path_factory.mktemp(kind),
+                 **{"stylizer.autoencoder.iterations": 150, "stylizer.iterations": 30, "stylizer.checkpoint_every": 30,
+                    **cold})
+    src = open_source(tiny_phantom)
+    return cfg, src, stylizers.train_stylizer(cfg, src, kind, ("C0", "LGE"), progress=False)
+
+
 @pytest.fixture(scope="module")
 def trained_rain(tiny_phantom, tmp_path_factory):
     """RAIN bSSFP->LGE trained briefly on the tiny phantom (decoder warm-started from the MR autoencoder)."""
-    cfg = _smoke(tiny_phantom, tmp_path_factory.mktemp("rain"),
-                 **{"stylizer.autoencoder.iterations": 150, "stylizer.iterations": 30, "stylizer.checkpoint_every": 30})
-    src = open_source(tiny_phantom)
-    return cfg, src, stylizers.train_stylizer(cfg, src, "rain", ("C0", "LGE"), progress=False)
+    return _trained("rain", tiny_phantom, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["rain", "adaconv-vae"])
+def trained_searcher(request, trained_rain, tiny_phantom, tmp_path_factory):
+    """Each stylizer with a style VAE (RAIN, AdaConv + VAE), trained as briefly: the style search is theirs."""
+    return trained_rain if request.param == "rain" else _trained(request.param, tiny_phantom, tmp_path_factory)
 
 
 def test_stylizing_keeps_the_label_geometry(trained_rain):
@@ -243,8 +257,8 @@ def test_stylizing_keeps_the_label_geometry(trained_rain):
     assert kept > 0.45 and kept > unrelated + 0.15, (kept, unrelated)
 
 
-def test_exploration_raises_the_loss_it_follows(trained_rain):
-    cfg, src, ts = trained_rain
+def test_exploration_raises_the_loss_it_follows(trained_searcher):
+    cfg, src, ts = trained_searcher
     seg = segmenters.train_segmenter(cfg, src, progress=False).model.eval()
     for p in list(seg.parameters()) + list(ts.model.parameters()):
         p.grad = None                                        # training leaves its last gradients behind
@@ -254,7 +268,10 @@ def test_exploration_raises_the_loss_it_follows(trained_rain):
 
     def loss_fn(img):
         return segmentation_loss(seg(img), st.content_label)
-    for rule, step in (("asm", 20.0), ("plain", 1.0), ("sign", 0.05)):
+    # 'plain' moves z by the raw gradient, whose scale is the stylizer's own: through AdaConv + VAE's kernel
+    # predictors it is far smaller than through RAIN's AdaIN, so step 1 only suits RAIN (asm and sign normalise)
+    rules = (("asm", 20.0), ("sign", 0.05)) + ((("plain", 1.0),) if ts.kind == "rain" else ())
+    for rule, step in rules:
         ex = ts.model.explore(st.content, z0, loss_fn, iterations=3, step=step, rule=rule)
         assert len(ex.images) == len(ex.losses) == 4
         assert ex.losses[-1] > ex.losses[0], (rule, ex.losses)
@@ -264,16 +281,16 @@ def test_exploration_raises_the_loss_it_follows(trained_rain):
         ts.model.explore(st.content, z0, loss_fn, iterations=1.5)
 
 
-def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_rain, tmp_path):
+def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_searcher, tmp_path):
     """In a RAIN setting, the epsilon loop runs before each update and records how far it raised the loss.
 
     Against a network trained on bSSFP, as training's own BatchAugmenter runs it, the search must raise the
     loss far beyond float32 rounding (~2e-7 of a loss near 2): a search whose moves vanish (gain ~1e-6, as
     once measured with the style decoded in bf16; a step 1000x too small gives ~1e-8) fails here. A nearly untrained network barely reacts to its
     input, so the 6-step setting run below only shows that the gain is measured at every step."""
-    cfg, src, ts = trained_rain
+    cfg, src, ts = trained_searcher
     over = {"stylizer.autoencoder.iterations": 150, "stylizer.iterations": 30, "stylizer.checkpoint_every": 30}
-    cfg2 = make_config(profile="smoke", setting=2, stylizer="rain", data_dir=cfg.data_dir, output_root=tmp_path,
+    cfg2 = make_config(profile="smoke", setting=2, stylizer=ts.kind, data_dir=cfg.data_dir, output_root=tmp_path,
                        overrides={**over, "segmenter.iterations": 6})
     seg = segmenters.train_setting(cfg2, src, stylizer=ts, epsilon_iterations=2, progress=False)
     gains = seg.history["explore_gain"]
@@ -289,3 +306,63 @@ def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_
         search(items, x, y, rng, step, segmenter=trained)
         found.append(search.last_gain)
     assert min(found) > 1e-4, found
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaConv + VAE (issue 16): AdaConv's descriptor W through RAIN's style VAE
+
+def test_adaconv_vae_losses_and_shapes():
+    from cmr_lib.models.adaconv_vae import AdaConvVAE
+    torch.manual_seed(0)
+    model = AdaConvVAE(_encoder(), image_size=64, kernel_size=3, style_dim=64)
+    content, style = torch.rand(3, 1, 64, 64), torch.rand(3, 1, 64, 64)
+    model.calibrate(torch.rand(3, 1, 64, 64))
+    shift = model.vae.shift.clone()
+    losses = model.train().losses(content, style, generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"total", "content", "style", "kl", "rec"} and all(torch.isfinite(v) for v in losses.values())
+    assert not torch.equal(model.vae.shift, shift)                   # training follows the learnt W's statistics
+    losses["total"].backward()
+    assert model.style_encoder.fc.weight.grad.abs().sum() > 0        # the style encoder learns through the VAE's W
+    assert model.vae.encoder[0].weight.grad.abs().sum() > 0
+    mu, logvar = model.eval().style_code(style)
+    assert mu.shape == logvar.shape == (3, model.style_dim)
+    assert model.vae.decode(mu).shape == (3, model.style_dim * 9)
+    with torch.no_grad():
+        out = model.stylize(content, style[:1])
+    assert out.shape == (3, 1, 64, 64) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+@pytest.mark.parametrize("k", [3, 7])
+def test_the_kernel_size_reaches_the_grouped_convolution(k, monkeypatch):
+    from cmr_lib.models import adaconv
+    from cmr_lib.models.adaconv_vae import AdaConvVAE
+    seen = []
+    conv2d = adaconv.F.conv2d
+
+    def spy(*args, **kw):
+        groups = kw.get("groups", args[6] if len(args) > 6 else 1)
+        if groups > 1:
+            seen.append((tuple(args[1].shape[-2:]), groups))
+        return conv2d(*args, **kw)
+    monkeypatch.setattr(adaconv.F, "conv2d", spy)
+    for cls in (AdaConv, AdaConvVAE):
+        seen.clear()
+        model = cls(_encoder(), image_size=64, kernel_size=k, style_dim=64).eval()
+        with torch.no_grad():
+            model.stylize(torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64))
+        depthwise = [shape for shape, _ in seen if shape != (1, 1)]
+        assert depthwise and all(shape == (k, k) for shape in depthwise), (cls.__name__, seen)
+        assert all(g % 2 == 0 for _, g in seen)                     # the batch folded into the groups
+
+
+def test_adaconv_vae_training_is_deterministic_per_seed(tiny_phantom, tmp_path):
+    src = open_source(tiny_phantom)
+    runs = [stylizers.train_stylizer(_smoke(tiny_phantom, tmp_path / d), src,
+                                     "adaconv-vae", ("C0", "LGE"), progress=False) for d in ("a", "b")]
+    a, b = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a) and runs[0].history["total"] == runs[1].history["total"]
+    assert (runs[0].run_dir / "losses.csv").read_text().startswith("step,total,content,style,kl,rec")
+    other = stylizers.train_stylizer(make_config(profile="smoke", seed=1, data_dir=tiny_phantom, output_root=tmp_path / "c",
+                                                 overrides={"stylizer.iterations": 6, "stylizer.checkpoint_every": 2}),
+                                     src, "adaconv-vae", ("C0", "LGE"), progress=False)
+    assert other.history["total"] != runs[0].history["total"]

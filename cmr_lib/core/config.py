@@ -12,7 +12,9 @@ from cmr_lib.core.errors import CmrError, check_bool, check_int
 from cmr_lib.core.paths import data_root, display_path, recorded_path, repo_root
 from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
+    CROP_OF,
     NETWORKS,
+    SEARCHING,
     PROFILE_SCHEMA,
     SETTINGS,
     STYLE_FREE,
@@ -99,9 +101,18 @@ class Config:
         return kind if kind in APPEARANCE_BASELINES else None
 
     @property
+    def searches(self) -> bool:
+        """Whether this run's stylizer has a style latent that the epsilon search moves (RAIN, AdaConv + VAE)."""
+        return self.network in SEARCHING
+
+    @property
     def crop(self) -> int:
         """Centre-crop size of this run's stylizer network (baselines and setting 0 use the 'none' size)."""
-        return self.sizes.preprocess.crop[self.network or "none"]
+        return self.crop_for(self.network)
+
+    def crop_for(self, kind: str | None) -> int:
+        """Centre-crop size of a stylizer network (AdaConv + VAE takes AdaConv's; None: the 'none' size)."""
+        return self.sizes.preprocess.crop[CROP_OF.get(kind, kind) or "none"]
 
     def to_dict(self) -> dict:
         """Plain data for run records; paths inside the repository are written relative to it."""

@@ -7,18 +7,20 @@ from functools import lru_cache
 
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
-from cmr_lib.core.schema import SETTINGS, STYLIZERS, load_yaml
+from cmr_lib.core.schema import SEARCHING, SETTINGS, STYLIZERS, load_yaml
 
-STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "histmatch": "histmatch",
+STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "adaconv-vae": "AdaConv + VAE",
+                  "histmatch": "histmatch",
                   "intensity": "intensity", "gin": "GIN", "slaug": "SLAug", "rain+intensity": "RAIN + intensity",
                   "adaconv+intensity": "AdaConv + intensity", "rain+slaug": "RAIN + SLAug"}
 STYLE_TRANSFER = ("rain", "adaconv")                    # the stylizers alone
 GROUPS = ("paper", "baseline")
 
 
-def uses_rain(stylizer: str) -> bool:
-    """Whether a stylizer value runs RAIN (alone or followed by a remap), so that epsilon matters."""
-    return stylizer.split("+")[0] == "rain"
+def uses_epsilon(stylizer: str) -> bool:
+    """Whether a stylizer value runs a style search (RAIN or AdaConv + VAE, alone or followed by a remap), so
+    that epsilon matters."""
+    return stylizer.split("+")[0] in SEARCHING
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,12 @@ def label(key: tuple) -> str:
     s, k, e = key
     if (s, k) == (0, "none"):
         return "setting 0 (none)"
-    return f"setting {s}, {STYLIZER_NAMES[k]}" + (f" ε{e}" if uses_rain(k) else "")
+    return f"setting {s}, {STYLIZER_NAMES[k]}" + (f" ε{e}" if uses_epsilon(k) else "")
 
 
 def row_key(record: dict) -> tuple:
     """(setting, stylizer, epsilon) of a run record (run.json): its row in Table 2 or 3."""
-    eps = record.get("epsilon_iterations", 0) if uses_rain(record["stylizer"]) else 0
+    eps = record.get("epsilon_iterations", 0) if uses_epsilon(record["stylizer"]) else 0
     return (int(record["setting"]), record["stylizer"], int(eps))
 
 
@@ -58,8 +60,9 @@ def _row(path, table, i, raw) -> Row:
     if raw["setting"] not in SETTINGS or raw["stylizer"] not in STYLIZERS or raw.get("group", "paper") not in GROUPS:
         raise CmrError(f"{where}: unknown setting, stylizer or group ({raw})")
     eps = raw.get("epsilon", 0)
-    if uses_rain(raw["stylizer"]) != ("epsilon" in raw) or isinstance(eps, bool) or not isinstance(eps, int) or eps < 0:
-        raise CmrError(f"{where}: RAIN rows, and only they, give epsilon (a non-negative integer)")
+    if uses_epsilon(raw["stylizer"]) != ("epsilon" in raw) or isinstance(eps, bool) or not isinstance(eps, int) or eps < 0:
+        raise CmrError(f"{where}: rows with a style search (RAIN, AdaConv + VAE), and only they, give epsilon "
+                       f"(a non-negative integer)")
     return Row(raw["setting"], raw["stylizer"], eps, raw.get("group", "paper"), bool(raw.get("reproduce", True)))
 
 

@@ -17,9 +17,11 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file, repo_root
 
 PROFILES = ("smoke", "demo", "real", "paper")
-STYLIZERS = ("rain", "adaconv", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity", "adaconv+intensity",
-             "rain+slaug")
-NETWORKS = ("rain", "adaconv")     # the trained stylizers; the other values are baselines (training.augment)
+STYLIZERS = ("rain", "adaconv", "adaconv-vae", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity",
+             "adaconv+intensity", "rain+slaug")
+NETWORKS = ("rain", "adaconv", "adaconv-vae")   # the trained stylizers; the other values are baselines (training.augment)
+SEARCHING = ("rain", "adaconv-vae")             # those with a style VAE, whose latent the epsilon search moves
+CROP_OF = {"adaconv-vae": "adaconv"}            # a network whose input size is another's profile key
 APPEARANCE_BASELINES = ("histmatch", "intensity", "gin", "slaug")
 STYLE_FREE = ("intensity", "gin", "slaug")    # the baselines that need no style image (setting 0, or after a stylizer)
 REMAPS = ("intensity", "gin")                 # of those, the ones that remap each image alone (training.augment)

@@ -2,8 +2,8 @@
 
 The style of an image is the 1024-d vector [mean ⊕ std] of its relu4_1 features. A VAE maps it to a
 512-d latent z (and back); any z decodes to a style that AdaIN applies to the content, so styles can
-be sampled around a real one and *mined*: `explore` pushes z along the gradient of a downstream
-(segmentation) loss to find harder styles (ASM's rule z <- z + (20 / loss) * grad).
+be sampled around a real one and *mined*: `explore` (models.style_search) pushes z along the gradient of
+a downstream (segmentation) loss to find harder styles (ASM's rule z <- z + (20 / loss) * grad).
 
 Design choices (differ from the reference), both about keeping the VAE well-defined on MR data:
 - the VAE predicts the log-variance, so sigma = exp(logvar/2) is always positive and the KL term always
@@ -20,14 +20,12 @@ detached on the image path), which is what the reference's two-stage update does
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.core.errors import check_int
 from cmr_lib.models.adain import EPS, Decoder, adain_stats, content_loss, mean_std, style_loss
+from cmr_lib.models.style_search import LatentStyleSearch
 from cmr_lib.models.vgg import VGGEncoder
 
 
@@ -90,16 +88,7 @@ class StyleVAE(nn.Module):
         return mu + eps * (0.5 * logvar).exp()
 
 
-@dataclass
-class Exploration:
-    """What `RAIN.explore` found: the final latent, the stylized images after each iteration, the losses."""
-
-    z: torch.Tensor
-    images: list            # [(B, 1, H, W)] after iterations 0..N (index 0: before any step)
-    losses: list            # downstream loss at each of those
-
-
-class RAIN(nn.Module):
+class RAIN(LatentStyleSearch, nn.Module):
     """VGG encoder (frozen) + style VAE + AdaIN + mirror decoder."""
 
     kind = "rain"
@@ -150,45 +139,3 @@ class RAIN(nn.Module):
         """Decode latent z (B, C) to a style and apply it to content relu4_1 features; image in [0, 1]."""
         t = adain_stats(content_feat, *split_style(self.vae.decode(z)))
         return self.decoder(t).clamp(0.0, 1.0)                                     # (B, 1, H, W)
-
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, *, sample: bool = False, generator=None):
-        """Content restyled like `style` (same batch size, or one style for all): the latent mean, or a sample."""
-        mu, logvar = self.style_code(style)
-        z = self.vae.sample(mu, logvar, generator) if sample else mu
-        if z.shape[0] == 1 and content.shape[0] > 1:
-            z = z.expand(content.shape[0], -1)
-        return self.render(self.encoder(content, last_only=True), z)
-
-    def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int = 1, step: float = 20.0,
-                rule: str = "asm", content_feat: torch.Tensor | None = None) -> Exploration:
-        """Adversarial style search: move z up the gradient of `loss_fn(stylized)` `iterations` times.
-
-        rule 'asm': z <- z + (step / loss) * dL/dz (the ASM reference, step 20); 'sign': z <- z + step *
-        sign(dL/dz) (FGSM-like); 'plain': z <- z + step * dL/dz. The image decoder and VAE are not updated;
-        `loss_fn` must be differentiable in the image (e.g. a segmentation loss of a fixed network).
-        """
-        if rule not in ("asm", "sign", "plain"):
-            raise ValueError(f"parameter 'rule' = {rule!r}: choose 'asm', 'sign' or 'plain'")
-        check_int("iterations", iterations)
-        if content_feat is None:
-            with torch.no_grad():
-                content_feat = self.encoder(content, last_only=True)
-        z = z.detach().clone()
-        images, losses = [], []
-        for i in range(iterations + 1):
-            z.requires_grad_(True)
-            img = self.render(content_feat, z)
-            loss = loss_fn(img)
-            images.append(img.detach())
-            losses.append(float(loss.detach()))
-            if i == iterations:
-                break
-            (grad,) = torch.autograd.grad(loss, z)
-            with torch.no_grad():
-                if rule == "asm":
-                    z = z + (step / max(float(loss), 1e-8)) * grad
-                elif rule == "sign":
-                    z = z + step * grad.sign()
-                else:
-                    z = z + step * grad
-        return Exploration(z=z.detach(), images=images, losses=losses)

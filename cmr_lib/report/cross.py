@@ -8,7 +8,7 @@ import pandas as pd
 
 from cmr_lib.core.config import Config
 from cmr_lib.core.errors import CmrError
-from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_rain
+from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_epsilon
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.evaluation.evaluate import summarize
@@ -64,7 +64,7 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
         own_col = f"{own_name} ({'own ' + part})"
         counts[own_col] = summ["dice"]["cases"]
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],
-               "epsilon": key[2] if uses_rain(key[1]) else None,
+               "epsilon": key[2] if uses_epsilon(key[1]) else None,
                f"{own_col} DC": _num(summ["dice"]["AVG"]), f"{own_col} HD": _num(summ["hd"]["AVG"])}
         cfg = Config.from_record(rec, output_root=output_root)
         model = load_run_segmenter(rec, cfg)

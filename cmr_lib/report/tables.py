@@ -14,7 +14,7 @@ from scipy import stats
 
 from cmr_lib.core.atomic import write_text
 from cmr_lib.core.errors import CmrError
-from cmr_lib.core.grid import STYLIZER_NAMES, row_key, table_rows, uses_rain
+from cmr_lib.core.grid import STYLIZER_NAMES, row_key, table_rows, uses_epsilon
 from cmr_lib.evaluation.evaluate import STRUCTURES
 
 METRIC_NAMES = {"dice": "DC", "hd": "HD", "hd95": "HD95", "assd": "ASSD"}
@@ -109,7 +109,7 @@ def table(records: list[dict], rows=None, *, postprocess: str = "none") -> pd.Da
         if vals["patients"].nunique() > 1:
             raise CmrError(f"runs of setting {key[0]}, {key[1]} report different patient sets; rerun them alike")
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],
-               "epsilon": key[2] if uses_rain(key[1]) else None,
+               "epsilon": key[2] if uses_epsilon(key[1]) else None,
                "seeds": len(recs), "patients": vals["patients"].iloc[0], "cases": int(vals["cases"].iloc[0])}
         nums = vals.drop(columns=["patients", "cases"]).astype(float)
         row.update(nums.mean().to_dict())
@@ -123,13 +123,13 @@ def table(records: list[dict], rows=None, *, postprocess: str = "none") -> pd.Da
 
 def key_of(row) -> tuple:
     """The grid key (setting, stylizer, epsilon) of a table row."""
-    return (int(row["setting"]), row["key"], int(row["epsilon"]) if uses_rain(row["key"]) else 0)
+    return (int(row["setting"]), row["key"], int(row["epsilon"]) if uses_epsilon(row["key"]) else 0)
 
 
 def value(df: pd.DataFrame, key: tuple, col: str) -> float:
     """One cell of a table by row key; NaN when the row is missing."""
     sel = df[(df["setting"] == key[0]) & (df["key"] == key[1])]
-    if uses_rain(key[1]):
+    if uses_epsilon(key[1]):
         sel = sel[sel["epsilon"] == key[2]]
     return float(sel[col].iloc[0]) if len(sel) else float("nan")
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError, check_int, cli_main
-from cmr_lib.core.grid import reproduce_rows, table_rows, uses_rain
+from cmr_lib.core.grid import reproduce_rows, table_rows, uses_epsilon
+from cmr_lib.core.schema import NETWORKS
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import DATA_SETS, resolve_data
 from cmr_lib.data.sources import source_for
@@ -51,7 +52,7 @@ def row_step_name(key: tuple) -> str:
 
 # one notebook 05 run per row of the experiment grid that reproduce runs (params/experiments.yaml)
 ROW_STEPS = [(row_step_name(key), "05_settings.ipynb", {"setting": key[0], "stylizer": key[1],
-                                                       "epsilon_iterations": key[2] if uses_rain(key[1]) else 5}, True)
+                                                       "epsilon_iterations": key[2] if uses_epsilon(key[1]) else 5}, True)
              for key in reproduce_rows()]
 STEPS += ROW_STEPS
 STEPS += [("analysis: Tables 2 and 3, tests, Figs. 6 and 8, bars", "06_analysis.ipynb", {})]
@@ -78,11 +79,11 @@ def with_seeds(steps: list, seeds: list[int]) -> list:
 
 
 def cost_hint(extra: dict) -> float:
-    """Rough relative cost of a step, so parallel steps start longest first (RAIN rows pay for the style search)."""
+    """Rough relative cost of a step, so parallel steps start longest first (rows with a style search pay for it)."""
     k = str(extra.get("stylizer", ""))
     if extra.get("setting", 1) == 0 or not extra:
         return 1.0
-    if k.startswith("rain"):
+    if uses_epsilon(k):
         return 2.0 + extra.get("epsilon_iterations", 5)
     return 1.5 if k.startswith("adaconv") else 1.0
 
@@ -99,7 +100,7 @@ def executed_name(nb: str, extra: dict) -> str:
     seed = extra.pop("seed", None)
     if extra.get("setting") == 0 and extra.get("stylizer", "rain") in ("rain", "adaconv", "none"):
         extra = {"setting": 0}
-    elif not str(extra.get("stylizer", "")).startswith("rain"):
+    elif not uses_epsilon(str(extra.get("stylizer", ""))):
         extra = {k: v for k, v in extra.items() if k != "epsilon_iterations"}
     if seed is not None:
         extra["seed"] = seed
@@ -142,7 +143,7 @@ def prepare(what: str, parameters: dict) -> None:
     keys = ("profile", "seed", "data_dir", "output_root", "c0_spacing", "t2_dir")
     cfg = make_config(**{k: v for k, v in parameters.items() if k in keys and v is not None})
     source = source_for(cfg, progress=False)
-    for kind in ("rain", "adaconv"):
+    for kind in [n for n in NETWORKS if any(key[1].split("+")[0] == n for key in reproduce_rows())]:
         train_pairs(cfg, source, kind, progress=False)
 
 

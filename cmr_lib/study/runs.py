@@ -44,7 +44,7 @@ class SettingRun:
 def run_name(cfg, epsilon_iterations: int, source: CMRSource) -> str:
     """<profile>_<data>_setting<S>_<stylizer>[_eps<E>]_seed<seed>: one folder per Table 2/3 row and seed."""
     data = "phantom" if source.name == "phantom" else source.root.name
-    eps = f"_eps{epsilon_iterations}" if cfg.network == "rain" else ""
+    eps = f"_eps{epsilon_iterations}" if cfg.searches else ""
     return f"{cfg.profile}_{data}_setting{cfg.setting}_{cfg.stylizer}{eps}_seed{cfg.seed}"
 
 
@@ -94,7 +94,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     source = source or source_for(cfg, progress=progress)
     timings["data"] = time.perf_counter() - t_start
     spec = cfg.setting_spec
-    eps = check_epsilon_iterations(epsilon_iterations) if cfg.network == "rain" else 0
+    eps = check_epsilon_iterations(epsilon_iterations) if cfg.searches else 0
     augmenting = bool(cfg.network or cfg.baseline)
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name

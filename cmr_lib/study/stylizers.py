@@ -12,7 +12,7 @@ from cmr_lib.core.atomic import save_figure, write_json
 from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import display_path
-from cmr_lib.core.schema import load_settings
+from cmr_lib.core.schema import SEARCHING, load_settings
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import split_for, style_split
@@ -41,8 +41,8 @@ def setup_line(cfg, kind: str) -> str:
     """What a stylizer notebook is about to train: the run's summary, then input size, steps, batch,
     precision and device."""
     st, dev = cfg.sizes.stylizer, device()
-    kernel = f", kernel size {st.adaconv.kernel_size}" if kind == "adaconv" else ""
-    return cfg.summary() + "\n" + (f"{STYLIZERS[kind]} input {cfg.sizes.preprocess.crop[kind]} px{kernel}, "
+    kernel = f", kernel size {st.adaconv.kernel_size}" if kind in ("adaconv", "adaconv-vae") else ""
+    return cfg.summary() + "\n" + (f"{STYLIZERS[kind]} input {cfg.crop_for(kind)} px{kernel}, "
                                     f"{st.iterations} steps of batch {st.batch}, "
                                     f"precision {precision_used(st.precision, dev)} on {dev}")
 
@@ -64,7 +64,7 @@ def stylize_examples(ts: TrainedStylizer, cfg, source: CMRSource, *, max_slices:
                      batch: int = 16) -> Stylization:
     """Stylize heart slices of training patients' bSSFP with random labelled style slices (validation
     patients' labels select the style's cardiac region for analysis only; they never train anything)."""
-    crop = cfg.sizes.preprocess.crop[ts.kind]
+    crop = cfg.crop_for(ts.kind)
     split = split_for(source, cfg.split)
     style_src, styles_split = style_split(cfg, source, split, ts.pretrain[1])
     content = SliceDataset.from_source(source, split["train"], ts.pretrain[0], cfg, train=False, heart_only=True,
@@ -168,13 +168,13 @@ def stylizer_reports(cfg) -> pd.DataFrame:
 
 
 def explore_examples(cfg, source: CMRSource, ts: TrainedStylizer, segmenter, *, n: int = 3, iterations: int = 5):
-    """RAIN's adversarial style search on n bSSFP heart slices (Fig. 5).
+    """The adversarial style search (RAIN's, or AdaConv + VAE's) on n bSSFP heart slices (Fig. 5).
 
     One style slice gives the starting latent (its mean code); `iterations` steps move it up the gradient
     of the segmentation loss of a fixed DRU-Net trained on bSSFP. Returns (content, labels, Exploration).
     """
-    if ts.kind != "rain":
-        raise CmrError(f"style exploration needs RAIN, not {ts.kind}")
+    if ts.kind not in SEARCHING:
+        raise CmrError(f"style exploration needs a stylizer with a style VAE ({', '.join(SEARCHING)}), not {ts.kind}")
     st = stylize_examples(ts, cfg, source, max_slices=max(n, 1))
     pick = torch.linspace(0, st.content.shape[0] - 1, n).round().long()
     content, label, style = st.content[pick], st.content_label[pick], st.style[pick[:1]]

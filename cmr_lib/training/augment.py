@@ -210,7 +210,7 @@ class BatchAugmenter:
         self.cfg, self.dev = cfg, device()
         self.stylizer = stylizer.to(self.dev).eval() if stylizer is not None else None
         self.picker = StylePicker(styles, cfg.setting_spec.style_pairing) if uses_styles(cfg) else None
-        self.epsilon_iterations = epsilon_iterations if cfg.network == "rain" else 0
+        self.epsilon_iterations = epsilon_iterations if cfg.searches else 0
         self.last_gain = None            # how much the last style search raised the loss
 
     @property
@@ -260,7 +260,7 @@ class BatchAugmenter:
     def _stylize(self, s, x, y, step, segmenter):
         cfg, sty, dev = self.cfg, self.stylizer, self.dev
         precision = cfg.sizes.stylizer.precision
-        if cfg.network == "adaconv":
+        if not cfg.searches:                        # AdaConv: restyled, no latent to sample or search
             with torch.no_grad(), autocast(precision, dev):
                 return sty.stylize(x, s).float()
         gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)

@@ -104,7 +104,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
 
 def setting_run_dir(cfg, config: dict, epsilon_iterations: int) -> Path:
     """checkpoints/settings/setting<S>_<stylizer>[_eps<E>]_<config hash>."""
-    name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if cfg.network == "rain" else "")
+    name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if cfg.searches else "")
     return checkpoint_root(cfg) / "settings" / f"{name}_{config_key(config)}"
 
 
@@ -129,7 +129,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     pool = style_pool(cfg, source, split, "LGE") if uses_styles(cfg) else None
     config = {"version": VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
               "stylizer_run": stylizer.run_dir.name if network else None,
-              "epsilon_iterations": epsilon_iterations if network == "rain" else 0,
+              "epsilon_iterations": epsilon_iterations if cfg.searches else 0,
               "include_original": include_original if augmenting else False, "crop": cfg.crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,

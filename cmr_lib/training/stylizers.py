@@ -21,6 +21,7 @@ from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import split_for, style_pool
 from cmr_lib.models.adaconv import AdaConv
+from cmr_lib.models.adaconv_vae import AdaConvVAE
 from cmr_lib.models.adain import Decoder
 from cmr_lib.models.rain import RAIN
 from cmr_lib.models.vgg import VGGEncoder, build_encoder, imagenet_available, load_weights_file
@@ -34,7 +35,7 @@ from cmr_lib.training.checkpoints import (
     run_loop,
 )
 
-STYLIZERS = {"rain": "RAIN", "adaconv": "AdaConv"}
+STYLIZERS = {"rain": "RAIN", "adaconv": "AdaConv", "adaconv-vae": "AdaConv + VAE"}
 
 
 def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None = None, encoder_record=None,
@@ -132,18 +133,29 @@ def resolve_encoder(cfg, source: CMRSource, *, split: dict | None = None, progre
     return enc, record
 
 
-def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
-    """A RAIN or AdaConv model with the profile's loss weights (and AdaConv's kernel size and input size)."""
+def stylizer_parameters(cfg, kind: str) -> dict:
+    """The profile's parameters of one stylizer: its own section; AdaConv + VAE takes AdaConv's and RAIN's VAE
+    weights (kl_weight, rec_weight), so that its style VAE is weighed as RAIN's is."""
     st = cfg.sizes.stylizer
+    if kind == "adaconv-vae":
+        return {**st.adaconv.to_dict(), "kl_weight": st.rain.kl_weight, "rec_weight": st.rain.rec_weight}
+    if kind not in ("rain", "adaconv"):
+        raise CmrError(f"parameter 'stylizer' = {kind!r}: choose one of {', '.join(STYLIZERS)}")
+    return st[kind].to_dict()
+
+
+def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
+    """A RAIN, AdaConv or AdaConv + VAE model with the profile's loss weights (and AdaConv's kernel size and
+    input size)."""
+    p = stylizer_parameters(cfg, kind)
     if kind == "rain":
-        r = st.rain
-        return RAIN(encoder, content_weight=r.content_weight, style_weight=r.style_weight, kl_weight=r.kl_weight,
-                    rec_weight=r.rec_weight)
+        return RAIN(encoder, content_weight=p["content_weight"], style_weight=p["style_weight"],
+                    kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
+    common = dict(image_size=cfg.crop_for(kind), kernel_size=p["kernel_size"], style_dim=p["style_dim"],
+                  content_weight=p["content_weight"], style_weight=p["style_weight"])
     if kind == "adaconv":
-        a = st.adaconv
-        return AdaConv(encoder, image_size=cfg.sizes.preprocess.crop.adaconv, kernel_size=a.kernel_size,
-                       style_dim=a.style_dim, content_weight=a.content_weight, style_weight=a.style_weight)
-    raise CmrError(f"parameter 'stylizer' = {kind!r}: choose 'rain' or 'adaconv'")
+        return AdaConv(encoder, **common)
+    return AdaConvVAE(encoder, **common, kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
 
 
 def optimise_stylizer(cfg, kind: str, model, optimizer, content, style, step: int, dev) -> dict:
@@ -152,7 +164,7 @@ def optimise_stylizer(cfg, kind: str, model, optimizer, content, style, step: in
     st = cfg.sizes.stylizer
     gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
     for group in optimizer.param_groups:
-        group["lr"] = st.lr / (1.0 + st[kind].lr_decay * step)              # the reference inverse decay
+        group["lr"] = st.lr / (1.0 + stylizer_parameters(cfg, kind)["lr_decay"] * step)   # the reference decay
     with autocast(st.precision, dev):
         losses = model.losses(content, style, generator=gen)
     optimizer.zero_grad(set_to_none=True)
@@ -189,10 +201,10 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         raise CmrError(f"{style_src.root}: no {style_seq} images to train a {content_seq}->{style_seq} stylizer "
                        f"(for T2 with MS-CMRSeg, pass t2_dir pointing at MyoPS 2020 data)")
     encoder, enc_record = resolve_encoder(cfg, source, split=split, progress=progress)
-    crop = cfg.sizes.preprocess.crop[kind]
+    crop = cfg.crop_for(kind)
     fingerprint = data_fingerprint(source, {"content": (content_seq, split["train"])})
     fingerprint["style"] = data_fingerprint(style_src, {"style": (style_seq, style_patients)})
-    sub = st[kind].to_dict()
+    sub = stylizer_parameters(cfg, kind)
     config = {"version": VERSION, "kind": kind, "pretrain": list(pretrain), "crop": crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: sub, "precision": st.precision,
@@ -223,7 +235,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     style = SliceDataset.from_source(style_src, style_patients, style_seq, cfg, train=True, label="skip", crop=crop)
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
-    if hasattr(model, "calibrate"):          # RAIN: standardise style vectors on 64 training styles (seeded)
+    if hasattr(model, "calibrate"):          # a style VAE: standardise its inputs on 64 training styles (seeded)
         model.calibrate(draw_images(style, np.random.default_rng([cfg.seed, 7]), 64, 0))
 
     # channels-last pays with bf16 (measured on this CPU at demo sizes: RAIN 1.41x, AdaConv 1.23x per step;
@@ -236,7 +248,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         s = draw_images(style, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
         return optimise_stylizer(cfg, kind, model, optimizer, c, s, step, dev)
 
-    keys = ("total", "content", "style", "kl", "rec") if kind == "rain" else ("total", "content", "style")
+    keys = ("total", "content", "style", "kl", "rec") if hasattr(model, "vae") else ("total", "content", "style")
     model.to(dev).to(memory_format=fmt).train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=keys, iterations=st.iterations,
                              checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {content_seq}->{style_seq}",
