@@ -201,15 +201,21 @@ def _opt_kernel(name, value):
     return value
 
 
-def _seed_list(name, value):
+def _distinct_ints(name, value, *, minimum: int, items: str, item: str, none: str, hint: str = ""):
+    """None, or a non-empty list of distinct integers >= minimum (seeds, patient numbers)."""
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
-        fail(name, value, "must be None or a non-empty list of seeds, e.g. [0, 1, 2] (papermill: -y 'seeds: [0, 1, 2]')")
-    out = [as_int(name, v, minimum=0) for v in value]
+        fail(name, value, f"must be None ({none}) or a non-empty list of {items}{hint}")
+    out = [as_int(name, v, minimum=minimum) for v in value]
     if len(set(out)) != len(out):
-        fail(name, value, "lists a seed twice")
+        fail(name, value, f"lists a {item} twice")
     return out
+
+
+def _seed_list(name, value):
+    return _distinct_ints(name, value, minimum=0, items="seeds", item="seed", none="the run's seed",
+                          hint=", e.g. [0, 1, 2] (papermill: -y 'seeds: [0, 1, 2]')")
 
 
 def _cross_data(name, value):
@@ -270,15 +276,9 @@ def apply_overrides(tree: dict, overrides, where: str) -> dict:
 
 
 def _patients(name, value):
-    """None (the data source's default) or a non-empty list of distinct patient numbers."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
-        fail(name, value, "must be None (the data source's default) or a non-empty list of patient numbers")
-    out = [as_int(name, v, minimum=1) for v in value]
-    if len(set(out)) != len(out):
-        fail(name, value, "lists a patient twice")
-    return sorted(out)
+    """None (the data source's default) or a non-empty list of distinct patient numbers, sorted."""
+    out = _distinct_ints(name, value, minimum=1, items="patient numbers", item="patient", none="the data source's default")
+    return None if out is None else sorted(out)
 
 
 def _stylizer_for_setting(stylizer: str, setting: int) -> str:
