@@ -14,7 +14,7 @@ STYLIZER_NAMES = {"none": "none", "rain": "RAIN", "adaconv": "AdaConv", "adaconv
                   "intensity": "intensity", "gin": "GIN", "slaug": "SLAug", "rain+intensity": "RAIN + intensity",
                   "adaconv+intensity": "AdaConv + intensity", "rain+slaug": "RAIN + SLAug"}
 STYLE_TRANSFER = ("rain", "adaconv")                    # the stylizers alone
-GROUPS = ("paper", "baseline")
+GROUPS = ("paper", "baseline", "beyond")
 
 
 def uses_epsilon(stylizer: str) -> bool:

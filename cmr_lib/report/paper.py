@@ -69,6 +69,7 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: 
                  "holds": (a[2] > a[1] and a[3] > a[1]) if ok else None,
                  "evidence": ", ".join(f"setting {s}: {v:.3f}" for s, v in a.items()) if ok else "rows missing"})
     claim = "RAIN improves with more epsilon iterations (Table 3, Dice)"
+    t3 = None if t3 is None else t3[t3["key"] == "rain"]           # Table 3 may also hold AdaConv + VAE rows
     if t3 is not None and len(t3) >= 2:
         t3s = t3.sort_values("epsilon")
         dc = t3s["DC AVG"].to_numpy()
