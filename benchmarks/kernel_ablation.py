@@ -1,7 +1,8 @@
 """The paper's future work, measured (issue 16): AdaConv and AdaConv + VAE at several predicted kernel sizes,
 everything else equal. For each, a bSSFP->LGE stylizer is trained (or reused) and its structure preservation
 measured on stylized heart slices (cmr_lib.study.ablation): edge overlap, the Dice a bSSFP-trained DRU-Net keeps
-on stylized images, and the histogram KL to the style. Written to benchmarks/results/kernel_ablation_<data>.{md,json}.
+on stylized images, and the histogram KL to the style. Written to benchmarks/results/kernel_ablation_<data>_<profile>
+.{md,json}, with a figure per kind (.._<kind>.png: the same slices at each kernel size, bSSFP contours on each).
 
     python benchmarks/kernel_ablation.py                          # the phantom, demo profile, kernels 3 5 7 11
     python benchmarks/kernel_ablation.py --data mscmrseg2019      # the real sample (profile real)
@@ -16,14 +17,15 @@ import json
 import time
 from pathlib import Path
 
-from cmr_lib.core.atomic import write_json, write_text
+from cmr_lib.core.atomic import save_figure, write_json, write_text
 from cmr_lib.core.config import make_config
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import resolve_data
 from cmr_lib.data.sources import source_for
+from cmr_lib.report import plots
 from cmr_lib.study.ablation import preservation_markdown, preservation_row
 from cmr_lib.training.segmenters import train_segmenter
-from cmr_lib.training.stylizers import train_stylizer
+from cmr_lib.training.stylizers import STYLIZERS, train_stylizer
 
 OUT = repo_root() / "benchmarks" / "results"
 
@@ -36,7 +38,7 @@ def run(*, data=None, profile=None, kernels=(3, 5, 7, 11), kinds=("adaconv", "ad
     work = Path(work or repo_root() / "build" / "kernel_ablation")
     where = {} if named is None else dict(data_dir=named.data_dir, c0_spacing=named.c0_spacing,
                                          t2_dir=str(named.t2_dir) if named.t2_dir else None)
-    rows = []
+    rows, examples = [], {kind: {} for kind in kinds}
     segmenter = None
     for kind in kinds:
         for k in kernels:
@@ -47,7 +49,7 @@ def run(*, data=None, profile=None, kernels=(3, 5, 7, 11), kinds=("adaconv", "ad
                 segmenter = train_segmenter(cfg, source, progress=False).model
             t0 = time.perf_counter()
             ts = train_stylizer(cfg, source, kind, ("C0", "LGE"), progress=False)
-            row = preservation_row(ts, cfg, source, segmenter, max_slices=max_slices)
+            row, examples[kind][f"k = {k}"] = preservation_row(ts, cfg, source, segmenter, max_slices=max_slices)
             row.update(seconds_train=ts.info.get("seconds_train", round(time.perf_counter() - t0, 1)),
                        reused=ts.info["reused"])
             print(json.dumps(row), flush=True)
@@ -56,6 +58,10 @@ def run(*, data=None, profile=None, kernels=(3, 5, 7, 11), kinds=("adaconv", "ad
     write_json(Path(out_dir) / f"{name}.json", {"profile": profile, "data": data or "phantom", "seed": seed,
                                                  "rows": rows})
     write_text(Path(out_dir) / f"{name}.md", preservation_markdown(rows))
+    for kind, by_k in examples.items():
+        save_figure(plots.kernel_size_strip(by_k, title=f"{STYLIZERS[kind]} bSSFP->LGE by kernel size: "
+                                                         f"the bSSFP contours on each"),
+                    Path(out_dir) / f"{name}_{kind}.png")
     return rows
 
 

@@ -68,3 +68,4 @@ def test_the_kernel_ablation_driver_writes_its_table(tmp_path):
     saved = json.loads((tmp_path / "kernel_ablation_phantom_smoke.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows)) and all(0 <= r["edge_overlap"] <= 1 for r in rows)
     assert (tmp_path / "kernel_ablation_phantom_smoke.md").read_text().count("| adaconv-vae |") == 2
+    assert (tmp_path / "kernel_ablation_phantom_smoke_adaconv-vae.png").stat().st_size > 10_000

@@ -147,6 +147,24 @@ def contour_overlay(st, n: int = 6, title: str = ""):
     return fig
 
 
+def kernel_size_strip(stylized: dict, n: int = 3, title: str = ""):
+    """The same content slices stylized at each kernel size ({'k = 3': Stylization, ...}, same contents), the
+    content's label contours on each: where the anatomy moves, the contours stop fitting."""
+    first = next(iter(stylized.values()))
+    idx = _pick(first.content.shape[0], n)
+    cols = len(stylized) + 2
+    fig, axes = plt.subplots(len(idx), cols, figsize=(2.3 * cols, 2.4 * len(idx)), squeeze=False)
+    for r, i in enumerate(idx):
+        lab = first.content_label[i].numpy()
+        show_slice(axes[r, 0], first.content[i, 0].numpy(), lab, title="bSSFP content" if r == 0 else None)
+        show_slice(axes[r, 1], first.style[i, 0].numpy(), title="style" if r == 0 else None)
+        for c, (name, st) in enumerate(stylized.items(), 2):
+            show_slice(axes[r, c], st.stylized[i, 0].numpy(), lab, title=name if r == 0 else None)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def exploration_strip(content, label, exploration, show=(0, 1, 3, 5), title: str = ""):
     """The same content under increasing exploration iterations (Fig. 5): one row per example, the batch's
     segmentation loss after each number of iterations in the column titles."""

@@ -51,12 +51,14 @@ def structure_preservation(st: Stylization, segmenter, bins: int) -> dict:
             "slices": int(st.content.shape[0])}
 
 
-def preservation_row(ts: TrainedStylizer, cfg, source: CMRSource, segmenter, *, max_slices: int | None = 64) -> dict:
-    """One row of the kernel-size table: a trained stylizer's structure preservation on stylized examples."""
+def preservation_row(ts: TrainedStylizer, cfg, source: CMRSource, segmenter, *, max_slices: int | None = 64
+                     ) -> tuple[dict, Stylization]:
+    """One row of the kernel-size table (a trained stylizer's structure preservation on stylized examples),
+    and those examples (the same content and style slices for every stylizer of one seed)."""
     st = stylize_examples(ts, cfg, source, max_slices=max_slices)
     kernel = ts.info["config"][ts.kind].get("kernel_size")
     return {"kind": ts.kind, "kernel_size": kernel,
-            **structure_preservation(st, segmenter, cfg.sizes.analysis.hist_bins)}
+            **structure_preservation(st, segmenter, cfg.sizes.analysis.hist_bins)}, st
 
 
 def preservation_markdown(rows: list[dict]) -> str:
