@@ -32,13 +32,13 @@ def test_steps_follow_the_paper_order_and_run_the_grid():
     every = [r for t in ("table2", "table3") for r in grid.load_grid()[t]]
     assert {r.key for r in every if r.reproduce} == set(ran)              # rows marked reproduce: false are not run
     assert {r.key for r in every if not r.reproduce}.isdisjoint(ran) and any(not r.reproduce for r in every)
-    assert set(grid.table_rows("table3")) <= set(ran) and (0, "none", 0) in ran
+    assert set(grid.table_rows("table3", "paper")) <= set(ran) and (0, "none", 0) in ran   # the paper's Table 3 runs
 
 
 def test_the_grid_file_is_checked(tmp_path):
     bad = tmp_path / "grid.yaml"
     bad.write_text("table2:\n  - {setting: 1, stylizer: rain}\ntable3: []\n")
-    with pytest.raises(CmrError, match="RAIN rows, and only they, give epsilon"):
+    with pytest.raises(CmrError, match="rows with a style search .RAIN, AdaConv . VAE., and only they, give epsilon"):
         grid.load_grid(bad)
     bad.write_text("table2:\n  - {setting: 0, stylizer: none}\n  - {setting: 0, stylizer: none}\ntable3: []\n")
     with pytest.raises(CmrError, match="lists a row twice"):
