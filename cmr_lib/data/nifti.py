@@ -96,6 +96,16 @@ def _load_nifti(path: Path):
     return data, zooms, affine
 
 
+def voxel_size(path) -> tuple:
+    """A NIfTI file's voxel size in mm from its header alone (validated as for a full read)."""
+    path = check_file(path, "NIfTI file")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise CmrError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    return _voxel_size(path, img)
+
+
 def _voxel_size(path: Path, img) -> tuple:
     """The voxel size in mm from the header as stored (nibabel silently turns a zero into 1): zero, negative,
     NaN or implausible sizes are errors; metres and microns are converted to mm."""

@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
-
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data import phantom
-from cmr_lib.data.nifti import LAYOUT_NAMES, Volume, check_same_grid, read_image, read_label
+from cmr_lib.data.nifti import LAYOUT_NAMES, Volume, check_same_grid, read_image, read_label, voxel_size
 
 _CANONICAL = {"C0": "C0", "T2": "T2", "LGE": "LGE", "DE": "LGE"}
 LAYOUTS = {"mscmrseg": "MS-CMRSeg 2019 (patient{N}_{C0,LGE,T2}.nii.gz + _manual)",
@@ -99,11 +97,8 @@ class CMRSource:
         """The in-plane voxel size of this patient's LGE header (for c0_spacing='lge')."""
         if not self.has(patient, "LGE"):
             raise CmrError(f"{self.root}: c0_spacing='lge' needs patient {patient}'s LGE image for its voxel size")
-        try:
-            zooms = nib.load(str(self.image_path(patient, "LGE"))).header.get_zooms()
-        except Exception as exc:
-            raise CmrError(f"{self.image_path(patient, 'LGE')}: not a readable NIfTI file ({exc})") from None
-        return (float(zooms[0]), float(zooms[1]))
+        zooms = voxel_size(self.image_path(patient, "LGE"))
+        return (zooms[0], zooms[1])
 
     def check(self, patients, sequence: str) -> None:
         """Open and validate every volume of these patients (image, and label where there is one) now, so
