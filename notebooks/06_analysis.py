@@ -177,7 +177,8 @@ print(reading)
 # centre and, for the phantom, another world. Each row's DRU-Net is scored, as it is, on every labelled
 # LGE volume of the other data sets available here (real MS-CMRSeg 2019 validation patients, MyoPS
 # 2020 patients, the phantom); its own column repeats its Table 2 value. None of these volumes took
-# part in its training. Each stylizer row is then tested, patient by patient, against setting 0 and
+# part in its training. With several seeds, every seed's network is scored and a cell is their mean, as in
+# Table 2. Each stylizer row is then tested, patient by patient, against setting 0 and
 # the best appearance baseline on each data set (`cross_dataset_tests.md`: with 20 MyoPS patients a
 # consistent difference can reach p < 0.05, which the 5 labelled MS-CMRSeg patients cannot), and the
 # baselines are read again on each data set (added to `baselines.md`).
@@ -185,7 +186,7 @@ print(reading)
 # %%
 others = cross.cross_sources(cfg, source, cross_data)
 if others:
-    table_x = cross.cross_dataset(first_seed, source, others, grid.table_rows("table2"), output_root=output_root)
+    table_x = cross.cross_dataset(runs, source, others, grid.table_rows("table2"), output_root=output_root)
     write_text(cfg.results_dir / "cross_dataset.md", cross.cross_markdown(table_x))
     write_text(cfg.results_dir / "cross_dataset.csv", table_x.to_csv(index=False, float_format="%.4f"))
     print(cross.cross_markdown(table_x))

@@ -1,4 +1,5 @@
 """Notebook 06's library: tables from run.json records, the paper comparison, the claims, the bars."""
+import copy
 import json
 
 import numpy as np
@@ -251,6 +252,15 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     assert 0.0 <= df["phantom DC"].iloc[0] <= 1.0
     md = cross.cross_markdown(df)
     assert "| phantom (own test) (1 pat.) DC |" in md and "| phantom (2 pat.) DC |" in md
+    # several seeds of a row: every network is scored and a cell is the mean over seeds, as in Table 2
+    other_seed = copy.deepcopy(run.record)
+    other_seed["seed"] = 1
+    other_seed["summary"]["test"]["dice"]["AVG"] = run.record["summary"]["test"]["dice"]["AVG"] - 0.1
+    df2 = cross.cross_dataset([run.record, other_seed], own, others, output_root=tmp_path)
+    assert df2["seeds"].iloc[0] == 2
+    assert df2["phantom (own test) DC"].iloc[0] == pytest.approx(df["phantom (own test) DC"].iloc[0] - 0.05)
+    assert df2["phantom DC"].iloc[0] == pytest.approx(df["phantom DC"].iloc[0])     # the same network twice
+    assert "mean over 2 seeds per row" in cross.cross_reading(df2)
 
 
 def test_the_cross_reading_names_the_winner_on_each_data_set():

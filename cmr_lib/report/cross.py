@@ -14,7 +14,7 @@ from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.report.stats import case_means, wilcoxon
-from cmr_lib.report.tables import first_run_per_row, key_of, part_of
+from cmr_lib.report.tables import by_row, key_of, part_of
 from cmr_lib.training.segmenters import load_run_segmenter
 
 DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
@@ -48,32 +48,42 @@ def cross_sources(cfg, own, cross_data="auto") -> dict:
 
 
 def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_root=None) -> pd.DataFrame:
-    """Each row's DRU-Net (its first run), trained on `own`, scored on every labelled LGE volume of each data
-    set in `others` (networks never saw them); its own data set's column is its table value. Columns:
-    setting, key, stylizer, epsilon, then '<data> DC' and '<data> HD' (AVG over MYO, LV, RV), with the
-    patient counts in df.attrs['patients']."""
-    first, present = first_run_per_row(records, table_rows("table2") if rows is None else rows)
+    """Each row's DRU-Nets (one per seed), trained on `own`, scored on every labelled LGE volume of each data
+    set in `others` (networks never saw them); its own data set's column is its table value. A cell is the
+    mean over the row's seeds, as in Table 2. Columns: setting, key, stylizer, epsilon, seeds, then
+    '<data> DC' and '<data> HD' (AVG over MYO, LV, RV), with the patient counts in df.attrs['patients'] and
+    each row's per-patient Dice AVG (averaged over seeds) in df.attrs['per_patient']."""
+    groups = by_row(records)
+    present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
+    if not present:
+        raise CmrError("no run matches a row of the table")
     volumes = {name: [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)]
                for name, src in others.items()}                     # read once, scored by every network
     own_name = DATA_NAMES.get(own.name, own.name)
     counts, out, per_patient = {}, [], {}
     for key in present:
-        rec = first[key]
-        part = part_of(rec)
-        summ = rec["summary"][part]
+        recs = groups[key]
+        part = part_of(recs[0])
         own_col = f"{own_name} ({'own ' + part})"
-        counts[own_col] = summ["dice"]["cases"]
+        counts[own_col] = recs[0]["summary"][part]["dice"]["cases"]
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],
-               "epsilon": key[2] if uses_epsilon(key[1]) else None,
-               f"{own_col} DC": _num(summ["dice"]["AVG"]), f"{own_col} HD": _num(summ["hd"]["AVG"])}
-        cfg = Config.from_record(rec, output_root=output_root)
-        model = load_run_segmenter(rec, cfg)
-        for name, vols in volumes.items():
-            df, _ = score_volumes(model, vols, cfg)
-            per_patient.setdefault(name, {})[key] = case_means(df)
-            m = summarize(df)
-            counts[name] = int(df["case"].nunique())
-            row[f"{name} DC"], row[f"{name} HD"] = float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"])
+               "epsilon": key[2] if uses_epsilon(key[1]) else None, "seeds": len(recs),
+               f"{own_col} DC": np.mean([_num(r["summary"][part]["dice"]["AVG"]) for r in recs]),
+               f"{own_col} HD": np.mean([_num(r["summary"][part]["hd"]["AVG"]) for r in recs])}
+        scored = {name: [] for name in volumes}
+        for rec in recs:
+            cfg = Config.from_record(rec, output_root=output_root)
+            model = load_run_segmenter(rec, cfg)
+            for name, vols in volumes.items():
+                df, _ = score_volumes(model, vols, cfg)
+                counts[name] = int(df["case"].nunique())
+                m = summarize(df)
+                scored[name].append((float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"]), case_means(df)))
+        for name, runs in scored.items():
+            row[f"{name} DC"] = float(np.mean([dc for dc, _, _ in runs]))
+            row[f"{name} HD"] = float(np.mean([hd for _, hd, _ in runs]))
+            per_patient.setdefault(name, {})[key] = pd.concat([c for _, _, c in runs], axis=1).mean(axis=1,
+                                                                                                 skipna=False)
         out.append(row)
     df = pd.DataFrame(out)
     df.attrs["patients"] = counts
@@ -124,7 +134,7 @@ def cross_markdown(df: pd.DataFrame) -> str:
 
 def cross_reading(df: pd.DataFrame) -> str:
     """The baselines read on every data set of a cross-dataset table: setting 0, the best style-transfer row
-    and the best appearance baseline, by Dice AVG (one run per row, so no p-values)."""
+    and the best appearance baseline, by Dice AVG (means over each row's seeds; cross_tests has the p-values)."""
     counts = df.attrs.get("patients", {})
     groups = (("style transfer", df["key"].isin(STYLE_TRANSFER)), ("baseline", df["key"].isin(APPEARANCE_BASELINES)))
     lines = []
@@ -146,4 +156,6 @@ def cross_reading(df: pd.DataFrame) -> str:
             d = best["style transfer"] - best["baseline"]
             verdict = f": style transfer {'ahead' if d > 0 else 'behind'} by {abs(d):.3f}"
         lines.append(f"- {n} ({counts.get(n, '?')} patients): {base}; {'; '.join(parts)}{verdict}.")
-    return "Across data sets (Dice AVG, one run per row):\n" + "\n".join(lines) + "\n"
+    seeds = sorted(set(int(n) for n in df["seeds"])) if "seeds" in df else [1]
+    runs = "one run per row" if seeds == [1] else f"mean over {'/'.join(map(str, seeds))} seeds per row"
+    return f"Across data sets (Dice AVG, {runs}):\n" + "\n".join(lines) + "\n"
