@@ -214,6 +214,17 @@ def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
     assert len(vs_best) == len(t) + 2 * 2             # RAIN and AdaConv against it are new; RAIN + intensity was there
 
 
+def test_adaconv_vae_rows_are_tested_against_adaconv_and_rain_of_their_setting():
+    recs = [_varied(0, "none"), _varied(1, "rain", 5, shift=0.05), _varied(1, "adaconv", shift=0.01),
+            _varied(1, "adaconv-vae", 5, shift=0.03), _varied(2, "adaconv-vae", 5, shift=0.02)]
+    rows = [grid.row_key(r) for r in recs]
+    t = stats.paired_tests(recs, rows, metrics=("dice",))
+    pairs = {(r["row"], r["against"]): r["mean difference"] for _, r in t.iterrows()}
+    assert pairs[("setting 1, AdaConv + VAE ε5", "setting 1, AdaConv")] == pytest.approx(0.02)
+    assert pairs[("setting 1, AdaConv + VAE ε5", "setting 1, RAIN ε5")] == pytest.approx(-0.02)
+    assert not any(a == "setting 2, AdaConv + VAE ε5" and "setting 1" in b for a, b in pairs)   # own setting only
+
+
 def test_wilcoxon_skips_undefined_patients_and_identical_rows():
     a = pd.Series([0.5, 0.6, np.nan, 0.7], index=list("abcd"))
     out = stats.wilcoxon(a, a)

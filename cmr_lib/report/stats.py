@@ -55,7 +55,7 @@ def best_baseline_key(t2: pd.DataFrame) -> tuple | None:
 
 def comparisons(present: list[tuple], best_baseline: tuple | None = None) -> list[tuple[tuple, tuple]]:
     """The pairs the paper and the baselines ask about, among the rows present: every row against setting 0;
-    RAIN against AdaConv in each setting; each stylizer + a baseline (intensity, SLAug) against the stylizer
+    RAIN against AdaConv in each setting; AdaConv + VAE against AdaConv and RAIN in its setting; each stylizer + a baseline (intensity, SLAug) against the stylizer
     alone and against that baseline alone; every row with a stylizer against `best_baseline` (best_baseline_key)."""
     out = [(k, SETTING0) for k in present if k != SETTING0 and SETTING0 in present]
     if best_baseline in present and best_baseline != SETTING0:
@@ -64,6 +64,9 @@ def comparisons(present: list[tuple], best_baseline: tuple | None = None) -> lis
         rain = next((k for k in present if k[:2] == (s, "rain")), None)
         if rain and (s, "adaconv", 0) in present:
             out.append((rain, (s, "adaconv", 0)))
+        vae = next((k for k in present if k[:2] == (s, "adaconv-vae")), None)      # the paper's future work
+        if vae:
+            out += [(vae, j) for j in ((s, "adaconv", 0), rain) if j in present]
         for k in present:
             if k[0] == s and "+" in k[1]:
                 network, remap = k[1].split("+")
