@@ -14,55 +14,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from cmr_lib.core.atomic import save_figure, write_json, write_text
-from cmr_lib.core.config import make_config
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import resolve_data
-from cmr_lib.data.sources import source_for
 from cmr_lib.report import plots
-from cmr_lib.study.ablation import preservation_markdown, preservation_row
-from cmr_lib.training.segmenters import train_segmenter
-from cmr_lib.training.stylizers import STYLIZERS, train_stylizer
+from cmr_lib.report.paper import claims_markdown
+from cmr_lib.study.ablation import KernelAblation, kernel_ablation, kernel_claims, preservation_markdown
+from cmr_lib.training.stylizers import STYLIZERS
 
 OUT = repo_root() / "benchmarks" / "results"
 
 
-def run(*, data=None, profile=None, kernels=(3, 5, 7, 11), kinds=("adaconv", "adaconv-vae"), seed=0,
-        work=None, out_dir=OUT, max_slices=64) -> list[dict]:
-    """Train (or reuse) each kind at each kernel size and measure it; write the table and return its rows."""
+def run(*, data=None, profile=None, kernels=(3, 5, 7, 11), kinds=("adaconv", "adaconv-vae"), seeds=(0,),
+        work=None, out_dir=OUT, max_slices=64) -> KernelAblation:
+    """Train (or reuse) each kind at each kernel size and measure it (cmr_lib.study.ablation); write the table,
+    the per-slice claim and the figures."""
     named = resolve_data(data) if data else None
     profile = profile or ("real" if named else "demo")
-    work = Path(work or repo_root() / "build" / "kernel_ablation")
     where = {} if named is None else dict(data_dir=named.data_dir, c0_spacing=named.c0_spacing,
                                          t2_dir=str(named.t2_dir) if named.t2_dir else None)
-    rows, examples = [], {kind: {} for kind in kinds}
-    segmenter = None
-    for kind in kinds:
-        for k in kernels:
-            cfg = make_config(profile=profile, setting=2, stylizer=kind, seed=seed, output_root=work,
-                              overrides={"stylizer.adaconv.kernel_size": k}, **where)
-            source = source_for(cfg, progress=False)
-            if segmenter is None:                          # one bSSFP network judges every stylizer
-                segmenter = train_segmenter(cfg, source, progress=False).model
-            t0 = time.perf_counter()
-            ts = train_stylizer(cfg, source, kind, ("C0", "LGE"), progress=False)
-            row, examples[kind][f"k = {k}"] = preservation_row(ts, cfg, source, segmenter, max_slices=max_slices)
-            row.update(seconds_train=ts.info.get("seconds_train", round(time.perf_counter() - t0, 1)),
-                       reused=ts.info["reused"])
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    result = kernel_ablation(kernels, kinds, seeds=list(seeds), max_slices=max_slices, profile=profile,
+                             output_root=Path(work or repo_root() / "build" / "kernel_ablation"), **where)
+    for row in result.rows.to_dict("records"):
+        print(json.dumps(row), flush=True)
     name = f"kernel_ablation_{'phantom' if named is None else data}_{profile}"
-    write_json(Path(out_dir) / f"{name}.json", {"profile": profile, "data": data or "phantom", "seed": seed,
-                                                 "rows": rows})
-    write_text(Path(out_dir) / f"{name}.md", preservation_markdown(rows))
-    for kind, by_k in examples.items():
+    claims = kernel_claims(result.slices)
+    write_json(Path(out_dir) / f"{name}.json", {"profile": profile, "data": data or "phantom", "seeds": list(seeds),
+                                                 "rows": result.rows.to_dict("records"),
+                                                 "claims": claims.to_dict("records")})
+    write_text(Path(out_dir) / f"{name}.md", preservation_markdown(result.rows) + "\n" + claims_markdown(claims))
+    for kind, by_k in result.examples.items():
         save_figure(plots.kernel_size_strip(by_k, title=f"{STYLIZERS[kind]} bSSFP->LGE by kernel size: "
                                                          f"the bSSFP contours on each"),
                     Path(out_dir) / f"{name}_{kind}.png")
-    return rows
+    return result
 
 
 def main(argv=None) -> int:
@@ -71,11 +58,11 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default=None, help="default: real with --data, else demo")
     ap.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7, 11])
     ap.add_argument("--kinds", nargs="+", default=["adaconv", "adaconv-vae"])
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
-    run(data=args.data, profile=args.profile, kernels=args.kernels, kinds=args.kinds, seed=args.seed, work=args.work,
+    run(data=args.data, profile=args.profile, kernels=args.kernels, kinds=args.kinds, seeds=args.seeds, work=args.work,
         out_dir=args.out)
     return 0
 

@@ -3,7 +3,10 @@ import numpy as np
 import torch
 from conftest import heart_label
 
-from cmr_lib.study.ablation import label_dice, preservation_markdown, structure_preservation
+import pandas as pd
+
+from cmr_lib.study.ablation import (kernel_claims, kernel_table, label_dice, per_slice, preservation_markdown,
+                                    structure_preservation)
 from cmr_lib.training.augment import Stylization
 
 
@@ -42,9 +45,39 @@ def test_kept_anatomy_scores_high_and_moved_anatomy_low():
     assert kept["edge_overlap"] > 0.99 and moved["edge_overlap"] < kept["edge_overlap"] - 0.2
     assert moved["dice_stylized"] == 0.0 and moved["dice_kept"] == 0.0
     assert kept["kl_stylized_to_style"] == kept["kl_content_to_style"] > 0
-    table = preservation_markdown([{"kind": "adaconv", "kernel_size": 3, **kept},
-                                   {"kind": "adaconv", "kernel_size": 7, **moved}])
-    assert table.count("\n") == 4 and "| adaconv | 7 | " in table
+    table = preservation_markdown([{"kind": "adaconv", "kernel_size": 3, "seed": 0, **kept},
+                                   {"kind": "adaconv", "kernel_size": 7, "seed": 0, **moved}])
+    assert table.count("\n") == 4 and "| adaconv | 7 | 1 | " in table
+    kept_slices = per_slice(Stylization(images, styles, images.clone(), labels, labels.flip(0)), oracle)
+    moved_slices = per_slice(Stylization(images, styles, shifted, labels, labels.flip(0)), oracle)
+    assert (kept_slices["dice_stylized"] == 1.0).all() and (moved_slices["dice_stylized"] == 0.0).all()
+    assert (moved_slices["edge_overlap"] < kept_slices["edge_overlap"]).all()
+
+
+def test_seeds_average_with_a_confidence_interval():
+    rows = pd.DataFrame([{"kind": "adaconv", "kernel_size": 3, "seed": s, "edge_overlap": e, "dice_content": 0.8,
+                          "dice_stylized": 0.6, "dice_kept": 0.75, "kl_stylized_to_style": 0.1,
+                          "kl_content_to_style": 0.2, "slices": 8} for s, e in enumerate((0.5, 0.6, 0.7))])
+    t = kernel_table(rows)
+    assert t["edge_overlap"].iloc[0] == 0.6 and t["seeds"].iloc[0] == 3 and t["edge_overlap ci95"].iloc[0] > 0
+    assert "| adaconv | 3 | 3 | 0.600 ± " in preservation_markdown(rows)
+
+
+def test_the_kernel_claim_pairs_slices_and_says_which_way():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.7, 12)
+
+    def slices(kind, gain):
+        return pd.concat([pd.DataFrame({"kind": kind, "kernel_size": k, "seed": 0, "slice": np.arange(12),
+                                        "edge_overlap": base + g + rng.normal(0, 0.01, 12),
+                                        "dice_stylized": base + g + rng.normal(0, 0.01, 12)})
+                          for k, g in ((3, 0.0), (7, gain / 2), (11, gain))])
+    claims = kernel_claims(pd.concat([slices("adaconv", -0.2), slices("adaconv-vae", 0.2)])).set_index("claim")
+    assert claims.loc["adaconv: larger kernels change structure less", "holds"] is False
+    assert claims.loc["adaconv-vae: larger kernels change structure less", "holds"] is True
+    assert "k 11 minus k 3 +0.2" in claims.loc["adaconv-vae: larger kernels change structure less", "evidence"]
+    one = kernel_claims(slices("adaconv", 0.1).query("kernel_size == 3"))
+    assert one["holds"].iloc[0] is None
 
 
 def test_label_dice_averages_the_structures_present():
@@ -63,9 +96,10 @@ def test_the_kernel_ablation_driver_writes_its_table(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     rows = mod.run(profile="smoke", kernels=(3, 5), kinds=("adaconv-vae",), work=tmp_path / "w", out_dir=tmp_path,
-                   max_slices=8)
+                   max_slices=8).rows.to_dict("records")
     assert [(r["kind"], r["kernel_size"]) for r in rows] == [("adaconv-vae", 3), ("adaconv-vae", 5)]
     saved = json.loads((tmp_path / "kernel_ablation_phantom_smoke.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows)) and all(0 <= r["edge_overlap"] <= 1 for r in rows)
     assert (tmp_path / "kernel_ablation_phantom_smoke.md").read_text().count("| adaconv-vae |") == 2
+    assert saved["claims"][0]["claim"] == "adaconv-vae: larger kernels change structure less"
     assert (tmp_path / "kernel_ablation_phantom_smoke_adaconv-vae.png").stat().st_size > 10_000
