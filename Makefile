@@ -12,6 +12,7 @@ JOBS ?= 2
 FORCE ?=
 C0_SPACING ?=
 GPUS ?=
+BEYOND ?=
 T2_DIR ?=
 NBVAL := build/nbval
 
@@ -31,9 +32,10 @@ $(STAMP): pyproject.toml
 ## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2);
 ## DATA=mscmrseg2019 finds the real sample set and sets both itself (profile 'real', outputs in real/<name>/).
 ## GPUS=0,1,2,3 spreads the JOBS parallel rows over those GPUs (JOBS=8: two rows per GPU).
+## BEYOND=1 adds the paper's future work: the AdaConv + VAE rows and notebook 07 (kernel sizes).
 reproduce: $(STAMP)
 	$(BIN)/python -m cmr_lib.study.reproduce $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data $(DATA)) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
-	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR)) $(if $(GPUS),--gpus $(GPUS))
+	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR)) $(if $(GPUS),--gpus $(GPUS)) $(if $(BEYOND),--beyond)
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.
 test: $(STAMP)

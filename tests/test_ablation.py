@@ -73,9 +73,9 @@ def test_the_kernel_claim_pairs_slices_and_says_which_way():
                                         "dice_stylized": base + g + rng.normal(0, 0.01, 12)})
                           for k, g in ((3, 0.0), (7, gain / 2), (11, gain))])
     claims = kernel_claims(pd.concat([slices("adaconv", -0.2), slices("adaconv-vae", 0.2)])).set_index("claim")
-    assert claims.loc["adaconv: larger kernels change structure less", "holds"] is False
-    assert claims.loc["adaconv-vae: larger kernels change structure less", "holds"] is True
-    assert "k 11 minus k 3 +0.2" in claims.loc["adaconv-vae: larger kernels change structure less", "evidence"]
+    assert claims.loc["AdaConv: larger kernels change structure less", "holds"] is False
+    assert claims.loc["AdaConv + VAE: larger kernels change structure less", "holds"] is True
+    assert "k 11 minus k 3 +0.2" in claims.loc["AdaConv + VAE: larger kernels change structure less", "evidence"]
     one = kernel_claims(slices("adaconv", 0.1).query("kernel_size == 3"))
     assert one["holds"].iloc[0] is None
 
@@ -101,5 +101,5 @@ def test_the_kernel_ablation_driver_writes_its_table(tmp_path):
     saved = json.loads((tmp_path / "kernel_ablation_phantom_smoke.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows)) and all(0 <= r["edge_overlap"] <= 1 for r in rows)
     assert (tmp_path / "kernel_ablation_phantom_smoke.md").read_text().count("| adaconv-vae |") == 2
-    assert saved["claims"][0]["claim"] == "adaconv-vae: larger kernels change structure less"
+    assert saved["claims"][0]["claim"] == "AdaConv + VAE: larger kernels change structure less"
     assert (tmp_path / "kernel_ablation_phantom_smoke_adaconv-vae.png").stat().st_size > 10_000

@@ -335,3 +335,26 @@ def test_two_cross_data_folders_of_one_layout_get_a_column_each(tiny_phantom, tm
     assert sorted(got) == [f"{name} (site_a)", f"{name} (site_b)"]
     assert got[f"{name} (site_b)"].root == b.resolve()
     assert cross.other_sources(own, real={"a": a}).keys() == {name}                    # alone: its plain name
+
+
+def test_the_vae_comparison_and_the_future_work_claims(tmp_path):
+    from cmr_lib.study import ablation
+    kernel = pd.DataFrame([{"claim": "AdaConv: larger kernels change structure less", "holds": False, "evidence": "x"}])
+    empty = ablation.vae_comparison(tmp_path, profile="demo", seeds=[0], data_root="data/phantom")
+    assert empty.table is None and empty.table3 is None and "setting 1, AdaConv + VAE ε5" in empty.missing
+    verdicts = paper.future_work_claims(kernel, empty.table, empty.tests)
+    assert verdicts["holds"].tolist()[0] is False and verdicts["holds"].tolist()[1] is None
+    for rec in (_record(0, "none", dice=(0.5, 0.6, 0.4)), _record(1, "rain", 5, dice=(0.7, 0.8, 0.6)),
+                _record(1, "adaconv", dice=(0.55, 0.65, 0.45)), _record(1, "adaconv-vae", 5, dice=(0.6, 0.7, 0.5)),
+                _record(1, "adaconv-vae", 3, dice=(0.58, 0.68, 0.48))):
+        rec["run_name"] += f"_{rec['epsilon_iterations']}"
+        _write(tmp_path, rec)
+    vae = ablation.vae_comparison(tmp_path, profile="demo", seeds=[0], data_root="data/phantom")
+    assert list(vae.table["key"]) == ["none", "rain", "adaconv", "adaconv-vae"]
+    assert set(vae.tests["row"]) == {"setting 1, AdaConv + VAE ε5"}                 # only the tests it is in
+    assert set(vae.tests["against"]) == {"setting 0 (none)", "setting 1, AdaConv", "setting 1, RAIN ε5"}
+    assert list(vae.table3["key"]) == ["rain", "adaconv-vae", "adaconv-vae"]
+    claim = paper.future_work_claims(kernel, vae.table, vae.tests).iloc[1]
+    assert claim["holds"] is True and "AdaConv + VAE 0.600, AdaConv 0.550" in claim["evidence"]
+    worse = paper.future_work_claims(kernel, vae.table.assign(**{"DC AVG": [0.5, 0.7, 0.65, 0.6]}), vae.tests)
+    assert worse.iloc[1]["holds"] is False                                          # below AdaConv alone

@@ -30,6 +30,9 @@ BAD = {
     "seeds": ["0,1,2", [0, 0], [-1], 3, []],
     "allow_mixed": ["false", "True", 0],
     "cross_data": ["all", [5], ["/no/such/folder"], 1],
+    "kernels": [None, [4], [3, 3], "3,7", []],
+    "kinds": ["adaconv", ["rain"], [], ["adaconv", "adaconv"]],
+    "max_slices": [0, "all", 2.5],
 }
 
 

@@ -62,6 +62,22 @@ def test_more_seeds_train_their_stylizers_first_then_repeat_every_row():
         rp.cost_hint({"setting": 1, "stylizer": "adaconv"}) > rp.cost_hint({"setting": 0, "stylizer": "gin"})
 
 
+def test_beyond_adds_the_adaconv_vae_rows_their_stylizers_and_notebook_07():
+    plain, beyond = rp.steps(), rp.steps(beyond=True)
+    assert plain == rp.STEPS and "07_beyond.ipynb" not in [st[1] for st in plain]
+    names = [rp.executed_name(st[1], st[2]) for st in beyond]
+    vae_rows = [n for n in names if "adaconv-vae" in n and n.startswith("05_")]
+    assert len(vae_rows) == len(set(grid.table_rows("table2", "beyond")) | set(grid.table_rows("table3", "beyond")))
+    assert names.index("prepare_stylizers_adaconv-vae") < names.index(vae_rows[0])
+    assert names[-2:] == ["06_analysis.ipynb", "07_beyond.ipynb"]
+    seeded = rp.with_seeds(beyond, [0, 1])
+    assert seeded[-1][1] == "07_beyond.ipynb" and seeded[-1][2]["seeds"] == [0, 1]
+    prep = next(st for st in seeded if st[1] == "prepare:stylizers" and st[2].get("seed") == 1)
+    assert prep[2]["kinds"] == ["rain", "adaconv", "adaconv-vae"]
+    plain_prep = next(st for st in rp.with_seeds(plain, [0, 1]) if st[1] == "prepare:stylizers")
+    assert "kinds" not in plain_prep[2] and rp.default_kinds() == ["rain", "adaconv"]
+
+
 def test_parallel_steps_run_side_by_side_with_fewer_threads(tmp_path):
     import os
 

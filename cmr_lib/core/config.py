@@ -218,6 +218,25 @@ def _seed_list(name, value):
                           hint=", e.g. [0, 1, 2] (papermill: -y 'seeds: [0, 1, 2]')")
 
 
+def _kernel_list(name, value):
+    if value is None:
+        fail(name, value, "must be a list of odd kernel sizes, e.g. [3, 7, 11]")
+    out = _distinct_ints(name, value, minimum=1, items="odd kernel sizes", item="kernel size", none="")
+    for k in out:
+        _opt_kernel(name, k)
+    return out
+
+
+def _kind_list(name, value):
+    kinds = ("adaconv", "adaconv-vae")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        fail(name, value, f"must be a non-empty list of {' and '.join(kinds)}")
+    out = [choice(name, v, kinds) for v in value]
+    if len(set(out)) != len(out):
+        fail(name, value, "lists a stylizer twice")
+    return out
+
+
 def _cross_data(name, value):
     if value is None or value == "auto":
         return value
@@ -246,6 +265,9 @@ PARAMETERS = {
     "seeds": _seed_list,
     "allow_mixed": check_bool,
     "cross_data": _cross_data,
+    "kernels": _kernel_list,
+    "kinds": _kind_list,
+    "max_slices": lambda n, v: None if v is None else as_int(n, v, minimum=1),
 }
 
 

@@ -86,9 +86,11 @@ def table_rows(table: str, group: str | None = None) -> list[tuple]:
     return [r.key for r in load_grid()[table] if group is None or r.group == group]
 
 
-def reproduce_rows() -> list[tuple]:
-    """The rows `make reproduce` runs, in order: Table 2's marked rows, then Table 3's that are not among them."""
+def reproduce_rows(beyond: bool = False) -> list[tuple]:
+    """The rows `make reproduce` runs, in order: Table 2's marked rows, then Table 3's that are not among them;
+    with `beyond`, the 'beyond' group's rows too (`make reproduce BEYOND=1`)."""
     out = []
     for table in ("table2", "table3"):
-        out += [r.key for r in load_grid()[table] if r.reproduce and r.key not in out]
+        out += [r.key for r in load_grid()[table] if (r.reproduce or (beyond and r.group == "beyond"))
+                and r.key not in out]
     return out

@@ -89,6 +89,34 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: 
     return pd.DataFrame(rows, dtype=object)
 
 
+def future_work_claims(kernel_verdicts: pd.DataFrame, t2: pd.DataFrame | None, tests: pd.DataFrame) -> pd.DataFrame:
+    """The paper's two Section-7 expectations: "larger kernels change structure less" (study.ablation.kernel_claims,
+    one per kind), and "AdaConv with a style search generalises from T2 to LGE (setting 1) as RAIN does":
+    AdaConv + VAE ε5 in setting 1 beats setting 0 and AdaConv in setting 1 (Dice AVG, means over seeds), with
+    RAIN's setting-1 Dice and the paired p-values as evidence."""
+    rows = kernel_verdicts.to_dict("records")
+    claim = "AdaConv with a style search (AdaConv + VAE, ε5) generalises from T2 to LGE in setting 1, as RAIN does"
+    keys = {"AdaConv + VAE": (1, "adaconv-vae", 5), "AdaConv": (1, "adaconv", 0), "RAIN": (1, "rain", 5),
+            "setting 0": (0, "none", 0)}
+    dc = {name: float("nan") if t2 is None else value(t2, k, "DC AVG") for name, k in keys.items()}
+    needed = ("AdaConv + VAE", "AdaConv", "setting 0")
+    if not all(np.isfinite(dc[n]) for n in needed):
+        rows.append({"claim": claim, "holds": None,
+                     "evidence": "rows missing: " + ", ".join(n for n in needed if not np.isfinite(dc[n]))})
+        return pd.DataFrame(rows, dtype=object)
+
+    def p(against: str) -> str:
+        t = tests[(tests["row"] == "setting 1, AdaConv + VAE ε5") & (tests["against"] == against)
+                  & (tests["metric"] == "DC AVG")]
+        return f"p {float(t['p (Wilcoxon)'].iloc[0]):.3g}" if len(t) else "not tested"
+    holds = bool(dc["AdaConv + VAE"] > dc["setting 0"] and dc["AdaConv + VAE"] > dc["AdaConv"])
+    evidence = (f"setting 1 Dice AVG: AdaConv + VAE {dc['AdaConv + VAE']:.3f}, AdaConv {dc['AdaConv']:.3f} "
+                f"({p('setting 1, AdaConv')}), RAIN {dc['RAIN']:.3f}, setting 0 {dc['setting 0']:.3f} "
+                f"({p('setting 0 (none)')})")
+    rows.append({"claim": claim, "holds": holds, "evidence": evidence})
+    return pd.DataFrame(rows, dtype=object)
+
+
 def claims_markdown(verdicts: pd.DataFrame) -> str:
     """The claims as a markdown list: claim, verdict, evidence."""
     mark = {True: "holds", False: "does not hold", None: "cannot tell (rows missing)"}

@@ -21,12 +21,12 @@ METRIC_NAMES = {"dice": "DC", "hd": "HD", "hd95": "HD95", "assd": "ASSD"}
 
 
 def load_runs(results_dir, *, profile: str | None = None, seed: int | list | None = None,
-              data_root: str | None = None, allow_mixed: bool = False) -> list[dict]:
+              data_root: str | None = None, allow_mixed: bool = False, required: bool = True) -> list[dict]:
     """The run.json records under results_dir/runs (optionally one profile, one seed or a list of seeds, and
     one data source: the `data.root` its records name).
 
     Runs from different profiles or data sources never share a table unless `allow_mixed`: a one-line
-    error names what differs.
+    error names what differs. None found is an error unless not `required` (then []).
     """
     runs_dir = Path(results_dir) / "runs"
     seeds = None if seed is None else (list(seed) if isinstance(seed, (list, tuple)) else [seed])
@@ -42,6 +42,8 @@ def load_runs(results_dir, *, profile: str | None = None, seed: int | list | Non
                 and (data_root is None or str(rec["data"].get("root")) == str(data_root)):
             rec["_path"] = str(path)
             records.append(rec)
+    if not records and not required:
+        return []
     if not records:
         raise CmrError(f"{runs_dir}: no run.json" + (f" for profile {profile!r}" if profile else "")
                        + "; run notebooks/05_settings.ipynb (or make reproduce) first")

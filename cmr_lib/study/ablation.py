@@ -16,10 +16,11 @@ import torch
 
 from cmr_lib.core.config import make_config
 from cmr_lib.core.device import device
+from cmr_lib.core.grid import STYLIZER_NAMES, label, table_rows
 from cmr_lib.data.sources import CMRSource, source_for
 from cmr_lib.evaluation.metrics import dice, edge_overlap
-from cmr_lib.report.stats import wilcoxon
-from cmr_lib.report.tables import ci95
+from cmr_lib.report.stats import paired_tests, wilcoxon
+from cmr_lib.report.tables import by_row, ci95, load_runs, table
 from cmr_lib.study.stylizers import geometry_kept, stylization_kl, stylize_examples
 from cmr_lib.training.augment import Stylization
 from cmr_lib.training.segmenters import train_segmenter
@@ -152,7 +153,7 @@ def kernel_claims(slices: pd.DataFrame) -> pd.DataFrame:
     for kind, g in slices.groupby("kind", sort=True):
         sizes = sorted(g["kernel_size"].unique())
         if len(sizes) < 2:
-            out.append({"claim": f"{kind}: larger kernels change structure less", "holds": None,
+            out.append({"claim": f"{STYLIZER_NAMES[kind]}: larger kernels change structure less", "holds": None,
                         "evidence": "one kernel size only"})
             continue
         small, large = (g[g["kernel_size"] == k].set_index(["seed", "slice"]) for k in (sizes[0], sizes[-1]))
@@ -160,5 +161,39 @@ def kernel_claims(slices: pd.DataFrame) -> pd.DataFrame:
         holds = all(t["mean difference"] > 0 and t["p (Wilcoxon)"] < 0.05 for t in tests.values())
         evidence = "; ".join(f"{m.replace('_', ' ')}: k {sizes[-1]} minus k {sizes[0]} {t['mean difference']:+.3f} "
                              f"over {t['patients']} slices, p {t['p (Wilcoxon)']:.2g}" for m, t in tests.items())
-        out.append({"claim": f"{kind}: larger kernels change structure less", "holds": holds, "evidence": evidence})
+        out.append({"claim": f"{STYLIZER_NAMES[kind]}: larger kernels change structure less", "holds": holds,
+                    "evidence": evidence})
     return pd.DataFrame(out, dtype=object)
+
+
+def comparison_rows() -> list[tuple]:
+    """Setting 0, then each setting's RAIN, AdaConv and AdaConv + VAE rows of Table 2 (the grid's order)."""
+    wanted = ("rain", "adaconv", "adaconv-vae")
+    return [(0, "none", 0)] + [k for s in (1, 2, 3) for k in table_rows("table2") if k[0] == s and k[1] in wanted]
+
+
+@dataclass
+class VAEComparison:
+    """AdaConv + VAE beside AdaConv and RAIN: the table (None without runs), the paired tests that involve
+    AdaConv + VAE, Table 3's rows (None without them) and the rows that have no run yet."""
+
+    table: pd.DataFrame | None
+    tests: pd.DataFrame
+    table3: pd.DataFrame | None
+    missing: list[str]
+
+
+def vae_comparison(results_dir, *, profile: str, seeds, data_root: str) -> VAEComparison:
+    """Read the runs notebook 05 wrote (one profile, data source and seed list) into the comparison."""
+    runs = load_runs(results_dir, profile=profile, seed=list(seeds), data_root=data_root, required=False)
+    rows = comparison_rows()
+    have = by_row(runs)
+    missing = [label(k) for k in rows if k not in have]
+    if not any(k in have for k in rows):
+        return VAEComparison(None, pd.DataFrame(columns=["row", "against", "metric", "patients", "mean difference",
+                                                         "p (Wilcoxon)"]), None, missing)
+    tests = paired_tests(runs, rows)
+    tests = tests[tests["row"].str.contains("VAE") | tests["against"].str.contains("VAE")].reset_index(drop=True)
+    t3_rows = table_rows("table3")
+    t3 = table(runs, t3_rows) if any(k in have for k in t3_rows) else None
+    return VAEComparison(table(runs, rows), tests, t3, missing)

@@ -32,7 +32,7 @@ from cmr_lib.study.stylizers import train_pairs
 
 # (step name, notebook, extra parameters[, may run beside its neighbours]). A notebook name "prepare:<what>"
 # is a library call instead (see `prepare`). Parallel steps that follow each other run `jobs` at a time.
-STEPS = [
+BASE_STEPS = [
     ("data exploration (Fig. 1)", "01_data_exploration.ipynb", {}),
     # 02 and 03 side by side (one thread each, after a shared-encoder step) took 437 s against 435 s one after
     # the other: the stylizers' convolutions use both cores well, so they stay sequential
@@ -40,6 +40,7 @@ STEPS = [
     ("AdaConv stylizers, bSSFP->T2 and bSSFP->LGE (Figs. 7-9)", "03_adaconv.ipynb", {}),
     ("DRU-Net, setting 0 and the domain gap (Fig. 6)", "04_drunet.ipynb", {}),
 ]
+ANALYSES = ("06_analysis.ipynb", "07_beyond.ipynb")          # read every seed's runs: they get the seed list
 
 
 def row_step_name(key: tuple) -> str:
@@ -50,12 +51,24 @@ def row_step_name(key: tuple) -> str:
     return f"Table 3 row: setting {s}, {k}, {e} epsilon iteration{'s' if e != 1 else ''}"
 
 
-# one notebook 05 run per row of the experiment grid that reproduce runs (params/experiments.yaml)
-ROW_STEPS = [(row_step_name(key), "05_settings.ipynb", {"setting": key[0], "stylizer": key[1],
-                                                       "epsilon_iterations": key[2] if uses_epsilon(key[1]) else 5}, True)
-             for key in reproduce_rows()]
-STEPS += ROW_STEPS
-STEPS += [("analysis: Tables 2 and 3, tests, Figs. 6 and 8, bars", "06_analysis.ipynb", {})]
+def steps(beyond: bool = False) -> list:
+    """The steps of `make reproduce`: notebooks 01-04, one notebook-05 run per row of the experiment grid that
+    it runs (params/experiments.yaml), then 06. With `beyond` (BEYOND=1: the paper's future work), the AdaConv
+    + VAE stylizers first, the grid's 'beyond' rows too, and notebook 07 at the end."""
+    out = list(BASE_STEPS)
+    if beyond:
+        out.append(("AdaConv + VAE stylizers, bSSFP->T2 and bSSFP->LGE", "prepare:stylizers",
+                    {"kinds": ["adaconv-vae"]}))
+    out += [(row_step_name(key), "05_settings.ipynb",
+             {"setting": key[0], "stylizer": key[1], "epsilon_iterations": key[2] if uses_epsilon(key[1]) else 5}, True)
+            for key in reproduce_rows(beyond)]
+    out.append(("analysis: Tables 2 and 3, tests, Figs. 6 and 8, bars", "06_analysis.ipynb", {}))
+    if beyond:
+        out.append(("beyond the paper: kernel sizes, AdaConv + VAE (07)", "07_beyond.ipynb", {}))
+    return out
+
+
+STEPS = steps()
 
 
 def with_seeds(steps: list, seeds: list[int]) -> list:
@@ -65,17 +78,25 @@ def with_seeds(steps: list, seeds: list[int]) -> list:
     if len(seeds) <= 1:
         return steps
     extra_seeds = seeds[1:]
+    rows = [st for st in steps if (*st, False)[3] and st[1] == "05_settings.ipynb"]
+    kinds = [n for n in NETWORKS if any(r[2]["stylizer"].split("+")[0] == n for r in rows)]
     out = []
     for step in steps:
         name, nb, extra, parallel = (*step, False)[:4]
         if nb == "06_analysis.ipynb":
-            out += [(f"stylizers, seed {s}", "prepare:stylizers", {"seed": s}) for s in extra_seeds]
-            rows = [st for st in steps if (*st, False)[3] and st[1] == "05_settings.ipynb"]
+            out += [(f"stylizers, seed {s}", "prepare:stylizers",
+                     {"seed": s, **({"kinds": kinds} if kinds != default_kinds() else {})}) for s in extra_seeds]
             out += [(f"{r[0]} (seed {s})", r[1], {**r[2], "seed": s}, True) for s in extra_seeds for r in rows]
+        if nb in ANALYSES:
             out.append((name, nb, {**extra, "seeds": seeds}))
         else:
             out.append(step)
     return out
+
+
+def default_kinds() -> list[str]:
+    """The stylizers the rows of a plain `make reproduce` use (what prepare:stylizers trains by default)."""
+    return [n for n in NETWORKS if any(key[1].split("+")[0] == n for key in reproduce_rows())]
 
 
 def cost_hint(extra: dict) -> float:
@@ -93,7 +114,8 @@ def executed_name(nb: str, extra: dict) -> str:
     given to one step is appended (_seed1); 'prepare:stylizers' + {seed: 1} -> prepare_stylizers_seed1."""
     nb = str(nb)
     if nb.startswith("prepare:"):
-        return f"prepare_{nb.split(':', 1)[1]}" + (f"_seed{extra['seed']}" if "seed" in extra else "")
+        return (f"prepare_{nb.split(':', 1)[1]}" + "".join(f"_{k}" for k in extra.get("kinds", ()))
+                + (f"_seed{extra['seed']}" if "seed" in extra else ""))
     extra = {k: v for k, v in extra.items() if k != "seeds"}
     if not extra:
         return nb
@@ -137,13 +159,13 @@ def fingerprint(nb: Path | None, parameters: dict, shared: str) -> str:
 
 def prepare(what: str, parameters: dict) -> None:
     """The library step of `make reproduce`: 'stylizers' trains every stylizer of a seed, so that the rows of
-    that seed, running side by side, only reuse them."""
+    that seed (or those in parameters['kinds']), running side by side, only reuse them."""
     if what != "stylizers":
         raise CmrError(f"unknown reproduce step 'prepare:{what}'")
     keys = ("profile", "seed", "data_dir", "output_root", "c0_spacing", "t2_dir")
     cfg = make_config(**{k: v for k, v in parameters.items() if k in keys and v is not None})
     source = source_for(cfg, progress=False)
-    for kind in [n for n in NETWORKS if any(key[1].split("+")[0] == n for key in reproduce_rows())]:
+    for kind in parameters.get("kinds") or default_kinds():
         train_pairs(cfg, source, kind, progress=False)
 
 
@@ -165,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gpus", default=None, help="CUDA devices to spread parallel notebooks over, e.g. 0,1,2,3 "
                     "(JOBS in all; several per GPU when JOBS is larger)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
+    ap.add_argument("--beyond", action="store_true", help="also the paper's future work: the AdaConv + VAE rows "
+                    "and notebook 07 (kernel sizes); about 50 min more on the demo profile")
     args = ap.parse_args(argv)
     data_dir, c0_spacing, t2_dir, output_root = args.data_dir, args.c0_spacing, args.t2_dir, args.output_root
     if args.data:
@@ -178,12 +202,12 @@ def main(argv=None) -> int:
     profile = args.profile or ("real" if args.data else "demo")
     return reproduce(profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
                      force=args.force, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root,
-                     gpus=args.gpus.split(",") if args.gpus else None)
+                     gpus=args.gpus.split(",") if args.gpus else None, beyond=args.beyond)
 
 
 def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
-              output_root=None, c0_spacing=None, t2_dir=None, gpus=None) -> int:
-    """Run `steps_list` (default: STEPS, for `seeds` seeds; notebooks by name in notebooks/ or by path) in
+              output_root=None, c0_spacing=None, t2_dir=None, gpus=None, beyond=False) -> int:
+    """Run `steps_list` (default: steps(beyond), for `seeds` seeds; notebooks by name in notebooks/ or by path) in
     order, parallel neighbours `jobs` at a time with cpu_count // jobs threads each; see the module
     docstring. `output_root` (default: the repository) receives results/ and figures/; `c0_spacing` and
     `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both). `gpus` (CUDA device
@@ -197,7 +221,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
         raise CmrError(f"GPUS = {','.join(gpus)!r}: give distinct CUDA device numbers, e.g. GPUS=0,1,2,3")
     n_seeds = check_int("seeds", cfg.sizes.reproduce.seeds if seeds is None else seeds, minimum=1)
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
-    steps_list = with_seeds(STEPS if steps_list is None else steps_list, seed_list)
+    steps_list = with_seeds(steps(beyond) if steps_list is None else steps_list, seed_list)
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
 
     root = repo_root()
