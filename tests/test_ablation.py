@@ -103,3 +103,22 @@ def test_the_kernel_ablation_driver_writes_its_table(tmp_path):
     assert (tmp_path / "kernel_ablation_phantom_smoke.md").read_text().count("| adaconv-vae |") == 2
     assert saved["claims"][0]["claim"] == "AdaConv + VAE: larger kernels change structure less"
     assert (tmp_path / "kernel_ablation_phantom_smoke_adaconv-vae.png").stat().st_size > 10_000
+
+
+def test_the_adaconv_vae_check_writes_its_tables(tmp_path):
+    import importlib.util
+    import json
+
+    from cmr_lib.core.paths import repo_root
+    spec = importlib.util.spec_from_file_location("vae_check", repo_root() / "benchmarks" / "adaconv_vae_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.run(profile="smoke", work=tmp_path / "w", out_dir=tmp_path, slices=6, search=4)
+    rows = {r["kind"]: r for r in out["rows"]}
+    assert set(rows) == {"adaconv", "adaconv-vae", "rain"}
+    assert set(rows["adaconv-vae"]["kept"]) == {"as stylized", "W itself", "W's mean"}
+    assert rows["adaconv-vae"]["kept"]["W itself"] == rows["adaconv"]["kept"]["as stylized"]   # the same AdaConv
+    assert len(rows["rain"]["search"]["losses"]) == 6 and "search" not in rows["adaconv"]
+    saved = json.loads((tmp_path / "adaconv_vae_check_phantom_smoke.json").read_text())
+    assert saved["rows"][1]["vae_rec_mse_std_units"] >= 0
+    assert "| adaconv-vae | W's mean |" in (tmp_path / "adaconv_vae_check_phantom_smoke.md").read_text()

@@ -1,6 +1,7 @@
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -268,9 +269,12 @@ def test_exploration_raises_the_loss_it_follows(trained_searcher):
 
     def loss_fn(img):
         return segmentation_loss(seg(img), st.content_label)
-    # 'plain' moves z by the raw gradient, whose scale is the stylizer's own: through AdaConv + VAE's kernel
-    # predictors it is far smaller than through RAIN's AdaIN, so step 1 only suits RAIN (asm and sign normalise)
-    rules = (("asm", 20.0), ("sign", 0.05)) + ((("plain", 1.0),) if ts.kind == "rain" else ())
+    # 'plain' moves z by the raw gradient, whose scale is the stylizer's own, so step 1 only suits RAIN. On the
+    # tiny phantom AdaConv's W hardly differs between styles (its VAE's standardisation scale is ~0.005), so a move
+    # of AdaConv + VAE's z changes the image ~100x less than RAIN's: asm (a step relative to the loss) needs a
+    # larger step there to move the loss beyond float32 rounding; sign moves every latent dimension alike
+    rules = ((("asm", 20.0), ("sign", 0.05), ("plain", 1.0)) if ts.kind == "rain"
+             else (("asm", 2000.0), ("sign", 0.05)))
     for rule, step in rules:
         ex = ts.model.explore(st.content, z0, loss_fn, iterations=3, step=step, rule=rule)
         assert len(ex.images) == len(ex.losses) == 4
@@ -316,20 +320,41 @@ def test_adaconv_vae_losses_and_shapes():
     torch.manual_seed(0)
     model = AdaConvVAE(_encoder(), image_size=64, kernel_size=3, style_dim=64)
     content, style = torch.rand(3, 1, 64, 64), torch.rand(3, 1, 64, 64)
-    model.calibrate(torch.rand(3, 1, 64, 64))
-    shift = model.vae.shift.clone()
+    model.calibrate(torch.rand(5, 1, 64, 64))
+    flat = model.descriptors(style)
+    assert flat.shape == (3, model.style_dim * 9) and not flat.requires_grad
+    assert model.vae.standardise(model.descriptors(torch.rand(5, 1, 64, 64))).shape == (5, model.style_dim * 9)
     losses = model.train().losses(content, style, generator=torch.Generator().manual_seed(0))
-    assert set(losses) == {"total", "content", "style", "kl", "rec"} and all(torch.isfinite(v) for v in losses.values())
-    assert not torch.equal(model.vae.shift, shift)                   # training follows the learnt W's statistics
+    assert set(losses) == {"total", "kl", "rec"} and all(torch.isfinite(v) for v in losses.values())
+    assert float(losses["total"].detach()) == pytest.approx(float((losses["kl"] + 5.0 * losses["rec"]).detach()))
     losses["total"].backward()
-    assert model.style_encoder.fc.weight.grad.abs().sum() > 0        # the style encoder learns through the VAE's W
     assert model.vae.encoder[0].weight.grad.abs().sum() > 0
+    assert model.style_encoder.fc.weight.grad is None                 # the AdaConv around the VAE stays as trained
+    assert {id(p) for p in model.trainable()} == {id(p) for p in model.vae.parameters()}
     mu, logvar = model.eval().style_code(style)
     assert mu.shape == logvar.shape == (3, model.style_dim)
     assert model.vae.decode(mu).shape == (3, model.style_dim * 9)
     with torch.no_grad():
         out = model.stylize(content, style[:1])
     assert out.shape == (3, 1, 64, 64) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_adaconv_vae_is_the_trained_adaconv_with_a_fitted_vae(tiny_phantom, tmp_path):
+    """Its AdaConv weights are those of the AdaConv of the same configuration (trained or reused first); the
+    VAE, fitted on that AdaConv's W, lowers its reconstruction loss; its decoded W stylizes close to W itself."""
+    src = open_source(tiny_phantom)
+    cfg = _smoke(tiny_phantom, tmp_path, **{"stylizer.iterations": 40, "stylizer.checkpoint_every": 40})
+    vae = stylizers.train_stylizer(cfg, src, "adaconv-vae", ("C0", "LGE"), progress=False)
+    base = stylizers.train_stylizer(cfg, src, "adaconv", ("C0", "LGE"), progress=False)
+    assert base.info["reused"] and vae.info["base"] == base.run_dir.name == vae.info["config"]["base"]
+    a, b = base.model.state_dict(), vae.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(k.startswith("vae.") for k in b)
+    rec = vae.history["rec"]
+    assert np.mean(rec[-5:]) < 0.7 * np.mean(rec[:5]), rec
+    bad = stylizers.build_stylizer("adaconv-vae", _encoder(), cfg)
+    wrong = type(base)(RAIN(_encoder()), "rain", base.pretrain, base.run_dir, {}, {})
+    with pytest.raises(CmrError, match="does not match the AdaConv . VAE"):
+        stylizers.take_trained(bad, wrong)
 
 
 @pytest.mark.parametrize("k", [3, 7])
@@ -361,7 +386,7 @@ def test_adaconv_vae_training_is_deterministic_per_seed(tiny_phantom, tmp_path):
                                      "adaconv-vae", ("C0", "LGE"), progress=False) for d in ("a", "b")]
     a, b = (r.model.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a) and runs[0].history["total"] == runs[1].history["total"]
-    assert (runs[0].run_dir / "losses.csv").read_text().startswith("step,total,content,style,kl,rec")
+    assert (runs[0].run_dir / "losses.csv").read_text().startswith("step,total,kl,rec")
     other = stylizers.train_stylizer(make_config(profile="smoke", seed=1, data_dir=tiny_phantom, output_root=tmp_path / "c",
                                                  overrides={"stylizer.iterations": 6, "stylizer.checkpoint_every": 2}),
                                      src, "adaconv-vae", ("C0", "LGE"), progress=False)

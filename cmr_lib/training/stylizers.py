@@ -196,6 +196,9 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     st = cfg.sizes.stylizer
     split = split or split_for(source, cfg.split)
     content_seq, style_seq = pretrain
+    # AdaConv + VAE is the trained AdaConv of this configuration with a style VAE fitted on its W
+    base = train_stylizer(cfg, source, "adaconv", pretrain, split=split, progress=progress, stop_after=stop_after,
+                          reuse_only=reuse_only) if kind == "adaconv-vae" else None
     style_src, style_patients = style_pool(cfg, source, split, style_seq)
     if not style_patients:
         raise CmrError(f"{style_src.root}: no {style_seq} images to train a {content_seq}->{style_seq} stylizer "
@@ -210,7 +213,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
               "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: sub, "precision": st.precision,
               "warm_start": st.warm_start,
               "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
-              "data": fingerprint}
+              "data": fingerprint, **({"base": base.run_dir.name} if base is not None else {})}
     run_dir = checkpoint_root(cfg) / "stylizers" / f"{kind}_{content_seq}-{style_seq}_{config_key(config)}"
     if reuse_only and not (run_dir / "final.pt").is_file():
         raise CmrError(f"{run_dir}: no finished {STYLIZERS[kind]} {'->'.join(pretrain)} stylizer for this "
@@ -218,7 +221,9 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     dev = device()
     torch.manual_seed(cfg.seed)
     model = build_stylizer(kind, encoder, cfg)
-    if st.warm_start:
+    if base is not None:
+        take_trained(model, base)
+    elif st.warm_start:
         path = (checkpoint_root(cfg) / "autoencoders" / enc_record["source"] if enc_record["weights"] == "mr"
                 else pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=enc_record, split=split,
                                           progress=progress))
@@ -229,6 +234,9 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         return TrainedStylizer(model.to(dev).eval(), kind, tuple(pretrain), run_dir, state["history"],
                                {"config": config, "encoder": enc_record, "reused": True,
                                 **json.loads((run_dir / "meta.json").read_text())})
+    if base is not None:
+        return fit_style_vae(cfg, model, base, style_src, style_patients, config, run_dir, enc_record,
+                             progress=progress, stop_after=stop_after)
     t0 = time.perf_counter()
     content = SliceDataset.from_source(source, split["train"], content_seq, cfg, train=True,
                                        heart_only=True, label="require", crop=crop)
@@ -257,4 +265,56 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
                  "channels_last": fmt == torch.channels_last, "content_slices": len(content), "style_slices": len(style)})
     write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
     return TrainedStylizer(model.eval(), kind, tuple(pretrain), run_dir, history,
+                           {"config": config, "encoder": enc_record, "reused": False, **meta})
+
+
+def take_trained(model, base: TrainedStylizer) -> None:
+    """Copy a trained AdaConv (base) into an AdaConv + VAE: every weight but the VAE's, which must be all it lacks."""
+    own = {k for k in model.state_dict() if not k.startswith("vae.")}
+    state = base.model.state_dict()
+    if set(state) != own:
+        raise CmrError(f"{base.run_dir}: this AdaConv does not match the AdaConv + VAE built around it "
+                       f"(missing {sorted(own - set(state))[:3]}, unexpected {sorted(set(state) - own)[:3]})")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CmrError(f"{base.run_dir}: this AdaConv does not match the AdaConv + VAE built around it "
+                       f"({str(exc).splitlines()[-1].strip()})") from None
+
+
+def fit_style_vae(cfg, model, base: TrainedStylizer, style_src, style_patients, config: dict, run_dir: Path,
+                  enc_record: dict, *, progress=True, stop_after=None, batch: int = 64) -> TrainedStylizer:
+    """AdaConv + VAE's own training: W of every style-pool slice through the frozen, trained AdaConv (once), the
+    VAE's standardisation measured on them, then `stylizer.iterations` Adam steps of RAIN's VAE losses on random
+    batches of them (seeded)."""
+    st = cfg.sizes.stylizer
+    dev = device()
+    t0 = time.perf_counter()
+    style = SliceDataset.from_source(style_src, style_patients, base.pretrain[1], cfg, train=False, label="skip",
+                                     crop=cfg.crop_for(model.kind))
+    model.to(dev).eval()
+    images = torch.stack([style[i]["image"] for i in range(len(style))])
+    flat = torch.cat([model.descriptors(images[i:i + 256].to(dev)) for i in range(0, len(images), 256)])
+    model.vae.calibrate(flat)
+    t_data = time.perf_counter() - t0
+    optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
+
+    def step_fn(step):
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
+        losses = model.vae_losses(flat[torch.from_numpy(rng.integers(len(flat), size=batch)).to(dev)], generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        return losses
+
+    model.vae.train()
+    history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=("total", "kl", "rec"),
+                             iterations=st.iterations, checkpoint_every=st.checkpoint_every,
+                             desc=f"{STYLIZERS[model.kind]} {'->'.join(base.pretrain)} (style VAE)", progress=progress,
+                             stop_after=stop_after)
+    meta.update({"seconds_data": round(t_data, 2), "device": str(dev), "precision": "fp32", "style_slices": len(style),
+                 "base": base.run_dir.name, "seconds_base": base.info.get("seconds_train")})
+    write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
+    return TrainedStylizer(model.eval(), model.kind, tuple(base.pretrain), run_dir, history,
                            {"config": config, "encoder": enc_record, "reused": False, **meta})
