@@ -122,3 +122,23 @@ def test_the_adaconv_vae_check_writes_its_tables(tmp_path):
     saved = json.loads((tmp_path / "adaconv_vae_check_phantom_smoke.json").read_text())
     assert saved["rows"][1]["vae_rec_mse_std_units"] >= 0
     assert "| adaconv-vae | W's mean |" in (tmp_path / "adaconv_vae_check_phantom_smoke.md").read_text()
+
+
+def test_kernel_size_rows_are_runs_of_their_own_kept_out_of_table_2(tiny_phantom, tmp_path):
+    from cmr_lib.report import tables
+    from cmr_lib.study.ablation import kernel_runs
+    where = dict(profile="smoke", data_dir=tiny_phantom, output_root=tmp_path)
+    seg = kernel_runs([3, 5], "adaconv", setting=2, **where)
+    assert list(seg["kernel_size"]) == [3, 5] and seg["DC AVG"].between(0, 1).all()
+    assert seg["run"].iloc[0].endswith("setting2_adaconv_seed0") and seg["run"].iloc[1].endswith("_k5_seed0")
+    runs = tables.load_runs(tmp_path / "results", profile="smoke")
+    assert [r["run_name"] for r in runs] == [seg["run"].iloc[0]]                   # the k = 5 run is not a Table 2 row
+    again = kernel_runs([5], "adaconv", setting=2, **where)                          # reused, not retrained
+    assert again["DC AVG"].iloc[0] == seg["DC AVG"].iloc[1]
+    rows = pd.DataFrame([{"kind": "adaconv", "kernel_size": k, "seed": 0, "edge_overlap": 0.5, "dice_content": 0.8,
+                          "dice_stylized": 0.6, "dice_kept": 0.75, "kl_stylized_to_style": 0.1, "kl_content_to_style": 0.2,
+                          "slices": 8} for k in (3, 5, 7)])
+    md = preservation_markdown(rows, seg)
+    assert "setting 2 DC AVG | HD AVG (mm) | HD95 AVG (mm) |" in md
+    assert f"| {seg['DC AVG'].iloc[1]:.3f} |" in md.splitlines()[3]
+    assert md.splitlines()[4].endswith("| 8 |  |  |  |")                           # k = 7 has no run

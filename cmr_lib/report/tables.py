@@ -26,7 +26,8 @@ def load_runs(results_dir, *, profile: str | None = None, seed: int | list | Non
     one data source: the `data.root` its records name).
 
     Runs from different profiles or data sources never share a table unless `allow_mixed`: a one-line
-    error names what differs. None found is an error unless not `required` (then []).
+    error names what differs. None found is an error unless not `required` (then []). Kernel-size variants
+    (notebook 07's rows, run with a `kernel_size` parameter) are not rows of Tables 2 and 3 and are left out.
     """
     runs_dir = Path(results_dir) / "runs"
     seeds = None if seed is None else (list(seed) if isinstance(seed, (list, tuple)) else [seed])
@@ -38,8 +39,9 @@ def load_runs(results_dir, *, profile: str | None = None, seed: int | list | Non
             raise CmrError(f"{path}: not a readable run record ({exc.__class__.__name__})") from None
         if not isinstance(rec, dict) or not {"setting", "stylizer", "summary", "profile", "data"} <= set(rec):
             raise CmrError(f"{path}: not a run record (needs setting, stylizer, summary, profile and data)")
+        variant = rec.get("config", {}).get("extra", {}).get("kernel_size") is not None   # notebook 07's rows
         if (profile is None or rec["profile"] == profile) and (seeds is None or rec.get("seed") in seeds) \
-                and (data_root is None or str(rec["data"].get("root")) == str(data_root)):
+                and (data_root is None or str(rec["data"].get("root")) == str(data_root)) and not variant:
             rec["_path"] = str(path)
             records.append(rec)
     if not records and not required:

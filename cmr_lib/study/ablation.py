@@ -114,34 +114,80 @@ def kernel_ablation(kernels, kinds=("adaconv", "adaconv-vae"), *, seeds=(0,), ma
     return KernelAblation(pd.DataFrame(rows), pd.concat(slices, ignore_index=True), examples)
 
 
+def kernel_runs(kernels, kind: str = "adaconv", *, setting: int = 1, seeds=(0,), progress=False, **where
+                ) -> pd.DataFrame:
+    """Segmentation rows per kernel size: the setting's DRU-Net trained on `kind` stylized at each kernel size,
+    everything else equal (notebook 05's run_setting; the profile's own size is the Table 2 row itself, other
+    sizes are runs named ..._k<K>). One row per (kernel size, seed): Dice, HD and HD95 AVG over MYO, LV and RV
+    on the test (else validation) patients."""
+    from cmr_lib.study.runs import run_setting      # runs imports the training stack; only this function needs it
+    out = []
+    for seed in seeds:
+        for k in kernels:
+            cfg = make_config(setting=setting, stylizer=kind, seed=seed, **where)
+            if k != cfg.sizes.stylizer.adaconv.kernel_size:
+                cfg = make_config(setting=setting, stylizer=kind, seed=seed, kernel_size=k,
+                                  overrides={"stylizer.adaconv.kernel_size": k}, **where)
+            rec = run_setting(cfg, progress=progress).record
+            part = "test" if rec["summary"].get("test") else "val"
+            summ = rec["summary"][part]
+            out.append({"kind": kind, "kernel_size": k, "seed": seed, "setting": setting, "patients": part,
+                        **{f"{name} AVG": summ[m]["AVG"] for m, name in (("dice", "DC"), ("hd", "HD"), ("hd95", "HD95"))},
+                        "run": rec["run_name"]})
+    return pd.DataFrame(out)
+
+
+SEGMENTATION = ["DC AVG", "HD AVG", "HD95 AVG"]
+
+
 MEASURES = ["edge_overlap", "dice_content", "dice_stylized", "dice_kept", "kl_stylized_to_style", "kl_content_to_style"]
 
 
-def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
+def _mean_ci(g: pd.DataFrame, cols) -> dict:
+    vals = g[list(cols)].astype(float)
+    out = vals.mean().to_dict()
+    if len(g) > 1:
+        out.update({f"{c} ci95": v for c, v in ci95(vals).items()})
+    return out
+
+
+def kernel_table(rows: pd.DataFrame, segmentation: pd.DataFrame | None = None) -> pd.DataFrame:
     """The kernel-size table: per (kind, kernel size), each measure's mean over seeds (and its 95 % CI with
-    several seeds), the seed count and the slices measured per seed."""
+    several seeds), the seed count and the slices measured per seed; with `segmentation` (kernel_runs), the
+    setting's Dice, HD and HD95 AVG beside them (NaN where a size has no run)."""
+    seg = {} if segmentation is None or segmentation.empty else {
+        key: g for key, g in segmentation.groupby(["kind", "kernel_size"], sort=True)}
     out = []
     for (kind, k), g in rows.groupby(["kind", "kernel_size"], sort=True):
         row = {"kind": kind, "kernel_size": int(k), "seeds": int(g["seed"].nunique()), "slices": int(g["slices"].iloc[0]),
-               **g[MEASURES].astype(float).mean().to_dict()}
-        if len(g) > 1:
-            row.update({f"{c} ci95": v for c, v in ci95(g[MEASURES].astype(float)).items()})
+               **_mean_ci(g, MEASURES)}
+        if segmentation is not None:
+            sg = seg.get((kind, k))
+            row.update(_mean_ci(sg, SEGMENTATION) if sg is not None else {c: float("nan") for c in SEGMENTATION})
+            row["setting"] = int(sg["setting"].iloc[0]) if sg is not None else None
         out.append(row)
     return pd.DataFrame(out)
 
 
-def preservation_markdown(rows) -> str:
+def preservation_markdown(rows, segmentation: pd.DataFrame | None = None) -> str:
     """The kernel-size table as Markdown (one row per stylizer kind and kernel size; mean ± 95 % CI over seeds
-    when there are several)."""
-    table = kernel_table(pd.DataFrame(rows))
-    cell = (lambda r, c: f"{r[c]:.3f}" + (f" ± {r[c + ' ci95']:.3f}" if f"{c} ci95" in r and np.isfinite(r[c + ' ci95'])
-                                         else ""))
+    when there are several), with the segmentation rows' Dice, HD and HD95 when given."""
+    table = kernel_table(pd.DataFrame(rows), segmentation)
+
+    def cell(r, c, d=3):
+        if not np.isfinite(r[c]):
+            return ""
+        ci = r.get(f"{c} ci95", float("nan"))
+        return f"{r[c]:.{d}f}" + (f" ± {ci:.{d}f}" if np.isfinite(ci) else "")
+    seg = segmentation is not None
+    setting = next((int(v) for v in table.get("setting", []) if pd.notna(v)), None) if seg else None
     head = ("| stylizer | kernel | seeds | edge overlap | DRU-Net Dice on bSSFP | on stylized | kept | KL stylized→style "
-            "| KL bSSFP→style | slices |")
-    lines = [head, "|" + "---|" * 10]
+            "| KL bSSFP→style | slices |" + (f" setting {setting} DC AVG | HD AVG (mm) | HD95 AVG (mm) |" if seg else ""))
+    lines = [head, "|" + "---|" * (13 if seg else 10)]
     for _, r in table.iterrows():
         lines.append(f"| {r['kind']} | {r['kernel_size']} | {r['seeds']} | " + " | ".join(cell(r, c) for c in MEASURES)
-                     + f" | {r['slices']} |")
+                     + f" | {r['slices']} |" + ("".join(f" {cell(r, c, 3 if c == 'DC AVG' else 1)} |"
+                                                        for c in SEGMENTATION) if seg else ""))
     return "\n".join(lines) + "\n"
 
 

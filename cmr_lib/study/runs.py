@@ -42,10 +42,13 @@ class SettingRun:
 
 
 def run_name(cfg, epsilon_iterations: int, source: CMRSource) -> str:
-    """<profile>_<data>_setting<S>_<stylizer>[_eps<E>]_seed<seed>: one folder per Table 2/3 row and seed."""
+    """<profile>_<data>_setting<S>_<stylizer>[_eps<E>][_k<K>]_seed<seed>: one folder per Table 2/3 row and seed
+    (_k<K>: a kernel-size variant, given as the `kernel_size` parameter; notebook 07's rows)."""
     data = "phantom" if source.name == "phantom" else source.root.name
     eps = f"_eps{epsilon_iterations}" if cfg.searches else ""
-    return f"{cfg.profile}_{data}_setting{cfg.setting}_{cfg.stylizer}{eps}_seed{cfg.seed}"
+    k = cfg.extra.get("kernel_size")
+    kernel = f"_k{k}" if k is not None else ""
+    return f"{cfg.profile}_{data}_setting{cfg.setting}_{cfg.stylizer}{eps}{kernel}_seed{cfg.seed}"
 
 
 def _git_commit() -> dict:
