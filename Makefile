@@ -13,6 +13,7 @@ FORCE ?=
 C0_SPACING ?=
 GPUS ?=
 BEYOND ?=
+ENGINE ?=
 T2_DIR ?=
 NBVAL := build/nbval
 
@@ -33,9 +34,18 @@ $(STAMP): pyproject.toml
 ## DATA=mscmrseg2019 finds the real sample set and sets both itself (profile 'real', outputs in real/<name>/).
 ## GPUS=0,1,2,3 spreads the JOBS parallel rows over those GPUs (JOBS=8: two rows per GPU).
 ## BEYOND=1 adds the paper's future work: the AdaConv + VAE rows and notebook 07 (kernel sizes).
+## ENGINE=builtin runs the same plan with the hand-written driver instead of Snakemake.
+ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data $(DATA)) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) \
+  $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR)) \
+  $(if $(GPUS),--gpus $(GPUS)) $(if $(BEYOND),--beyond)
+CORES ?= $(shell $(PYTHON) -c "import os; print(os.cpu_count() or 1)")
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.study.reproduce $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data $(DATA)) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FORCE),--force) \
-	  $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR)) $(if $(GPUS),--gpus $(GPUS)) $(if $(BEYOND),--beyond)
+ifeq ($(ENGINE),builtin)
+	$(BIN)/python -m cmr_lib.study.reproduce $(ARGS) $(if $(FORCE),--force)
+else
+	CMR_REPRODUCE_STARTED=$$(date +%s) $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --keep-going \
+	  --rerun-incomplete --nolock --quiet rules $(if $(FORCE),--forceall) --config args="$(strip $(ARGS)) $(if $(FORCE),--force)"
+endif
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.
 test: $(STAMP)

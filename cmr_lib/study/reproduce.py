@@ -169,8 +169,9 @@ def prepare(what: str, parameters: dict) -> None:
         train_pairs(cfg, source, kind, progress=False)
 
 
-@cli_main
-def main(argv=None) -> int:
+def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
+    """The driver's command line (what `make reproduce` passes, and what workflow/Snakefile reads from
+    --config args=...): the parsed options and make_plan's keyword arguments."""
     ap = argparse.ArgumentParser(prog="python -m cmr_lib.study.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default=None, help="default: 'real' with --data, else 'demo'")
     ap.add_argument("--data", default=None, choices=sorted(DATA_SETS),
@@ -188,31 +189,58 @@ def main(argv=None) -> int:
                     "(JOBS in all; several per GPU when JOBS is larger)")
     ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
     ap.add_argument("--beyond", action="store_true", help="also the paper's future work: the AdaConv + VAE rows "
-                    "and notebook 07 (kernel sizes); about 50 min more on the demo profile")
+                    "and notebook 07 (kernel sizes)")
+    ap.add_argument("--steps-file", default=None, help=argparse.SUPPRESS)       # tests: a JSON list of steps
+    engine = ap.add_mutually_exclusive_group()
+    engine.add_argument("--step", default=None, metavar="EXECUTED",
+                        help="Snakemake's job: run (or reuse) the one step whose executed notebook is EXECUTED")
+    engine.add_argument("--summary", action="store_true", help="Snakemake's last job: write results/reproduce.json")
+    engine.add_argument("--plan", action="store_true", help="print the steps, their fingerprints and dependencies")
+    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)   # --step: the cores Snakemake gave
+    ap.add_argument("--started", type=float, default=os.environ.get("CMR_REPRODUCE_STARTED"),
+                    help=argparse.SUPPRESS)                 # --summary: the run's start (Unix time; make sets it)
     args = ap.parse_args(argv)
     data_dir, c0_spacing, t2_dir, output_root = args.data_dir, args.c0_spacing, args.t2_dir, args.output_root
     if args.data:
         if data_dir:
             raise CmrError("give DATA (a sample set by name) or DATA_DIR (a folder), not both")
         named = resolve_data(args.data)
-        print(f"reproduce: {named.describe()}")
+        if not (args.step or args.summary or args.plan):
+            print(f"reproduce: {named.describe()}")
         data_dir, c0_spacing = named.data_dir, c0_spacing or named.c0_spacing
         t2_dir = t2_dir or named.t2_dir
         output_root = output_root or repo_root() / "real" / args.data
+    steps_list = None
+    if args.steps_file:
+        steps_list = [tuple(st) for st in json.loads(Path(args.steps_file).read_text())]
     profile = args.profile or ("real" if args.data else "demo")
-    return reproduce(profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
-                     force=args.force, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root,
-                     gpus=args.gpus.split(",") if args.gpus else None, beyond=args.beyond)
+    return args, dict(profile=profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
+                      c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root,
+                      gpus=args.gpus.split(",") if args.gpus else None, beyond=args.beyond, steps_list=steps_list)
 
 
-def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
-              output_root=None, c0_spacing=None, t2_dir=None, gpus=None, beyond=False) -> int:
-    """Run `steps_list` (default: steps(beyond), for `seeds` seeds; notebooks by name in notebooks/ or by path) in
-    order, parallel neighbours `jobs` at a time with cpu_count // jobs threads each; see the module
-    docstring. `output_root` (default: the repository) receives results/ and figures/; `c0_spacing` and
-    `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both). `gpus` (CUDA device
-    numbers, e.g. ['0', '1']) spreads the `jobs` parallel notebooks over those GPUs, each to the one with the
-    fewest running (several rows share a GPU when jobs > len(gpus)); the placement goes into reproduce.json."""
+@cli_main
+def main(argv=None) -> int:
+    args, kw = parse_args(argv)
+    if args.step:
+        run_step(make_plan(**kw), args.step, threads=args.threads, force=args.force)
+        return 0
+    if args.summary:
+        snakemake_summary(make_plan(**kw), started=args.started)
+        return 0
+    if args.plan:
+        made = make_plan(**kw)
+        print(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()} for p in made["steps"]],
+                         indent=1))
+        return 0
+    return reproduce(**kw, force=args.force)
+
+
+def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, steps_list=None, output_root=None,
+              c0_spacing=None, t2_dir=None, gpus=None, beyond=False) -> dict:
+    """What `make reproduce` will do, whichever engine runs it: the configuration, the seeds, and one entry per
+    step (its executed notebook, parameters, fingerprint, threads, the steps it waits for and, with `gpus`, the
+    GPU the Snakemake engine gives it). Generates the phantom first: its files are part of every fingerprint."""
     cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
                       c0_spacing=c0_spacing or "header", t2_dir=None if t2_dir is None else str(t2_dir))
     check_int("jobs", jobs, minimum=1)
@@ -222,10 +250,8 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     n_seeds = check_int("seeds", cfg.sizes.reproduce.seeds if seeds is None else seeds, minimum=1)
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
     steps_list = with_seeds(steps(beyond) if steps_list is None else steps_list, seed_list)
-    os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
-
     root = repo_root()
-    source_for(cfg)                     # generate the phantom first: its files are part of every fingerprint
+    source_for(cfg)
     shared = shared_inputs(cfg)
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
     params = {"profile": profile, "seed": cfg.seed,
@@ -234,12 +260,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
               **({"c0_spacing": cfg.c0_spacing} if c0_spacing is not None else {}),
               **({"t2_dir": str(Path(t2_dir).resolve())} if t2_dir is not None else {})}
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    t_all = time.perf_counter()
-    ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps
-    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() and not force else {}
-    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, seeds {seed_list}, "
-          f"{len(steps_list)} steps, {jobs} at a time where they may ({threads} threads each)")
-    plan = []
+    plan, barrier, since = [], None, []
     for i, step in enumerate(steps_list, 1):
         name, nb, extra, parallel = (*step, False)[:4]
         library = isinstance(nb, str) and nb.startswith("prepare:")
@@ -247,9 +268,40 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
         src = None if library else root / "notebooks" / nb            # an absolute path stays as it is
         dst = out_dir / executed_name(nb if library else Path(nb).name, extra)
         parameters = {**params, **extra}
-        key = fingerprint(src, parameters, shared)
+        parallel = bool(parallel) and jobs > 1
+        # a parallel step waits for the last step that is not; any other step waits for everything before it
+        deps = ([barrier] if barrier else []) if parallel else [*([barrier] if barrier else []), *since]
         plan.append({"i": i, "name": name, "nb": nb, "src": src, "dst": dst, "extra": extra,
-                     "parameters": parameters, "parallel": bool(parallel) and jobs > 1, "key": key})
+                     "parameters": parameters, "parallel": parallel, "key": fingerprint(src, parameters, shared),
+                     "threads": threads if parallel else (os.cpu_count() or 1), "deps": deps,
+                     "gpu": gpus[(len(since) if parallel else 0) % len(gpus)] if gpus else None})
+        if parallel:
+            since.append(dst.name)
+        else:
+            barrier, since = dst.name, []
+    return {"cfg": cfg, "seeds": seed_list, "jobs": jobs, "threads": threads, "gpus": gpus, "out_dir": out_dir,
+            "steps": plan}
+
+
+def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
+              output_root=None, c0_spacing=None, t2_dir=None, gpus=None, beyond=False) -> int:
+    """Run `steps_list` (default: steps(beyond), for `seeds` seeds; notebooks by name in notebooks/ or by path) in
+    order, parallel neighbours `jobs` at a time with cpu_count // jobs threads each; see the module
+    docstring. `output_root` (default: the repository) receives results/ and figures/; `c0_spacing` and
+    `t2_dir` go to every notebook when given (the real MS-CMRSeg copy needs both). `gpus` (CUDA device
+    numbers, e.g. ['0', '1']) spreads the `jobs` parallel notebooks over those GPUs, each to the one with the
+    fewest running (several rows share a GPU when jobs > len(gpus)); the placement goes into reproduce.json.
+    This is the built-in engine; `make reproduce` runs the same plan with Snakemake (workflow/Snakefile)."""
+    made = make_plan(profile, data_dir=data_dir, seed=seed, seeds=seeds, jobs=jobs, steps_list=steps_list,
+                     output_root=output_root, c0_spacing=c0_spacing, t2_dir=t2_dir, gpus=gpus, beyond=beyond)
+    cfg, plan, gpus, out_dir, threads = made["cfg"], made["steps"], made["gpus"], made["out_dir"], made["threads"]
+    seed_list = made["seeds"]
+    os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
+    t_all = time.perf_counter()
+    ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps
+    ledger = read_ledger(ledger_path) if not force else {}
+    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, seeds {seed_list}, "
+          f"{len(plan)} steps, {jobs} at a time where they may ({threads} threads each)")
     results: dict[int, dict] = {}
 
     placement: dict[int, str | None] = {}
@@ -264,20 +316,14 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     def record(p, dt, reused, ran_parallel):
         done = ledger.get(p["dst"].name, {})
         if not reused:               # the kernel has exited: its peak is in RUSAGE_CHILDREN (a running max)
-            done = ledger[p["dst"].name] = {"key": p["key"], "seconds": round(dt, 1),
-                                            "peak_memory_mb_so_far": peak_memory_mb(), "parallel": ran_parallel}
-            write_json(ledger_path, ledger)
-        results[p["i"]] = {"step": p["name"], "notebook": p["nb"], "executed": p["dst"].name,
-                           "parameters": p["extra"], "seconds": round(dt, 1), "reused": reused,
-                           "ran_beside_others": done.get("parallel", False),
-                           "seconds_when_run": done["seconds"],
-                           "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far"),
-                           **({"gpu": placement.get(p["i"])} if gpus and not reused else {})}
+            done = ledger[p["dst"].name] = update_ledger(ledger_path, p["dst"].name, {
+                "key": p["key"], "seconds": round(dt, 1), "peak_memory_mb_so_far": peak_memory_mb(),
+                "parallel": ran_parallel})
+        results[p["i"]] = step_result(p, dt, reused, done, placement.get(p["i"]) if gpus and not reused else None)
         print(f"[{p['i']}/{len(plan)}] {p['name']}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
 
     def is_done(p):
-        exists = p["src"] is None or p["dst"].is_file()
-        return exists and ledger.get(p["dst"].name, {}).get("key") == p["key"]
+        return step_done(p, ledger)
 
     k = 0
     while k < len(plan):
@@ -329,21 +375,121 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
                 record(p, time.perf_counter() - t0, False, True)
         if failures:
             raise CmrError(failures[0])
-    steps = [results[i] for i in sorted(results)]
     total = time.perf_counter() - t_all
-    write_json(cfg.results_dir / "reproduce.json", {
-        "profile": cfg.profile, "data_source": str(cfg.data_dir) if cfg.data_dir else "phantom",
-        "seed": cfg.seed, "seeds": seed_list, "jobs": jobs, "threads_per_parallel_step": threads,
-        **({"gpus": gpus} if gpus else {}),
-        "steps": steps, "total_seconds": round(total, 1),
-        "total_seconds_when_run": round(sum(st["seconds_when_run"] for st in steps), 1),
-        "peak_memory_mb": peak_memory_mb(),
-        "peak_memory_mb_when_run": max((st["peak_memory_mb_so_far_when_run"] or 0.0 for st in steps), default=None),
-        "peak_memory_note": f"the largest single process; up to {jobs} notebooks ran at once",
-        "machine": machine(),
-    })
+    write_summary(made, [results[i] for i in sorted(results)], total, peak_memory_mb(), engine="built-in")
     print(f"done in {total:.1f} s ({total / 60:.1f} min); executed notebooks in {out_dir}")
     return 0
+
+
+def read_ledger(path: Path) -> dict:
+    """The finished steps' fingerprints and timings (steps.json), {} when there is none yet."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_ledger(path: Path, name: str, entry: dict) -> dict:
+    """Record one finished step in the ledger, under a file lock: Snakemake's jobs finish side by side."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ledger = read_ledger(path)
+        ledger[name] = entry
+        write_json(path, ledger)
+    return entry
+
+
+def step_done(p: dict, ledger: dict) -> bool:
+    """A step is reused when its executed notebook exists (library steps have none) and its fingerprint matches."""
+    exists = p["src"] is None or p["dst"].is_file()
+    return exists and ledger.get(p["dst"].name, {}).get("key") == p["key"]
+
+
+def step_result(p: dict, seconds: float, reused: bool, done: dict, gpu=None) -> dict:
+    """One step's line of reproduce.json."""
+    return {"step": p["name"], "notebook": p["nb"], "executed": p["dst"].name, "parameters": p["extra"],
+            "seconds": round(seconds, 1), "reused": reused, "ran_beside_others": done.get("parallel", False),
+            "seconds_when_run": done["seconds"], "peak_memory_mb_so_far_when_run": done.get("peak_memory_mb_so_far"),
+            **({"gpu": gpu} if gpu is not None else {})}
+
+
+def write_summary(made: dict, steps: list[dict], total: float | None, peak: float, *, engine: str) -> None:
+    """results/reproduce.json: the plan's seeds and jobs, each step's line, wall time, peak memory, machine."""
+    cfg = made["cfg"]
+    write_json(cfg.results_dir / "reproduce.json", {
+        "profile": cfg.profile, "data_source": str(cfg.data_dir) if cfg.data_dir else "phantom", "engine": engine,
+        "seed": cfg.seed, "seeds": made["seeds"], "jobs": made["jobs"], "threads_per_parallel_step": made["threads"],
+        **({"gpus": made["gpus"]} if made["gpus"] else {}),
+        "steps": steps, "total_seconds": None if total is None else round(total, 1),
+        "total_seconds_when_run": round(sum(st["seconds_when_run"] for st in steps), 1),
+        "peak_memory_mb": peak,
+        "peak_memory_mb_when_run": max((st["peak_memory_mb_so_far_when_run"] or 0.0 for st in steps), default=None),
+        "peak_memory_note": f"the largest single process; up to {made['jobs']} notebooks ran at once",
+        "machine": machine(),
+    })
+
+
+
+def snakemake_dir(made: dict) -> Path:
+    """Where the Snakemake engine keeps each step's marker, result line and benchmark."""
+    return made["out_dir"] / "snakemake"
+
+
+def run_step(made: dict, executed: str, *, threads: int | None = None, force=False) -> dict:
+    """Snakemake's job for one step: run it (or reuse it, as the built-in engine does: same fingerprint, same
+    ledger), then write its line of reproduce.json to snakemake/<executed>.json."""
+    p = next((p for p in made["steps"] if p["dst"].name == executed), None)
+    if p is None:
+        raise CmrError(f"no step named {executed!r} in this plan (see --plan)")
+    ledger_path = made["out_dir"] / "steps.json"
+    ledger = read_ledger(ledger_path)
+    threads = min(p["threads"], threads) if threads else p["threads"]
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    t0 = time.perf_counter()
+    if not force and step_done(p, ledger):
+        result = step_result(p, 0.0, True, ledger[executed])
+    else:
+        if p["src"] is None:
+            import torch
+            torch.set_num_threads(threads)
+            prepare(p["nb"].split(":", 1)[1], p["parameters"])
+        else:
+            err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"], threads=threads, gpu=p["gpu"]),
+                                  p["dst"])
+            if err:
+                raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
+        dt = time.perf_counter() - t0
+        done = update_ledger(ledger_path, executed, {"key": p["key"], "seconds": round(dt, 1),
+                                                     "peak_memory_mb_so_far": peak_memory_mb(),
+                                                     "parallel": p["parallel"]})
+        result = step_result(p, dt, False, done, p["gpu"])
+    write_json(snakemake_dir(made) / f"{executed}.json", result)
+    print(f"[{p['i']}/{len(made['steps'])}] {p['name']}: "
+          + ("unchanged, reused" if result["reused"] else f"{result['seconds']:.1f} s"), flush=True)
+    return result
+
+
+def snakemake_summary(made: dict, *, started: float | None = None) -> None:
+    """Snakemake's last job: reproduce.json from every step's result line and Snakemake's benchmark of it (wall
+    seconds, peak resident memory), with the wall time since `started` (a Unix time) when given; a step whose
+    line predates `started` was not run this time (reused)."""
+    where = snakemake_dir(made)
+    steps = []
+    for p in made["steps"]:
+        path = where / f"{p['dst'].name}.json"
+        line = json.loads(path.read_text())
+        if started is not None and path.stat().st_mtime < started:     # Snakemake had no reason to run it
+            line.update(reused=True, seconds=0.0)
+        bench = where / f"{p['dst'].name}.benchmark.tsv"
+        if bench.is_file():
+            rows = bench.read_text().splitlines()
+            head, vals = rows[0].split("\t"), rows[-1].split("\t")
+            got = dict(zip(head, vals))
+            line["snakemake"] = {"seconds": float(got["s"]), "max_rss_mb": float(got["max_rss"])
+                                 if got.get("max_rss", "NA") not in ("NA", "-") else None}
+        steps.append(line)
+    peak = max((st["peak_memory_mb_so_far_when_run"] or 0.0 for st in steps if not st["reused"]), default=0.0)
+    write_summary(made, steps, None if started is None else time.time() - started, peak, engine="snakemake")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,115 @@
+"""`make reproduce` on Snakemake (workflow/Snakefile): one job per step of the driver's plan, reuse of unchanged
+steps, a failed row kept out while the others finish, resume after SIGKILL, and the SLURM dry run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_reproduce import _notebook
+
+from cmr_lib.core import grid
+from cmr_lib.core.paths import repo_root
+from cmr_lib.study import reproduce as rp
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+SNAKEFILE = repo_root() / "workflow" / "Snakefile"
+
+
+def _snake(work: Path, args: str, *extra, wait=True):
+    """snakemake in its own working directory (its .snakemake/ goes there), as `make reproduce` calls it."""
+    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--cores", "2", "--keep-going", "--rerun-incomplete", "--nolock",
+           "--config", f"args={args}", *extra]
+    env = {**os.environ, "CMR_REPRODUCE_STARTED": str(time.time())}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _steps(tmp_path, spec) -> tuple[str, Path]:
+    """A steps file for the plan (name, notebook, extra, parallel) and the driver arguments that use it."""
+    steps = [(name, str(_notebook(tmp_path / f"{name}.ipynb", code)), {}, par) for name, code, par in spec]
+    f = tmp_path / "steps.json"
+    f.write_text(json.dumps(steps))
+    out = tmp_path / "out"
+    return f"--profile smoke --output-root {out} --steps-file {f} --jobs 2", out
+
+
+WRITE = ("import pathlib, time\np = pathlib.Path(output_root)\np.mkdir(parents=True, exist_ok=True)\n"
+         "(p / '{n}.txt').write_text(str(time.time()))")
+
+
+def test_one_job_per_step_then_reuse_and_a_change_reruns_only_its_step(tmp_path):
+    args, out = _steps(tmp_path, [("a", WRITE.format(n="a"), False), ("b", WRITE.format(n="b"), True),
+                                  ("c", WRITE.format(n="c"), True)])
+    first = _snake(tmp_path, args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    rec = json.loads((out / "results" / "reproduce.json").read_text())
+    assert rec["engine"] == "snakemake" and [s["executed"] for s in rec["steps"]] == ["a.ipynb", "b.ipynb", "c.ipynb"]
+    assert not any(s["reused"] for s in rec["steps"]) and [s["ran_beside_others"] for s in rec["steps"]] == [False, True, True]
+    assert all(s["snakemake"]["seconds"] > 0 for s in rec["steps"]) and rec["total_seconds"] > 0
+    ledger = json.loads((out / "results" / "notebooks" / "smoke" / "steps.json").read_text())
+    assert set(ledger) == {"a.ipynb", "b.ipynb", "c.ipynb"}               # the built-in engine's own ledger
+    stamps = {n: (out / f"{n}.txt").read_text() for n in "abc"}
+    again = _snake(tmp_path, args)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert {n: (out / f"{n}.txt").read_text() for n in "abc"} == stamps
+    _notebook(tmp_path / "c.ipynb", WRITE.format(n="c") + "\nx = 2")          # an edited notebook runs again
+    third = _snake(tmp_path, args)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert (out / "a.txt").read_text() == stamps["a"] and (out / "c.txt").read_text() != stamps["c"]
+    rec = json.loads((out / "results" / "reproduce.json").read_text())
+    assert [s["reused"] for s in rec["steps"]] == [True, True, False]
+
+
+def test_a_failed_row_is_kept_out_and_the_others_finish(tmp_path):
+    args, out = _steps(tmp_path, [("a", WRITE.format(n="a"), False), ("bad", "raise ValueError('broken')", True),
+                                  ("c", WRITE.format(n="c"), True)])
+    run = _snake(tmp_path, args)
+    assert run.returncode != 0
+    nbs = out / "results" / "notebooks" / "smoke"
+    assert (out / "c.txt").is_file() and (nbs / "bad.failed.ipynb").is_file()
+    assert "ValueError: broken" in (nbs / "snakemake" / "bad.ipynb.log").read_text()
+    assert not (out / "results" / "reproduce.json").exists()                 # no summary of an unfinished plan
+    _notebook(tmp_path / "bad.ipynb", "y = 1")                                  # mended: only it runs
+    stamp = (out / "c.txt").read_text()
+    fixed = _snake(tmp_path, args)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert (out / "c.txt").read_text() == stamp and not (nbs / "bad.failed.ipynb").exists()
+
+
+def test_a_run_killed_with_sigkill_resumes(tmp_path):
+    slow = "import time\ntime.sleep(4)\n" + WRITE.format(n="slow")
+    args, out = _steps(tmp_path, [("a", WRITE.format(n="a"), False), ("slow", slow, False)])
+    proc = _snake(tmp_path, args, wait=False)
+    marker = out / "results" / "notebooks" / "smoke" / "snakemake" / "a.ipynb.done"
+    for _ in range(300):
+        if marker.is_file():
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)                                                             # 'slow' has started
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "slow.txt").exists()
+    resumed = _snake(tmp_path, args)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (out / "slow.txt").is_file()
+    rec = json.loads((out / "results" / "reproduce.json").read_text())
+    assert [s["reused"] for s in rec["steps"]] == [True, False]
+
+
+def test_the_slurm_dry_run_has_one_job_per_row(tmp_path):
+    run = _snake(tmp_path, "--profile smoke --seeds 2", "--workflow-profile", str(repo_root() / "workflow" / "profiles"
+                                                                                   / "slurm"), "-n")
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = run.stdout + run.stderr
+    plan = rp.make_plan("smoke", seeds=2)["steps"]
+    rows = [p for p in plan if p["nb"] == "05_settings.ipynb"]
+    assert len(rows) == 2 * len(grid.reproduce_rows())
+    counts = [line.split() for line in text.splitlines() if line.startswith("step")]   # (the stats come twice)
+    assert len({c[0] for c in counts}) == len(plan) and all(c[-1] == "1" for c in counts)
+    assert any(line.split()[:2] == ["total", str(len(plan) + 2)] for line in text.splitlines())
