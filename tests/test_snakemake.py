@@ -43,43 +43,34 @@ WRITE = ("import pathlib, time\np = pathlib.Path(output_root)\np.mkdir(parents=T
          "(p / '{n}.txt').write_text(str(time.time()))")
 
 
-def test_one_job_per_step_then_reuse_and_a_change_reruns_only_its_step(tmp_path):
-    args, out = _steps(tmp_path, [("a", WRITE.format(n="a"), False), ("b", WRITE.format(n="b"), True),
+def test_a_failed_row_is_kept_out_then_only_what_changed_runs(tmp_path):
+    args, out = _steps(tmp_path, [("a", WRITE.format(n="a"), False), ("bad", "raise ValueError('broken')", True),
                                   ("c", WRITE.format(n="c"), True)])
     first = _snake(tmp_path, args)
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode != 0                                              # the failure is reported ...
+    nbs = out / "results" / "notebooks" / "smoke"
+    assert (out / "c.txt").is_file() and (nbs / "bad.failed.ipynb").is_file()  # ... and the other row finished
+    assert "ValueError: broken" in (nbs / "snakemake" / "bad.ipynb.log").read_text()
+    assert not (out / "results" / "reproduce.json").exists()                 # no summary of an unfinished plan
+    stamps = {n: (out / f"{n}.txt").read_text() for n in "ac"}
+    _notebook(tmp_path / "bad.ipynb", "y = 1")                                  # mended: only it runs
+    second = _snake(tmp_path, args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert {n: (out / f"{n}.txt").read_text() for n in "ac"} == stamps and not (nbs / "bad.failed.ipynb").exists()
     rec = json.loads((out / "results" / "reproduce.json").read_text())
-    assert rec["engine"] == "snakemake" and [s["executed"] for s in rec["steps"]] == ["a.ipynb", "b.ipynb", "c.ipynb"]
-    assert not any(s["reused"] for s in rec["steps"]) and [s["ran_beside_others"] for s in rec["steps"]] == [False, True, True]
-    assert all(s["snakemake"]["seconds"] > 0 for s in rec["steps"]) and rec["total_seconds"] > 0
-    ledger = json.loads((out / "results" / "notebooks" / "smoke" / "steps.json").read_text())
-    assert set(ledger) == {"a.ipynb", "b.ipynb", "c.ipynb"}               # the built-in engine's own ledger
-    stamps = {n: (out / f"{n}.txt").read_text() for n in "abc"}
-    again = _snake(tmp_path, args)
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-    assert {n: (out / f"{n}.txt").read_text() for n in "abc"} == stamps
-    _notebook(tmp_path / "c.ipynb", WRITE.format(n="c") + "\nx = 2")          # an edited notebook runs again
+    assert rec["engine"] == "snakemake" and [s["executed"] for s in rec["steps"]] == ["a.ipynb", "bad.ipynb", "c.ipynb"]
+    assert [s["reused"] for s in rec["steps"]] == [True, False, True] and rec["total_seconds"] > 0
+    assert [s["ran_beside_others"] for s in rec["steps"]] == [False, True, True]
+    assert all(s["snakemake"]["seconds"] > 0 for s in rec["steps"])
+    assert set(json.loads((nbs / "steps.json").read_text())) == {"a.ipynb", "bad.ipynb", "c.ipynb"}   # one ledger
     third = _snake(tmp_path, args)
-    assert third.returncode == 0, third.stdout + third.stderr
+    assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr
+    _notebook(tmp_path / "c.ipynb", WRITE.format(n="c") + "\nx = 2")          # an edited notebook runs again
+    fourth = _snake(tmp_path, args)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
     assert (out / "a.txt").read_text() == stamps["a"] and (out / "c.txt").read_text() != stamps["c"]
     rec = json.loads((out / "results" / "reproduce.json").read_text())
     assert [s["reused"] for s in rec["steps"]] == [True, True, False]
-
-
-def test_a_failed_row_is_kept_out_and_the_others_finish(tmp_path):
-    args, out = _steps(tmp_path, [("a", WRITE.format(n="a"), False), ("bad", "raise ValueError('broken')", True),
-                                  ("c", WRITE.format(n="c"), True)])
-    run = _snake(tmp_path, args)
-    assert run.returncode != 0
-    nbs = out / "results" / "notebooks" / "smoke"
-    assert (out / "c.txt").is_file() and (nbs / "bad.failed.ipynb").is_file()
-    assert "ValueError: broken" in (nbs / "snakemake" / "bad.ipynb.log").read_text()
-    assert not (out / "results" / "reproduce.json").exists()                 # no summary of an unfinished plan
-    _notebook(tmp_path / "bad.ipynb", "y = 1")                                  # mended: only it runs
-    stamp = (out / "c.txt").read_text()
-    fixed = _snake(tmp_path, args)
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert (out / "c.txt").read_text() == stamp and not (nbs / "bad.failed.ipynb").exists()
 
 
 def test_a_run_killed_with_sigkill_resumes(tmp_path):
