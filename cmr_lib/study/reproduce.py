@@ -152,14 +152,9 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
         if len(todo) <= 1 or not group[0]["parallel"]:
             for p in todo:
                 t0 = time.perf_counter()
-                if p["src"] is None:
-                    prepare(p["nb"].split(":", 1)[1], p["parameters"])
-                else:
+                if p["src"] is not None:
                     placement[p["i"]] = pick_gpu()
-                    err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"],
-                                                          gpu=placement[p["i"]]), p["dst"])
-                    if err:
-                        raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
+                execute_step(p, gpu=placement.get(p["i"]))
                 record(p, time.perf_counter() - t0, False, False)
             continue
         queue = sorted(todo, key=lambda p: -cost_hint(p["extra"]))        # longest first
@@ -193,6 +188,17 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     return 0
 
 
+def execute_step(p: dict, *, threads: int | None = None, gpu: str | None = None) -> None:
+    """Run one step of the plan here and now (a library call, or its notebook with papermill); a failed
+    notebook is a one-line CmrError naming the step. Both engines run their steps through this."""
+    if p["src"] is None:
+        prepare(p["nb"].split(":", 1)[1], p["parameters"])
+        return
+    err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"], threads=threads, gpu=gpu), p["dst"])
+    if err:
+        raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
+
+
 def snakemake_dir(made: dict) -> Path:
     """Where the Snakemake engine keeps each step's marker, result line and benchmark."""
     return made["out_dir"] / "snakemake"
@@ -215,12 +221,7 @@ def run_step(made: dict, executed: str, *, threads: int | None = None, force=Fal
         if p["src"] is None:
             import torch
             torch.set_num_threads(threads)
-            prepare(p["nb"].split(":", 1)[1], p["parameters"])
-        else:
-            err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"], threads=threads, gpu=p["gpu"]),
-                                  p["dst"])
-            if err:
-                raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
+        execute_step(p, threads=threads, gpu=p["gpu"])
         dt = time.perf_counter() - t0
         done = update_ledger(ledger_path, executed, {"key": p["key"], "seconds": round(dt, 1),
                                                      "peak_memory_mb_so_far": peak_memory_mb(),

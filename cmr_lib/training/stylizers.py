@@ -294,7 +294,7 @@ def fit_style_vae(cfg, model, base: TrainedStylizer, style_src, style_patients, 
                                      crop=cfg.crop_for(model.kind))
     model.to(dev).eval()
     images = torch.stack([style[i]["image"] for i in range(len(style))])
-    flat = torch.cat([model.descriptors(images[i:i + 256].to(dev)) for i in range(0, len(images), 256)])
+    flat = model.descriptors(images.to(dev))                  # in batches of 64, once
     model.vae.calibrate(flat)
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
