@@ -2,6 +2,8 @@
 import json
 import sys
 
+import pytest
+
 from cmr_lib.core.grid import reproduce_rows
 from cmr_lib.core.paths import repo_root
 
@@ -25,3 +27,17 @@ def test_gpu_check_times_every_trainer_and_row_and_extrapolates(tmp_path, capsys
     assert abs(parts["setting0_none_eps0"] - 10 * steps["setting0_none_eps0"]["seconds"]) < 0.05
     assert abs(ext["hours_all_seeds"] - ext["hours_one_seed"] * ext["seeds"]) < 0.01
     assert "| setting1_rain_eps5 |" in capsys.readouterr().out
+
+
+def test_profile_row_splits_a_step_into_its_phases(tmp_path):
+    import profile_row
+    result = profile_row.main(["--profile", "smoke", "--reps", "1", "--rows", "0,4", "--out", str(tmp_path)])
+    none, rain = result["rows"]["setting 0, none"], result["rows"]["setting 1, rain, eps 5"]
+    assert set(none["phases"]) == {"optimiser step (forward, backward, Adam)"}
+    assert set(profile_row.SEARCH) <= set(rain["phases"]) and "augmentation: the rest" in rain["phases"]
+    for r in (none, rain):          # the phases are parts of the step, and the profiler saw convolutions
+        assert 0 < sum(r["phases"].values()) <= r["seconds_per_step"] * 1.05
+        assert any("conv" in op for op, _ in r["top_ops"])
+        assert r["training_seconds"] == pytest.approx(r["seconds_per_step"] * 10, abs=0.06)   # smoke: 10 steps
+    text = (tmp_path / "profile_row_smoke.md").read_text()
+    assert "| setting 1, rain, eps 5 |" in text and "search: network forward" in text
