@@ -104,3 +104,23 @@ def test_the_slurm_dry_run_has_one_job_per_row(tmp_path):
     counts = [line.split() for line in text.splitlines() if line.startswith("step")]   # (the stats come twice)
     assert len({c[0] for c in counts}) == len(plan) and all(c[-1] == "1" for c in counts)
     assert any(line.split()[:2] == ["total", str(len(plan) + 2)] for line in text.splitlines())
+
+
+def test_both_engines_write_the_same_table_row(tmp_path):
+    """A real smoke row (setting 0 + intensity: it needs no stylizer) through the built-in driver and through
+    Snakemake: the same per-patient metrics, so the engines' tables agree."""
+    row = ["Table 2 row: setting 0, intensity", str(repo_root() / "notebooks" / "05_settings.ipynb"),
+           {"setting": 0, "stylizer": "intensity", "epsilon_iterations": 5}, True]
+    (tmp_path / "steps.json").write_text(json.dumps([row]))
+    args = f"--profile smoke --steps-file {tmp_path / 'steps.json'} --jobs 2 --output-root "
+    assert rp.main((args + str(tmp_path / "builtin")).split()) == 0
+    run = _snake(tmp_path, args + str(tmp_path / "snake"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    found = {engine: sorted((tmp_path / engine / "results" / "runs").glob("*/run.json")) for engine in ("builtin", "snake")}
+    assert len(found["builtin"]) == len(found["snake"]) == 1
+    a, b = (json.loads(found[e][0].read_text()) for e in ("builtin", "snake"))
+    assert a["torch_threads"] == b["torch_threads"] == 1           # a row alone runs on the plan's threads too
+    assert a["metrics"] and a["metrics"] == b["metrics"] and a["summary"] == b["summary"]
+    for engine in ("builtin", "snake"):
+        assert json.loads((tmp_path / engine / "results" / "reproduce.json").read_text())["engine"] == \
+            {"builtin": "built-in", "snake": "snakemake"}[engine]

@@ -164,7 +164,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
                 p = queue.pop(0)
                 placement[p["i"]] = pick_gpu(running)
                 running[p["i"]] = (p, time.perf_counter(), start_notebook(p["src"], p["dst"], p["parameters"],
-                                                                          threads=threads, gpu=placement[p["i"]]))
+                                                                          threads=p["threads"], gpu=placement[p["i"]]))
             finished = None
             while finished is None:
                 for i, (p, t0, started) in running.items():
@@ -189,9 +189,13 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
 
 
 def execute_step(p: dict, *, threads: int | None = None, gpu: str | None = None) -> None:
-    """Run one step of the plan here and now (a library call, or its notebook with papermill); a failed
-    notebook is a one-line CmrError naming the step. Both engines run their steps through this."""
+    """Run one step of the plan here and now (a library call, or its notebook with papermill) on `threads` (default:
+    the plan's, whatever runs beside it, since the thread count changes the floats); a failed notebook is a
+    one-line CmrError naming the step. Both engines run their steps through this."""
+    threads = threads or p["threads"]
     if p["src"] is None:
+        import torch
+        torch.set_num_threads(threads)
         prepare(p["nb"].split(":", 1)[1], p["parameters"])
         return
     err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"], threads=threads, gpu=gpu), p["dst"])
@@ -218,9 +222,6 @@ def run_step(made: dict, executed: str, *, threads: int | None = None, force=Fal
     if not force and step_done(p, ledger):
         result = step_result(p, 0.0, True, ledger[executed])
     else:
-        if p["src"] is None:
-            import torch
-            torch.set_num_threads(threads)
         execute_step(p, threads=threads, gpu=p["gpu"])
         dt = time.perf_counter() - t0
         done = update_ledger(ledger_path, executed, {"key": p["key"], "seconds": round(dt, 1),
