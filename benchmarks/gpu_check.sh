@@ -42,7 +42,7 @@ part() {   # part NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NA
 
 PARTS=${PARTS:-steps tests smoke}      # a subset reruns only those parts
 has() { [[ " $PARTS " == *" $1 "* ]]; }
-has steps && part steps "${STEPS_LIMIT:-170}" $PY benchmarks/gpu_check.py --out "$OUT/gpu_steps.json"
+has steps && part steps "${STEPS_LIMIT:-200}" $PY benchmarks/gpu_check.py --reps "${REPS:-5}" --out "$OUT/gpu_steps.json"
 has tests && part cuda_tests "${TESTS_LIMIT:-150}" $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
 has smoke || exit 0
 SMOKE=/tmp/cmr_gpu_smoke
