@@ -216,13 +216,12 @@ def run_step(made: dict, executed: str, *, threads: int | None = None, force=Fal
         raise CmrError(f"no step named {executed!r} in this plan (see --plan)")
     ledger_path = made["out_dir"] / "steps.json"
     ledger = read_ledger(ledger_path)
-    threads = min(p["threads"], threads) if threads else p["threads"]
     os.environ.setdefault("TQDM_DISABLE", "1")
     t0 = time.perf_counter()
     if not force and step_done(p, ledger):
         result = step_result(p, 0.0, True, ledger[executed])
     else:
-        execute_step(p, threads=threads, gpu=p["gpu"])
+        execute_step(p, threads=min(p["threads"], threads) if threads else None, gpu=p["gpu"])   # None: the plan's
         dt = time.perf_counter() - t0
         done = update_ledger(ledger_path, executed, {"key": p["key"], "seconds": round(dt, 1),
                                                      "peak_memory_mb_so_far": peak_memory_mb(),
