@@ -6,6 +6,7 @@ line to benchmarks/results/real_experiments.jsonl.
     python benchmarks/real_experiments.py NAME SETTING STYLIZER EPSILON '{"stylizer.explore.step": 1.0}' [--seed 0]
     python benchmarks/real_experiments.py table      # the log as benchmarks/results/real_experiments.md
     python benchmarks/real_experiments.py fidelity   # how much of a real slice the MR autoencoder keeps
+    python benchmarks/real_experiments.py crops      # every cached network, crop at the image centre vs on the heart
 
 Stylizers and networks are cached by configuration under --work (default build/real_experiments), so rows
 that share a stylizer train it once. Data: data.real.resolve_data (CMR_REAL_DATA or ../shared/data).
@@ -76,6 +77,37 @@ def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_crops(work: Path) -> str:
+    """Every network trained by these experiments (under `work`), scored on LGE 1-5 and the 20 MyoPS volumes with
+    its crop at the image centre (preprocess.test_crop = image, what it was trained with) and centred on the heart
+    that the network finds (heart): does centring the test crop on the heart pay?"""
+    from cmr_lib.core.config import Config
+    from cmr_lib.core.device import autocast, device
+    from cmr_lib.data.slices import preprocessing
+    from cmr_lib.evaluation.inference import TEST_CROPS, predict_volume, score_predictions
+    from cmr_lib.training.segmenters import load_run_segmenter
+
+    named = resolve_data("mscmrseg2019")
+    ms, my = open_source(named.data_dir, c0_spacing=named.c0_spacing), open_source(resolve_data("myops2020").data_dir)
+    tests = {"LGE 1-5": [ms.load(p, "LGE", label="require") for p in ms.patients_with("LGE", labelled=True)],
+             "MyoPS 20": [my.load(p, "LGE", label="require") for p in my.patients_with("LGE", labelled=True)]}
+    head = " | ".join(f"{t} {c}" for c in TEST_CROPS for t in tests)
+    lines = [f"| experiment | seed | {head} |", "|" + " --- |" * (2 + len(TEST_CROPS) * len(tests))]
+    dev = device()
+    for run in sorted(Path(work).glob("*/results/runs/*/run.json")):
+        rec = json.loads(run.read_text())
+        cfg = Config.from_record(rec, output_root=run.parents[3])
+        model = load_run_segmenter(rec, cfg).to(dev)
+        cells = []
+        for centre in TEST_CROPS:
+            for vols in tests.values():
+                pairs = [(v, predict_volume(model, v, crop=cfg.crop, **preprocessing(cfg), centre=centre, device=dev,
+                                            autocast=autocast(cfg.sizes.segmenter.precision, dev))) for v in vols]
+                cells.append(f"{np.nanmean(score_predictions(pairs)[0]['dice'].to_numpy(dtype=float)):.3f}")
+        lines.append(f"| {run.parents[3].name} | {rec['config']['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nDice AVG (MYO, LV, RV) per test set and test crop.\n"
+
+
 def main(argv=None) -> int:
     import sys
     argv = sys.argv[1:] if argv is None else argv
@@ -83,6 +115,12 @@ def main(argv=None) -> int:
         work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
         out = LOG.parent / "autoencoder_fidelity.md"
         out.write_text(fidelity(work))
+        print(out.read_text())
+        return 0
+    if argv[:1] == ["crops"]:
+        work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
+        out = LOG.parent / "test_crop.md"
+        out.write_text(test_crops(work))
         print(out.read_text())
         return 0
     if argv[:1] == ["table"]:

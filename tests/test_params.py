@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 
 from cmr_lib.core.config import Config, Section, make_config
@@ -137,6 +139,12 @@ def test_a_config_comes_back_from_its_run_record(tmp_path):
     back = Config.from_record(record, output_root=tmp_path)
     assert back == cfg                                   # sizes as recorded, not as the profile file says now
     assert back.sizes.segmenter.iterations == 7 and back.extra["t2_dir"] == str(tmp_path) and back.split["test"] == [3]
+    older = copy.deepcopy(record)                        # a record from before the test-crop keys existed
+    for key in ("normalise_fov_mm", "test_crop"):
+        del older["config"]["sizes"]["preprocess"][key]
+    old = Config.from_record(older, output_root=tmp_path)
+    assert old.sizes.preprocess.test_crop == "image" and old.sizes.preprocess.normalise_fov_mm is None
+    assert "test_crop" not in older["config"]["sizes"]["preprocess"]       # the record itself is left alone
     record["config"]["sizes"]["segmenter"]["iterations"] = 0
     with pytest.raises(CmrError, match="segmenter.iterations"):
         Config.from_record(record)

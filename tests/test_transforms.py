@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError
+from cmr_lib.data.nifti import Volume
 from cmr_lib.data.slices import SliceDataset, heart_extent, nearest_level, prepare_volume, relative_levels
 from cmr_lib.data.sources import open_source
 from cmr_lib.data.transforms import (
@@ -31,6 +34,20 @@ def test_normalise_is_robust_and_scale_free():
     sparse = np.zeros((20, 20, 2), np.float32)
     sparse[3, 3, 0] = 4.0                                         # percentiles equal: falls back to min/max
     assert normalise(sparse).max() == 1.0
+
+
+def test_normalise_window_takes_the_scale_from_the_centre_only():
+    v = np.full((100, 100, 2), 10.0, np.float32)
+    v[40:60, 40:60] = np.linspace(0, 100, 400).reshape(20, 20, 1)      # the "heart", 0-100
+    v[:10] = 1000.0                                                    # a bright body wall far from the centre
+    whole, centre = normalise(v), normalise(v, window=(20, 20))
+    assert whole[50, 50, 0] < 0.1                                      # the wall sets the scale: the heart is dark
+    assert centre[40:60, 40:60].min() == 0.0 and centre[40:60, 40:60].max() == 1.0
+    assert centre[0, 0, 0] == 1.0                                      # outside the window: clipped, not rescaled
+    assert np.array_equal(normalise(v, window=(500, 500)), whole)      # a window past the image: the whole slice
+    vol = Volume(image=v, label=None, spacing=(0.5, 0.5, 8.0), affine=np.eye(4), patient=1, sequence="LGE",
+                 image_path=Path("p1_LGE.nii.gz"), label_path=None)
+    assert np.allclose(prepare_volume(vol, fov_mm=10.0).image, centre)  # 10 mm at 0.5 mm: the 20 px window
 
 
 def test_resample_keeps_the_field_of_view():

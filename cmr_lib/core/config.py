@@ -23,6 +23,7 @@ from cmr_lib.core.schema import (
     choice,
     fail,
     load_profile,
+    with_record_defaults,
     load_settings,
     validate_tree,
 )
@@ -129,7 +130,7 @@ class Config:
         """The Config a run was made with, from its run.json: sizes as recorded (not as the profile file says
         now). `output_root` is where that run's results/ live (records do not keep it; default: the repo)."""
         c = record["config"]
-        sizes = validate_tree(c["sizes"], PROFILE_SCHEMA, str(record.get("_path", "run record")))
+        sizes = validate_tree(with_record_defaults(c["sizes"]), PROFILE_SCHEMA, str(record.get("_path", "run record")))
         data = c.get("data_dir")
         data = None if data is None else recorded_path(data)
         out = Path(output_root).expanduser().resolve() if output_root is not None else repo_root()

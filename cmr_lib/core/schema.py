@@ -6,6 +6,7 @@ one-line CmrError naming the parameter and what is allowed.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Mapping
@@ -155,6 +156,8 @@ PROFILE_SCHEMA = {
     "preprocess": {
         "spacing_mm": _opt_pos_float,
         "percentiles": _percentiles,
+        "normalise_fov_mm": _opt_pos_float,
+        "test_crop": lambda n, v: choice(n, v, ("image", "heart")),
         "crop": {"rain": _pos_int, "adaconv": _pos_int, "none": _pos_int},
     },
     "augment": {
@@ -206,6 +209,25 @@ PROFILE_SCHEMA = {
     "reproduce": {"seeds": _pos_int},
     "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
 }
+
+
+# Keys added after run records were first written, with the value that means what those records did.
+RECORD_DEFAULTS = {"preprocess.normalise_fov_mm": None, "preprocess.test_crop": "image"}
+
+
+def with_record_defaults(sizes: Mapping) -> dict:
+    """A recorded profile tree with every key of RECORD_DEFAULTS it lacks filled in (older run records)."""
+    out = copy.deepcopy(dict(sizes))
+    for dotted, value in RECORD_DEFAULTS.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.setdefault(leaf, value)
+    return out
 
 
 def validate_tree(tree, schema, where, prefix=""):

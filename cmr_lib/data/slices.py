@@ -54,9 +54,17 @@ class PreparedVolume:
     levels: np.ndarray           # (Z,) relative level of each slice (from the label when present)
 
 
-def prepare_volume(vol: Volume, *, spacing_mm=None, percentiles=(0.5, 99.5)) -> PreparedVolume:
-    """Normalise one volume and resample it in-plane to `spacing_mm` (None keeps its own spacing)."""
-    img = normalise(vol.image, percentiles, name=str(vol.image_path))
+def preprocessing(cfg) -> dict:
+    """prepare_volume's arguments from a run's profile: the one place training and inference read them."""
+    pre = cfg.sizes.preprocess
+    return {"spacing_mm": pre.spacing_mm, "percentiles": tuple(pre.percentiles), "fov_mm": pre.normalise_fov_mm}
+
+
+def prepare_volume(vol: Volume, *, spacing_mm=None, percentiles=(0.5, 99.5), fov_mm=None) -> PreparedVolume:
+    """Normalise one volume and resample it in-plane to `spacing_mm` (None keeps its own spacing).
+    fov_mm: take the normalisation percentiles over the central fov_mm x fov_mm only (None: the whole slice)."""
+    window = None if fov_mm is None else tuple(fov_mm / vol.spacing[i] for i in range(2))
+    img = normalise(vol.image, percentiles, name=str(vol.image_path), window=window)
     img = resample_inplane(img, vol.spacing, spacing_mm, order=1)
     lab = None if vol.label is None else resample_inplane(vol.label, vol.spacing, spacing_mm, order=0)
     # the exact spacing after rounding to whole pixels (e.g. 192 px at 0.73 mm -> 93 px at 1.507 mm)
@@ -92,8 +100,7 @@ class SliceDataset(torch.utils.data.Dataset):
     def from_source(cls, source: CMRSource, patients, sequence: str, cfg, *, train: bool, label="optional",
                     heart_only=False, crop: int | None = None):
         """Build from a data source with the profile's preprocessing, crop (or `crop`) and augmentation (`train`)."""
-        pre = cfg.sizes.preprocess
-        vols = [prepare_volume(v, spacing_mm=pre.spacing_mm, percentiles=tuple(pre.percentiles))
+        vols = [prepare_volume(v, **preprocessing(cfg))
                 for v in source.volumes(patients, sequence, label=label)]
         return cls(vols, crop=crop or cfg.crop, augment=cfg.sizes.augment.to_dict() if train else None,
                    seed=cfg.seed, heart_only=heart_only)

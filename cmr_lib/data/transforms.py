@@ -15,14 +15,18 @@ from scipy import ndimage
 from cmr_lib.core.errors import CmrError
 
 
-def normalise(volume: np.ndarray, percentiles=(0.5, 99.5), *, name="volume") -> np.ndarray:
-    """Map the volume's low/high percentiles to 0/1 and clip: robust to outliers and any storage scale."""
+def normalise(volume: np.ndarray, percentiles=(0.5, 99.5), *, name="volume", window=None) -> np.ndarray:
+    """Map the volume's low/high percentiles to 0/1 and clip: robust to outliers and any storage scale.
+
+    window: (px, px) of a central in-plane square whose voxels (all slices) give the percentiles, so that a
+    wide field of view (body, air) does not set the scale of the heart; None: the whole volume."""
     v = np.asarray(volume, dtype=np.float32)
     if not np.all(np.isfinite(v)):
         raise CmrError(f"{name}: contains NaN or Inf voxels")
-    lo, hi = np.percentile(v, percentiles)
+    ref = v if window is None else center_crop(v, tuple(min(max(1, int(round(w))), n) for w, n in zip(window, v.shape[:2])))
+    lo, hi = np.percentile(ref, percentiles)
     if not hi > lo:
-        lo, hi = float(v.min()), float(v.max())   # a mostly-constant volume: fall back to min/max
+        lo, hi = float(ref.min()), float(ref.max())   # a mostly-constant volume: fall back to min/max
         if not hi > lo:
             raise CmrError(f"{name}: image is constant (every voxel = {lo:g}); cannot normalise")
     out = (v - np.float32(lo)) / np.float32(hi - lo)
@@ -53,43 +57,43 @@ def resize(volume: np.ndarray, shape, *, order: int) -> np.ndarray:
     return out
 
 
-def center_crop(arr: np.ndarray, size, *, anchor: str = "center") -> np.ndarray:
+def window_start(n: int, m: int, anchor: str, shift: int) -> int:
+    """Where an m-px window begins on an n-px axis: centred ((n - m) // 2 when cropping, the same offset
+    mirrored when padding) or at 0, then moved by `shift`; it may begin before 0 or end past n (zeros there)."""
+    if anchor == "start":
+        return int(shift)
+    return ((n - m) // 2 if n >= m else -((m - n) // 2)) + int(shift)
+
+
+def _shared(n: int, m: int, start: int) -> tuple[slice, slice]:
+    """(slice of the n-px axis, slice of the m-px window beginning at `start`) covering the pixels they share."""
+    a, b = max(start, 0), min(start + m, n)
+    if b <= a:
+        return slice(0, 0), slice(0, 0)
+    return slice(a, b), slice(a - start, b - start)
+
+
+def center_crop(arr: np.ndarray, size, *, anchor: str = "center", shift=(0, 0)) -> np.ndarray:
     """Crop (or zero-pad) axes 0 and 1 to `size` (int or pair), centred: the paper's 224/256 input crops.
 
     Cropping and padding use the same offset, (n - m) // 2, so uncrop(center_crop(a, s), a.shape) puts
-    every kept pixel back where it was. anchor='start' crops or pads at the end instead.
+    every kept pixel back where it was. anchor='start' crops or pads at the end instead; `shift` (px per
+    axis) moves the window off centre (inference centred on the heart), zero-filling what lies outside.
     """
     size = (size, size) if isinstance(size, int) else tuple(size)
     out = np.zeros(tuple(size) + arr.shape[2:], dtype=arr.dtype)
-    src, dst = [], []
-    for n, m in zip(arr.shape[:2], size):
-        if n >= m:                                   # crop: keep m of n
-            start = (n - m) // 2 if anchor == "center" else 0
-            src.append(slice(start, start + m))
-            dst.append(slice(0, m))
-        else:                                        # pad: place n inside m
-            start = (m - n) // 2 if anchor == "center" else 0
-            src.append(slice(0, n))
-            dst.append(slice(start, start + n))
-    out[tuple(dst)] = arr[tuple(src)]
+    spans = [_shared(n, m, window_start(n, m, anchor, d)) for n, m, d in zip(arr.shape[:2], size, shift)]
+    out[tuple(w for _, w in spans)] = arr[tuple(a for a, _ in spans)]
     return out
 
 
-def uncrop(arr: np.ndarray, shape) -> np.ndarray:
-    """Inverse of center_crop: put a cropped (or padded) array back on a zero array of `shape` (axes 0, 1)."""
+def uncrop(arr: np.ndarray, shape, *, shift=(0, 0)) -> np.ndarray:
+    """Inverse of center_crop (same `shift`): put a cropped (or padded) array back on a zero array of `shape`
+    (axes 0, 1)."""
     size = (arr.shape[0], arr.shape[1])
     out = np.zeros(tuple(shape[:2]) + arr.shape[2:], dtype=arr.dtype)
-    src, dst = [], []
-    for n, m in zip(shape[:2], size):                # n: original size, m: cropped size
-        if n >= m:
-            start = (n - m) // 2
-            src.append(slice(0, m))
-            dst.append(slice(start, start + m))
-        else:
-            start = (m - n) // 2
-            src.append(slice(start, start + n))
-            dst.append(slice(0, n))
-    out[tuple(dst)] = arr[tuple(src)]
+    spans = [_shared(n, m, window_start(n, m, "center", d)) for n, m, d in zip(shape[:2], size, shift)]
+    out[tuple(a for a, _ in spans)] = arr[tuple(w for _, w in spans)]
     return out
 
 

@@ -1,7 +1,8 @@
 """Whole-volume prediction: slice by slice at the network's crop, back to the original grid and spacing.
 
 Each slice goes through the same preprocessing as training (per-volume normalisation, in-plane
-resampling, centre crop); class probabilities are put back (outside the crop: background), resampled
+resampling, a crop at the image centre or, with preprocess.test_crop = heart, on the heart that a first
+pass over the whole field finds); class probabilities are put back (outside the crop: background), resampled
 bilinearly to the stored grid, and the argmax is taken there, so metrics use the original voxel size.
 """
 from __future__ import annotations
@@ -12,34 +13,72 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from cmr_lib.core.device import autocast, device
+from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import Volume, write_label
-from cmr_lib.data.slices import prepare_volume
-from cmr_lib.data.transforms import center_crop, resize, uncrop
+from cmr_lib.data.slices import prepare_volume, preprocessing
+from cmr_lib.data.transforms import center_crop, resize, uncrop, window_start
 from cmr_lib.evaluation.evaluate import COLUMNS
 from cmr_lib.evaluation.metrics import evaluate_volume
 from cmr_lib.evaluation.postprocess import postprocessed
 
+TEST_CROPS = ("image", "heart")      # where inference centres its crop (preprocess.test_crop)
 
-def predict_volume(model, vol: Volume, *, crop: int, spacing_mm=None, percentiles=(0.5, 99.5), batch: int = 16,
-                   device=None, autocast=None) -> np.ndarray:
-    """Class labels (X, Y, Z) uint8 on `vol`'s own grid from a segmentation network (in eval mode).
-    Runs call `predict` instead, which sets crop, spacing and precision from the run's config."""
-    device = device or next(model.parameters()).device
-    prep = prepare_volume(vol, spacing_mm=spacing_mm, percentiles=percentiles)
-    h, w, nz = prep.image.shape
-    x = torch.from_numpy(center_crop(prep.image, crop)).permute(2, 0, 1)[:, None]    # (Z, 1, S, S)
+
+def _probabilities(model, image: np.ndarray, size: int, shift, *, batch: int, device, autocast) -> np.ndarray:
+    """Softmax (H, W, K, Z) of the network on the size-px window of `image` (H, W, Z) moved by `shift` px,
+    put back on the image's grid (zero where the window did not reach)."""
+    x = torch.from_numpy(center_crop(image, size, shift=shift)).permute(2, 0, 1)[:, None]    # (Z, 1, S, S)
     probs = []
+    with torch.inference_mode(), (autocast if autocast is not None else torch.autocast(device.type, enabled=False)):
+        for k in range(0, x.shape[0], batch):
+            probs.append(model(x[k:k + batch].to(device)).float().softmax(1).cpu())
+    return uncrop(torch.cat(probs).permute(2, 3, 1, 0).numpy(), image.shape[:2], shift=shift)   # (H, W, K, Z)
+
+
+def heart_shift(model, image: np.ndarray, crop: int, *, passes: int = 3, **kw) -> tuple[int, int]:
+    """The shift (px per axis) that centres a crop-px window on the heart of `image` (H, W, Z): from the image
+    centre, up to `passes` times, the window moves to the centre of the largest connected region the network
+    calls heart inside it, so a heart cut by the window's edge comes into full view. Moving from the centre
+    step by step keeps the window off the body wall far away, which a network trained on heart-sized crops
+    may also call heart (measured: one pass over the whole field found it there). No heart: (0, 0). Uses no label."""
+    h, w = image.shape[:2]
+    base = [window_start(n, crop, "center", 0) for n in (h, w)]
+    shift = (0, 0)
+    for _ in range(passes):
+        heart = _probabilities(model, image, crop, shift, **kw).argmax(axis=2) > 0       # (H, W, Z)
+        if not heart.any():
+            break
+        comp, _ = ndimage.label(heart, structure=np.ones((3, 3, 3), dtype=bool))
+        centre = np.argwhere(comp == 1 + int(np.argmax(np.bincount(comp.ravel())[1:])))[:, :2].mean(axis=0)
+        new = tuple(int(round(c - (crop - 1) / 2)) - b for c, b in zip(centre, base))
+        if new == shift:
+            break
+        shift = new
+    return shift
+
+
+def predict_volume(model, vol: Volume, *, crop: int, spacing_mm=None, percentiles=(0.5, 99.5), fov_mm=None,
+                   centre: str = "image", batch: int = 16, device=None, autocast=None) -> np.ndarray:
+    """Class labels (X, Y, Z) uint8 on `vol`'s own grid from a segmentation network (in eval mode), its crop
+    at the image centre or (centre='heart') on the heart that a first whole-field pass finds (heart_shift).
+    Runs call `predict` instead, which sets crop, spacing, centring and precision from the run's config."""
+    if centre not in TEST_CROPS:
+        raise CmrError(f"parameter 'preprocess.test_crop' = {centre!r}: choose one of {', '.join(TEST_CROPS)}")
+    device = device or next(model.parameters()).device
+    prep = prepare_volume(vol, spacing_mm=spacing_mm, percentiles=percentiles, fov_mm=fov_mm)
+    h, w, nz = prep.image.shape
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), (autocast if autocast is not None else torch.autocast(device.type, enabled=False)):
-        for k in range(0, nz, batch):
-            probs.append(model(x[k:k + batch].to(device)).float().softmax(1).cpu())
-    model.train(was_training)
-    p = torch.cat(probs).permute(2, 3, 1, 0).numpy()                 # (S, S, K, Z)
-    full = uncrop(p, (h, w))                                          # (H, W, K, Z), zero outside the crop
+    kw = {"batch": batch, "device": device, "autocast": autocast}
+    try:
+        shift = heart_shift(model, prep.image, crop, **kw) if centre == "heart" else (0, 0)
+        full = _probabilities(model, prep.image, crop, shift, **kw)  # (H, W, K, Z), zero outside the crop
+    finally:
+        model.train(was_training)
     outside = full.sum(axis=2) == 0
     full[:, :, 0][outside] = 1.0                                      # background where the crop did not reach
     k = full.shape[2]
@@ -48,13 +87,12 @@ def predict_volume(model, vol: Volume, *, crop: int, spacing_mm=None, percentile
 
 
 def predict(model, vol: Volume, cfg) -> np.ndarray:
-    """`vol`'s labels as a run's network predicts them: the run's crop, spacing and normalisation, and the
-    segmenter's precision (bf16 where supported under 'auto'). The one inference policy: test scores,
-    validation (model selection), the cross-dataset table and figures all come through here."""
-    pre, dev = cfg.sizes.preprocess, device()
-    return predict_volume(model.to(dev), vol, crop=cfg.crop, spacing_mm=pre.spacing_mm,
-                          percentiles=tuple(pre.percentiles), device=dev,
-                          autocast=autocast(cfg.sizes.segmenter.precision, dev))
+    """`vol`'s labels as a run's network predicts them: the run's crop, its centring, spacing and
+    normalisation, and the segmenter's precision (bf16 where supported under 'auto'). The one inference
+    policy: test scores, validation (model selection), the cross-dataset table and figures all come through here."""
+    dev = device()
+    return predict_volume(model.to(dev), vol, crop=cfg.crop, **preprocessing(cfg), centre=cfg.sizes.preprocess.test_crop,
+                          device=dev, autocast=autocast(cfg.sizes.segmenter.precision, dev))
 
 
 def predict_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False):
