@@ -47,7 +47,11 @@ else
 	  --rerun-incomplete --nolock --quiet rules $(if $(FORCE),--forceall) --config args="$(strip $(ARGS)) $(if $(FORCE),--force)"
 endif
 
-## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile.
+## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile. The unit tests run on
+## one pytest-xdist worker per core with one thread each (TEST_JOBS=n to change); then nbval runs the notebooks
+## in order in one process (their cells share a kernel and 04-07 read what the earlier ones wrote, which xdist's
+## scheduling would reorder).
+TEST_JOBS ?= $(CORES)
 test: $(STAMP)
 	@rm -rf $(NBVAL) && mkdir -p $(NBVAL)
 	@for nb in notebooks/*.ipynb; do \
@@ -55,7 +59,10 @@ test: $(STAMP)
 	    -p profile smoke -p output_root $(CURDIR)/$(NBVAL)/out >/dev/null 2>$(NBVAL)/prepare.log \
 	    || { cat $(NBVAL)/prepare.log; echo "papermill could not prepare $$nb"; exit 1; }; \
 	done
-	$(BIN)/python -m pytest -q tests $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider
+	status=0; \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) tests -p no:cacheprovider || status=1; \
+	$(BIN)/python -m pytest -q $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider || status=1; \
+	exit $$status
 
 ## Fetch the real sample sets (MS-CMRSeg 2019 copy, MyoPS 2020 sample) into REAL_DIR (default data/real), online or
 ## from MIRROR=/a/folder laid out the same way; every file's SHA-256 is checked against params/real_data.tsv.
