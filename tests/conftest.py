@@ -84,4 +84,3 @@ def run_row(phantom_dir, output_root, setting, stylizer, eps):
                       output_root=output_root)
     src = open_source(phantom_dir)
     return cfg, src, run_setting(cfg, src, epsilon_iterations=eps, progress=False)
-
