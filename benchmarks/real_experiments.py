@@ -111,16 +111,12 @@ def test_crops(work: Path) -> str:
 def main(argv=None) -> int:
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["fidelity"]:
+    reports = {"fidelity": (fidelity, "autoencoder_fidelity.md"), "crops": (test_crops, "test_crop.md")}
+    if argv[:1] and argv[0] in reports:
+        report, name = reports[argv[0]]
         work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
-        out = LOG.parent / "autoencoder_fidelity.md"
-        out.write_text(fidelity(work))
-        print(out.read_text())
-        return 0
-    if argv[:1] == ["crops"]:
-        work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
-        out = LOG.parent / "test_crop.md"
-        out.write_text(test_crops(work))
+        out = LOG.parent / name
+        out.write_text(report(work))
         print(out.read_text())
         return 0
     if argv[:1] == ["table"]:
