@@ -71,6 +71,9 @@ def test_make_reproduce_data_passes_what_it_found(tmp_path, monkeypatch):
     assert seen["output_root"] == repo_root() / "real" / "mscmrseg2019"
     assert rp.main(["--data", "mscmrseg2019", "--profile", "smoke", "--c0-spacing", "header"]) == 0
     assert seen["profile"] == "smoke" and seen["c0_spacing"] == "header"       # explicit values win
+    assert seen["output_root"] == repo_root() / "real" / "mscmrseg2019" / "smoke"   # never over real's tables
+    assert rp.main(["--data", "mscmrseg2019", "--profile", "real-ref"]) == 0
+    assert seen["output_root"] == repo_root() / "real" / "mscmrseg2019" / "real-ref" and seen["seeds"] is None
     assert rp.main(["--data", "mscmrseg2019", "--data-dir", str(base)]) == 2     # one line, exit 2
 
 

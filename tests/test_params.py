@@ -32,7 +32,7 @@ def test_paper_profile_keeps_the_papers_crops():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"setting": 7}, "parameter 'setting' = 7: choose one of 0, 1, 2, 3"),
-    ({"profile": "fast"}, "parameter 'profile' = 'fast': choose one of 'smoke', 'demo', 'real', 'paper'"),
+    ({"profile": "fast"}, "parameter 'profile' = 'fast': choose one of 'smoke', 'demo', 'real', 'real-ref', 'paper'"),
     ({"data_dir": "/no/such/folder"}, "parameter 'data_dir' = '/no/such/folder': no such folder"),
     ({"setting": 2, "stylizer": "none"}, "parameter 'stylizer' = 'none': setting 2 stylizes"),
     ({"stylizer": "cyclegan"}, "parameter 'stylizer' = 'cyclegan': choose one of"),

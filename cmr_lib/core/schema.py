@@ -17,7 +17,7 @@ import yaml
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file, repo_root
 
-PROFILES = ("smoke", "demo", "real", "paper")
+PROFILES = ("smoke", "demo", "real", "real-ref", "paper")
 STYLIZERS = ("rain", "adaconv", "adaconv-vae", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity",
              "adaconv+intensity", "rain+slaug")
 NETWORKS = ("rain", "adaconv", "adaconv-vae")   # the trained stylizers; the other values are baselines (training.augment)

@@ -21,6 +21,7 @@ from pathlib import Path
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.paths import repo_root
+from cmr_lib.core.schema import load_profile
 from cmr_lib.data.real import DATA_SETS, resolve_data
 from cmr_lib.study.execution import finish_notebook, peak_memory_mb, start_notebook
 from cmr_lib.study.plan import (ANALYSES, BASE_STEPS, STEPS, cost_hint, default_kinds, executed_name,  # noqa: F401
@@ -68,14 +69,22 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
             print(f"reproduce: {named.describe()}")
         data_dir, c0_spacing = named.data_dir, c0_spacing or named.c0_spacing
         t2_dir = t2_dir or named.t2_dir
-        output_root = output_root or repo_root() / "real" / args.data
     steps_list = None
     if args.steps_file:
         steps_list = [tuple(st) for st in json.loads(Path(args.steps_file).read_text())]
     profile = args.profile or ("real" if args.data else "demo")
+    if args.data and not output_root:
+        output_root = named_output_root(args.data, profile)
     return args, dict(profile=profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
                       c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root,
                       gpus=args.gpus.split(",") if args.gpus else None, beyond=args.beyond, steps_list=steps_list)
+
+
+def named_output_root(data: str, profile: str) -> Path:
+    """Where `make reproduce DATA=<data>` writes: real/<data>/ for the `real` profile, real/<data>/<profile>/ for
+    any other, so that one profile's tables never overwrite another's."""
+    name = load_profile(profile)[0]
+    return repo_root() / "real" / data / ("" if name == "real" else name)
 
 
 @cli_main
