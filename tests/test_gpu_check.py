@@ -41,3 +41,18 @@ def test_profile_row_splits_a_step_into_its_phases(tmp_path):
         assert r["training_seconds"] == pytest.approx(r["seconds_per_step"] * 10, abs=0.06)   # smoke: 10 steps
     text = (tmp_path / "profile_row_smoke.md").read_text()
     assert "| setting 1, rain, eps 5 |" in text and "search: network forward" in text
+
+
+def test_bench_compile_times_a_row_and_says_when_compiling_pays(tmp_path):
+    import bench_compile
+    from cmr_lib.core.config import make_config
+    r = bench_compile.timed_row(make_config(profile="smoke", setting=1, stylizer="rain"), 1, 1, compiled=False)
+    assert r["warmup_seconds"] > 0 and r["seconds_per_step"] > 0
+    fast = {"eager": {"seconds_per_step": 1.0, "warmup_seconds": 3.0},
+            "compiled": {"seconds_per_step": 0.5, "warmup_seconds": 100.0}}
+    slow = {"eager": {"seconds_per_step": 1.0, "warmup_seconds": 3.0},
+            "compiled": {"seconds_per_step": 1.2, "warmup_seconds": 180.0}}
+    text = bench_compile.markdown({"profile": "demo", "threads": 1, "precision": "bf16", "iterations": 250,
+                                   "rows": {"a": fast, "b": slow}})
+    assert "| a | 1.000 | 0.500 | 0.50 | 100 | 200 | 250 |" in text     # 100 s warm-up / 0.5 s saved a step
+    assert "| b | 1.000 | 1.200 | 1.20 | 180 | never" in text
