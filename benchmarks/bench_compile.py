@@ -18,12 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_check  # noqa: E402
+import profile_row  # noqa: E402
 
-from cmr_lib.core.atomic import write_json, write_text  # noqa: E402
 from cmr_lib.core.config import make_config  # noqa: E402
 from cmr_lib.core.device import device, precision_used  # noqa: E402
 
-ROWS = (("setting 0, none", 0, "none", 0), ("setting 1, rain, eps 5", 1, "rain", 5))
+ROWS = (profile_row.ROWS[0], profile_row.ROWS[4])           # setting 0, none; setting 1, rain, eps 5
 
 
 def timed_row(cfg, eps: int, reps: int, compiled: bool) -> dict:
@@ -77,10 +77,7 @@ def main(argv=None) -> dict:
         r = {mode: timed_row(cfg, eps, args.reps, mode == "compiled") for mode in ("eager", "compiled")}
         result["rows"][name] = r
         print(f"{name}: {r}", flush=True)
-    out = Path(args.out)
-    write_json(out / f"bench_compile_{args.profile}.json", result)
-    write_text(out / f"bench_compile_{args.profile}.md", markdown(result))
-    print(markdown(result))
+    profile_row.save(Path(args.out) / f"bench_compile_{args.profile}", result, markdown(result))
     return result
 
 

@@ -120,11 +120,15 @@ def main(argv=None) -> dict:
     for name, setting, stylizer, eps in picked:
         result["rows"][name] = profile_row(args.profile, setting, stylizer, eps, args.reps)
         print(f"{name}: {result['rows'][name]['seconds_per_step']:.3f} s/step", flush=True)
-    out = Path(args.out)
-    write_json(out / f"profile_row_{args.profile}.json", result)
-    write_text(out / f"profile_row_{args.profile}.md", markdown(result))
-    print(markdown(result))
+    save(Path(args.out) / f"profile_row_{args.profile}", result, markdown(result))
     return result
+
+
+def save(stem: Path, result: dict, text: str) -> None:
+    """The figures as <stem>.json and their Markdown as <stem>.md (each written whole), and the Markdown printed."""
+    write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), text)
+    print(text)
 
 
 if __name__ == "__main__":
