@@ -85,7 +85,8 @@ def _summary_key(postprocess: str) -> str:
     return "summary" if postprocess == "none" else f"summary_{postprocess}"
 
 
-def _row_values(record: dict, postprocess: str = "none") -> dict:
+def row_values(record: dict, postprocess: str = "none") -> dict:
+    """One run's numbers on the patients its table row reports (its `part_of`), as Table 2's columns."""
     part = part_of(record)
     key = _summary_key(postprocess)
     if key not in record:
@@ -109,7 +110,7 @@ def table(records: list[dict], rows=None, *, postprocess: str = "none") -> pd.Da
         recs = groups.get(key)
         if not recs:
             continue
-        vals = pd.DataFrame([_row_values(r, postprocess) for r in recs])
+        vals = pd.DataFrame([row_values(r, postprocess) for r in recs])
         if vals["patients"].nunique() > 1:
             raise CmrError(f"runs of setting {key[0]}, {key[1]} report different patient sets; rerun them alike")
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],

@@ -1,0 +1,152 @@
+"""Two reproductions of the same Table 2/3 rows side by side, e.g. before and after a change meant only to
+make `make reproduce` faster: per row, each side's seed mean of DC AVG and HD AVG, the difference, and
+Welch's t-test over the seeds, so "within seed noise" is a measured call rather than a reading by eye.
+
+Each side is a results folder that holds `runs/*/run.json` (and, where present, `reproduce.json`, whose
+wall time gives the speed-up). Rows missing on either side are listed, not compared.
+
+    python benchmarks/compare_runs.py --before DIR [--before-profile P] --after DIR [--after-profile P]
+        [--alpha 0.05] [--out benchmarks/results/compare_runs]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_row import save  # noqa: E402
+
+from cmr_lib.core.errors import CmrError  # noqa: E402
+from cmr_lib.core.grid import STYLIZER_NAMES, table_rows  # noqa: E402
+from cmr_lib.report.tables import row_values, by_row, load_runs  # noqa: E402
+
+METRICS = ("DC AVG", "HD AVG")
+
+
+def seed_values(records: list[dict]) -> dict[tuple, dict[str, list[float]]]:
+    """{row key: {metric: one value per seed, in seed order}} from run records (the patients Table 2 reports)."""
+    out = {}
+    for key, recs in by_row(records).items():
+        recs = sorted(recs, key=lambda r: r.get("seed", 0))
+        vals = [row_values(r) for r in recs]
+        out[key] = {m: [float(v[m]) for v in vals] for m in METRICS} | {"seeds": [r.get("seed") for r in recs]}
+    return out
+
+
+def welch(a: list[float], b: list[float]) -> float:
+    """Two-sided p of Welch's t-test between two sets of seed values (NaN with fewer than 2 on a side or no spread)."""
+    if len(a) < 2 or len(b) < 2 or (np.std(a) == 0 and np.std(b) == 0):
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def row_name(key: tuple) -> str:
+    setting, stylizer, eps = key
+    return f"setting {setting}, {STYLIZER_NAMES[stylizer]}" + (f" ε{eps}" if eps else "")
+
+
+def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> dict:
+    """Per row present on both sides: seed means, difference (after - before), Welch p and whether it is
+    within seed noise (p >= alpha on every metric); then the shift over all rows (Wilcoxon of the row
+    differences), which catches a small change common to every row that no single row can show."""
+    b, a = seed_values(before), seed_values(after)
+    order = [k for k in table_rows("table2") + table_rows("table3") if k in b or k in a]
+    order = list(dict.fromkeys(order + sorted(set(b) | set(a), key=str)))
+    rows, missing = [], []
+    for key in order:
+        if key not in b or key not in a:
+            missing.append({"row": row_name(key), "side": "after" if key in b else "before"})
+            continue
+        row = {"row": row_name(key), "seeds_before": b[key]["seeds"], "seeds_after": a[key]["seeds"]}
+        for m in METRICS:
+            row[m] = {"before": float(np.mean(b[key][m])), "after": float(np.mean(a[key][m])),
+                      "sd_before": float(np.std(b[key][m], ddof=1)) if len(b[key][m]) > 1 else float("nan"),
+                      "sd_after": float(np.std(a[key][m], ddof=1)) if len(a[key][m]) > 1 else float("nan"),
+                      "p": welch(b[key][m], a[key][m])}
+            row[m]["diff"] = row[m]["after"] - row[m]["before"]
+        row["within_noise"] = all(not (row[m]["p"] < alpha) for m in METRICS)
+        rows.append(row)
+    if not rows:
+        raise CmrError("no row was run on both sides; compare reproductions of the same rows")
+    shift = {}
+    for m in METRICS:
+        d = [r[m]["diff"] for r in rows]
+        p = float(stats.wilcoxon(d).pvalue) if len(d) >= 6 and any(d) else float("nan")
+        shift[m] = {"mean_diff": float(np.mean(d)), "rows": len(d), "p": p}
+    return {"alpha": alpha, "rows": rows, "missing": missing, "shift": shift,
+            "within_noise": all(r["within_noise"] for r in rows) and all(not (s["p"] < alpha) for s in shift.values())}
+
+
+def wall_time(results_dir: Path) -> dict | None:
+    """Wall time and summed step times of the folder's last `make reproduce`, if it wrote reproduce.json."""
+    path = Path(results_dir) / "reproduce.json"
+    if not path.exists():
+        return None
+    try:
+        rep = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CmrError(f"{path}: not valid JSON") from None
+    return {k: rep.get(k) for k in ("profile", "seeds", "jobs", "total_seconds", "total_seconds_when_run")}
+
+
+def _pm(mean: float, sd: float, d: int) -> str:
+    return f"{mean:.{d}f}" + ("" if np.isnan(sd) else f" ± {sd:.{d}f}")
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# {result['labels'][0]} against {result['labels'][1]}", "",
+             "Seed mean ± seed SD on the patients Table 2 reports; Δ = after - before; p: Welch's t-test over seeds.", "",
+             "| row | seeds | DC AVG before | DC AVG after | Δ DC | p | HD AVG before | HD AVG after | Δ HD (mm) | p | within noise |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        dc, hd = r["DC AVG"], r["HD AVG"]
+        lines.append(f"| {r['row']} | {len(r['seeds_before'])}/{len(r['seeds_after'])} "
+                     f"| {_pm(dc['before'], dc['sd_before'], 3)} | {_pm(dc['after'], dc['sd_after'], 3)} | {dc['diff']:+.3f} "
+                     f"| {dc['p']:.3g} | {_pm(hd['before'], hd['sd_before'], 1)} | {_pm(hd['after'], hd['sd_after'], 1)} "
+                     f"| {hd['diff']:+.1f} | {hd['p']:.3g} | {'yes' if r['within_noise'] else '**no**'} |")
+    lines += ["", "Shift over all rows (Wilcoxon signed-rank of the row differences):", ""]
+    lines += [f"- {m}: mean Δ {s['mean_diff']:+.3f} over {s['rows']} rows, p {s['p']:.3g}" for m, s in result["shift"].items()]
+    lines += [f"- missing on the {x['side']} side: {x['row']}" for x in result["missing"]]
+    for side, label in zip(("before", "after"), result["labels"]):
+        w = result["wall"][side]
+        if w:
+            lines.append(f"- {label}: wall {w['total_seconds']:.0f} s for its last invocation, "
+                         f"steps summed {w['total_seconds_when_run']:.0f} s (jobs {w['jobs']}, seeds {w['seeds']})")
+    wb, wa = result["wall"]["before"], result["wall"]["after"]
+    if wb and wa and wb.get("total_seconds") and wa.get("total_seconds"):
+        lines.append(f"- wall time after / before: {wa['total_seconds'] / wb['total_seconds']:.2f}")
+    lines += ["", "Verdict: " + ("every row and the overall shift are within seed noise." if result["within_noise"]
+                                 else "**not within seed noise** (rows marked no, or the overall shift).")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", required=True, help="results folder of the reference reproduction")
+    ap.add_argument("--after", required=True, help="results folder of the changed one")
+    ap.add_argument("--before-profile", default=None)
+    ap.add_argument("--after-profile", default=None)
+    ap.add_argument("--before-label", default="before")
+    ap.add_argument("--after-label", default="after")
+    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--out", default="benchmarks/results/compare_runs", help="output stem (.md and .json)")
+    args = ap.parse_args(argv)
+    before = load_runs(args.before, profile=args.before_profile)
+    after = load_runs(args.after, profile=args.after_profile)
+    result = compare(before, after, alpha=args.alpha)
+    result["labels"] = [args.before_label, args.after_label]
+    result["wall"] = {"before": wall_time(Path(args.before)), "after": wall_time(Path(args.after))}
+    save(Path(args.out), result, markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except CmrError as exc:
+        sys.exit(f"compare_runs: {exc}")

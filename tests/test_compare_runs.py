@@ -1,0 +1,63 @@
+"""benchmarks/compare_runs.py: two reproductions of the same rows compared seed by seed (speed changes must
+move results only within seed noise)."""
+import json
+import sys
+
+import pytest
+
+from cmr_lib.core.errors import CmrError
+from cmr_lib.core.paths import repo_root
+from test_analysis import _record, _write
+
+sys.path.insert(0, str(repo_root() / "benchmarks"))
+import compare_runs  # noqa: E402
+
+ROWS = [(0, "none", 0), (1, "rain", 5), (1, "adaconv", 0), (2, "rain", 5), (3, "rain", 5), (0, "slaug", 0)]
+
+
+def _side(folder, shift=0.0, *, spread=0.02, wall=None, drop=()):
+    for i, (setting, stylizer, eps) in enumerate(ROWS):
+        if (setting, stylizer, eps) in drop:
+            continue
+        for seed in range(3):
+            d = 0.5 + 0.04 * i + spread * (seed - 1) + shift
+            _write(folder, _record(setting, stylizer, eps, dice=(d, d, d), hd=(30.0 - 50 * shift,) * 3, seed=seed))
+    if wall:
+        (folder / "reproduce.json").write_text(json.dumps({"profile": "demo", "seeds": [0, 1, 2], "jobs": 2,
+                                                           "total_seconds": wall, "total_seconds_when_run": 2 * wall}))
+
+
+def test_same_rows_within_noise_and_the_speed_ratio(tmp_path):
+    _side(tmp_path / "a", wall=1800.0)
+    _side(tmp_path / "b", shift=0.005, wall=900.0)
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "cmp")])
+    assert [x["row"] for x in r["rows"]][:2] == ["setting 0, none", "setting 1, RAIN ε5"]
+    assert len(r["rows"]) == len(ROWS) and not r["missing"]
+    row = r["rows"][0]["DC AVG"]
+    assert row["diff"] == pytest.approx(0.005) and row["sd_before"] == pytest.approx(0.02)
+    assert all(x["within_noise"] for x in r["rows"])
+    # a shift of +0.005 on every row is below each row's seed noise, but common to all six rows
+    assert r["shift"]["DC AVG"]["mean_diff"] == pytest.approx(0.005) and r["shift"]["DC AVG"]["p"] < 0.05
+    assert not r["within_noise"]
+    text = (tmp_path / "cmp.md").read_text()
+    assert "wall time after / before: 0.50" in text and "not within seed noise" in text
+
+
+def test_a_real_change_is_flagged_and_missing_rows_listed(tmp_path):
+    _side(tmp_path / "a", spread=0.005)
+    _side(tmp_path / "b", shift=-0.1, spread=0.005, drop=[(0, "slaug", 0)])
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "cmp")])
+    assert not any(x["within_noise"] for x in r["rows"])
+    assert r["rows"][0]["DC AVG"]["p"] < 0.01
+    assert r["missing"] == [{"row": "setting 0, SLAug", "side": "after"}]
+    assert "| setting 0, none | 3/3 | 0.500 ± 0.005 | 0.400 ± 0.005 | -0.100 |" in (tmp_path / "cmp.md").read_text()
+
+
+def test_nothing_in_common_is_an_error(tmp_path):
+    _write(tmp_path / "a", _record(0, "none"))
+    _write(tmp_path / "b", _record(1, "adaconv"))
+    with pytest.raises(CmrError, match="no row was run on both sides"):
+        compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "cmp")])
