@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_row import save  # noqa: E402
 
 from cmr_lib.core.errors import CmrError  # noqa: E402
-from cmr_lib.core.grid import STYLIZER_NAMES, table_rows  # noqa: E402
+from cmr_lib.core.grid import label, table_rows  # noqa: E402
 from cmr_lib.report.tables import row_values, by_row, load_runs  # noqa: E402
 
 METRICS = ("DC AVG", "HD AVG")
@@ -45,9 +45,8 @@ def welch(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def row_name(key: tuple) -> str:
-    setting, stylizer, eps = key
-    return f"setting {setting}, {STYLIZER_NAMES[stylizer]}" + (f" ε{eps}" if eps else "")
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> dict:
@@ -55,19 +54,16 @@ def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> di
     within seed noise (p >= alpha on every metric); then the shift over all rows (Wilcoxon of the row
     differences), which catches a small change common to every row that no single row can show."""
     b, a = seed_values(before), seed_values(after)
-    order = [k for k in table_rows("table2") + table_rows("table3") if k in b or k in a]
-    order = list(dict.fromkeys(order + sorted(set(b) | set(a), key=str)))
+    order = [k for k in dict.fromkeys(table_rows("table2") + table_rows("table3")) if k in b or k in a]
     rows, missing = [], []
     for key in order:
         if key not in b or key not in a:
-            missing.append({"row": row_name(key), "side": "after" if key in b else "before"})
+            missing.append({"row": label(key), "side": "after" if key in b else "before"})
             continue
-        row = {"row": row_name(key), "seeds_before": b[key]["seeds"], "seeds_after": a[key]["seeds"]}
+        row = {"row": label(key), "seeds_before": b[key]["seeds"], "seeds_after": a[key]["seeds"]}
         for m in METRICS:
             row[m] = {"before": float(np.mean(b[key][m])), "after": float(np.mean(a[key][m])),
-                      "sd_before": float(np.std(b[key][m], ddof=1)) if len(b[key][m]) > 1 else float("nan"),
-                      "sd_after": float(np.std(a[key][m], ddof=1)) if len(a[key][m]) > 1 else float("nan"),
-                      "p": welch(b[key][m], a[key][m])}
+                      "sd_before": _sd(b[key][m]), "sd_after": _sd(a[key][m]), "p": welch(b[key][m], a[key][m])}
             row[m]["diff"] = row[m]["after"] - row[m]["before"]
         row["within_noise"] = all(not (row[m]["p"] < alpha) for m in METRICS)
         rows.append(row)

@@ -32,7 +32,7 @@ def test_same_rows_within_noise_and_the_speed_ratio(tmp_path):
     _side(tmp_path / "b", shift=0.005, wall=900.0)
     r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
                            "--out", str(tmp_path / "cmp")])
-    assert [x["row"] for x in r["rows"]][:2] == ["setting 0, none", "setting 1, RAIN ε5"]
+    assert [x["row"] for x in r["rows"]][:2] == ["setting 0 (none)", "setting 1, RAIN ε5"]
     assert len(r["rows"]) == len(ROWS) and not r["missing"]
     row = r["rows"][0]["DC AVG"]
     assert row["diff"] == pytest.approx(0.005) and row["sd_before"] == pytest.approx(0.02)
@@ -52,7 +52,7 @@ def test_a_real_change_is_flagged_and_missing_rows_listed(tmp_path):
     assert not any(x["within_noise"] for x in r["rows"])
     assert r["rows"][0]["DC AVG"]["p"] < 0.01
     assert r["missing"] == [{"row": "setting 0, SLAug", "side": "after"}]
-    assert "| setting 0, none | 3/3 | 0.500 ± 0.005 | 0.400 ± 0.005 | -0.100 |" in (tmp_path / "cmp.md").read_text()
+    assert "| setting 0 (none) | 3/3 | 0.500 ± 0.005 | 0.400 ± 0.005 | -0.100 |" in (tmp_path / "cmp.md").read_text()
 
 
 def test_nothing_in_common_is_an_error(tmp_path):
