@@ -64,6 +64,24 @@ def test_resample_keeps_the_field_of_view():
     assert resample_inplane(disc, (0.75, 0.75, 5.0), None, order=0) is disc
 
 
+@pytest.mark.parametrize("shape, out", [((155, 157, 20), (478, 482)), ((155, 157), (120, 100)),
+                                        ((96, 96, 3, 2), (250, 260))])
+def test_bilinear_resize_is_scipy_grid_mode_zoom(shape, out):
+    """The fast order-1 path (torch) gives scipy's grid-mode zoom, up- and down-sampling, any trailing axes."""
+    from scipy import ndimage
+    a = np.random.default_rng(0).random(shape)
+    zoom = [out[0] / shape[0], out[1] / shape[1]] + [1.0] * (len(shape) - 2)
+    ref = ndimage.zoom(a, zoom, order=1, grid_mode=True, mode="nearest", prefilter=False)
+    got = resize(a, out, order=1)
+    assert got.dtype == np.float64 and got.shape == ref.shape == (*out, *shape[2:])
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    got32 = resize(a.astype(np.float32), out, order=1)
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, ref, atol=1e-4)
+    ints = (a * 100).astype(np.int16)                     # integers keep scipy's path (and their dtype)
+    assert resize(ints, out, order=1).dtype == np.int16
+
+
 def test_center_crop_pads_and_inverts():
     a = np.arange(10 * 12).reshape(10, 12) + 1
     c = center_crop(a, 6)

@@ -49,6 +49,13 @@ def resize(volume: np.ndarray, shape, *, order: int) -> np.ndarray:
     """Resize axes 0 and 1 to `shape[:2]` over the same field of view (used to go back to the original grid)."""
     if tuple(shape[:2]) == volume.shape[:2]:
         return volume
+    if order == 1 and volume.dtype in (np.float32, np.float64):
+        # torch's bilinear (align_corners=False, edges clamped) is scipy's grid-mode order-1 zoom with mode
+        # 'nearest' to ~1e-5, at a seventh of its time: whole-volume inference spent most of its time here
+        flat = np.ascontiguousarray(volume.reshape(*volume.shape[:2], -1).transpose(2, 0, 1))
+        out = F.interpolate(torch.from_numpy(flat)[None], size=tuple(int(n) for n in shape[:2]), mode="bilinear",
+                            align_corners=False)[0].numpy()
+        return np.ascontiguousarray(out.transpose(1, 2, 0)).reshape(*shape[:2], *volume.shape[2:])
     zoom = [shape[0] / volume.shape[0], shape[1] / volume.shape[1]] + [1.0] * (volume.ndim - 2)
     mode = "grid-constant" if order == 0 else "nearest"
     out = ndimage.zoom(volume, zoom, order=order, grid_mode=True, mode=mode, prefilter=False)
