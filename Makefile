@@ -60,7 +60,7 @@ test: $(STAMP)
 	    || { cat $(NBVAL)/prepare.log; echo "papermill could not prepare $$nb"; exit 1; }; \
 	done
 	status=0; \
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) tests -p no:cacheprovider || status=1; \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) tests -p no:cacheprovider --durations=15 || status=1; \
 	$(BIN)/python -m pytest -q $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider || status=1; \
 	exit $$status
 
