@@ -19,7 +19,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_row import save  # noqa: E402
@@ -29,16 +28,6 @@ from cmr_lib.data import transforms  # noqa: E402
 from cmr_lib.data.sources import find_real_data, open_source, source_for  # noqa: E402
 from cmr_lib.evaluation.inference import predict  # noqa: E402
 from cmr_lib.training.segmenters import build_segmenter  # noqa: E402
-
-
-def scipy_resize(volume, shape, *, order):
-    """The reference: scipy's grid-mode zoom for every order (what `transforms.resize` did before)."""
-    if tuple(shape[:2]) == volume.shape[:2]:
-        return volume
-    zoom = [shape[0] / volume.shape[0], shape[1] / volume.shape[1]] + [1.0] * (volume.ndim - 2)
-    out = ndimage.zoom(volume, zoom, order=order, grid_mode=True, mode="grid-constant" if order == 0 else "nearest",
-                       prefilter=False)
-    return out if out.shape[:2] == tuple(shape[:2]) else transforms.center_crop(out, shape[:2], anchor="start")
 
 
 def timed_predictions(model, vols, cfg, reps: int = 2) -> tuple[float, list]:
@@ -66,8 +55,8 @@ def main(argv=None) -> dict:
     vols = [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)][: args.volumes]
     model = build_segmenter(cfg).eval()
     fast, new = timed_predictions(model, vols, cfg)
-    with mock.patch.object(transforms, "resize", scipy_resize), \
-            mock.patch("cmr_lib.evaluation.inference.resize", scipy_resize):
+    with mock.patch.object(transforms, "resize", transforms.zoom_resize), \
+            mock.patch("cmr_lib.evaluation.inference.resize", transforms.zoom_resize):
         slow, old = timed_predictions(model, vols, cfg)
     agree = float(np.mean([np.mean(a == b) for a, b in zip(new, old)]))
     result = {"profile": args.profile, "threads": args.threads, "data": src.name, "volumes": len(vols),

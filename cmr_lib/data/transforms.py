@@ -56,6 +56,13 @@ def resize(volume: np.ndarray, shape, *, order: int) -> np.ndarray:
         out = F.interpolate(torch.from_numpy(flat)[None], size=tuple(int(n) for n in shape[:2]), mode="bilinear",
                             align_corners=False)[0].numpy()
         return np.ascontiguousarray(out.transpose(1, 2, 0)).reshape(*shape[:2], *volume.shape[2:])
+    return zoom_resize(volume, shape, order=order)
+
+
+def zoom_resize(volume: np.ndarray, shape, *, order: int) -> np.ndarray:
+    """`resize` through scipy's grid-mode zoom at any order (labels, integers; the reference of the torch path)."""
+    if tuple(shape[:2]) == volume.shape[:2]:
+        return volume
     zoom = [shape[0] / volume.shape[0], shape[1] / volume.shape[1]] + [1.0] * (volume.ndim - 2)
     mode = "grid-constant" if order == 0 else "nearest"
     out = ndimage.zoom(volume, zoom, order=order, grid_mode=True, mode=mode, prefilter=False)
