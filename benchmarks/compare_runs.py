@@ -65,7 +65,9 @@ def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> di
             row[m] = {"before": float(np.mean(b[key][m])), "after": float(np.mean(a[key][m])),
                       "sd_before": _sd(b[key][m]), "sd_after": _sd(a[key][m]), "p": welch(b[key][m], a[key][m])}
             row[m]["diff"] = row[m]["after"] - row[m]["before"]
-        row["within_noise"] = all(not (row[m]["p"] < alpha) for m in METRICS)
+        testable = min(len(b[key]["seeds"]), len(a[key]["seeds"])) >= 2
+        # one seed on a side has no noise to compare with: the row is untested (None), not passed
+        row["within_noise"] = all(not (row[m]["p"] < alpha) for m in METRICS) if testable else None
         rows.append(row)
     if not rows:
         raise CmrError("no row was run on both sides; compare reproductions of the same rows")
@@ -74,8 +76,12 @@ def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> di
         d = [r[m]["diff"] for r in rows]
         p = float(stats.wilcoxon(d).pvalue) if len(d) >= 6 and any(d) else float("nan")
         shift[m] = {"mean_diff": float(np.mean(d)), "rows": len(d), "p": p}
-    return {"alpha": alpha, "rows": rows, "missing": missing, "shift": shift,
-            "within_noise": all(r["within_noise"] for r in rows) and all(not (s["p"] < alpha) for s in shift.values())}
+    verdicts = [r["within_noise"] for r in rows]
+    if False in verdicts or any(s["p"] < alpha for s in shift.values()):
+        overall = False
+    else:
+        overall = None if None in verdicts else True
+    return {"alpha": alpha, "rows": rows, "missing": missing, "shift": shift, "within_noise": overall}
 
 
 def wall_time(results_dir: Path) -> dict | None:
@@ -88,6 +94,12 @@ def wall_time(results_dir: Path) -> dict | None:
     except json.JSONDecodeError:
         raise CmrError(f"{path}: not valid JSON") from None
     return {k: rep.get(k) for k in ("profile", "seeds", "jobs", "total_seconds", "total_seconds_when_run")}
+
+
+NOISE_WORD = {True: "yes", False: "**no**", None: "untested (1 seed)"}
+VERDICT = {True: "every row and the overall shift are within seed noise.",
+           False: "**not within seed noise** (rows marked no, or the overall shift).",
+           None: "not judged: some rows have one seed on a side, so their seed noise is unknown (run SEEDS=3)."}
 
 
 def _pm(mean: float, sd: float, d: int) -> str:
@@ -104,7 +116,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['row']} | {len(r['seeds_before'])}/{len(r['seeds_after'])} "
                      f"| {_pm(dc['before'], dc['sd_before'], 3)} | {_pm(dc['after'], dc['sd_after'], 3)} | {dc['diff']:+.3f} "
                      f"| {dc['p']:.3g} | {_pm(hd['before'], hd['sd_before'], 1)} | {_pm(hd['after'], hd['sd_after'], 1)} "
-                     f"| {hd['diff']:+.1f} | {hd['p']:.3g} | {'yes' if r['within_noise'] else '**no**'} |")
+                     f"| {hd['diff']:+.1f} | {hd['p']:.3g} | {NOISE_WORD[r['within_noise']]} |")
     lines += ["", "Shift over all rows (Wilcoxon signed-rank of the row differences):", ""]
     lines += [f"- {m}: mean Δ {s['mean_diff']:+.3f} over {s['rows']} rows, p {s['p']:.3g}" for m, s in result["shift"].items()]
     lines += [f"- missing on the {x['side']} side: {x['row']}" for x in result["missing"]]
@@ -116,8 +128,7 @@ def markdown(result: dict) -> str:
     wb, wa = result["wall"]["before"], result["wall"]["after"]
     if wb and wa and wb.get("total_seconds") and wa.get("total_seconds"):
         lines.append(f"- wall time after / before: {wa['total_seconds'] / wb['total_seconds']:.2f}")
-    lines += ["", "Verdict: " + ("every row and the overall shift are within seed noise." if result["within_noise"]
-                                 else "**not within seed noise** (rows marked no, or the overall shift).")]
+    lines += ["", "Verdict: " + VERDICT[result["within_noise"]]]
     return "\n".join(lines) + "\n"
 
 

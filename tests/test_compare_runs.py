@@ -15,11 +15,11 @@ import compare_runs  # noqa: E402
 ROWS = [(0, "none", 0), (1, "rain", 5), (1, "adaconv", 0), (2, "rain", 5), (3, "rain", 5), (0, "slaug", 0)]
 
 
-def _side(folder, shift=0.0, *, spread=0.02, wall=None, drop=()):
+def _side(folder, shift=0.0, *, spread=0.02, wall=None, drop=(), seeds=3):
     for i, (setting, stylizer, eps) in enumerate(ROWS):
         if (setting, stylizer, eps) in drop:
             continue
-        for seed in range(3):
+        for seed in range(seeds):
             d = 0.5 + 0.04 * i + spread * (seed - 1) + shift
             _write(folder, _record(setting, stylizer, eps, dice=(d, d, d), hd=(30.0 - 50 * shift,) * 3, seed=seed))
     if wall:
@@ -53,6 +53,17 @@ def test_a_real_change_is_flagged_and_missing_rows_listed(tmp_path):
     assert r["rows"][0]["DC AVG"]["p"] < 0.01
     assert r["missing"] == [{"row": "setting 0, SLAug", "side": "after"}]
     assert "| setting 0 (none) | 3/3 | 0.500 ± 0.005 | 0.400 ± 0.005 | -0.100 |" in (tmp_path / "cmp.md").read_text()
+
+
+def test_one_seed_is_not_judged_within_noise(tmp_path):
+    _side(tmp_path / "a", seeds=1)
+    _side(tmp_path / "b", shift=0.2, seeds=3)            # a large change, but the before side has no seed noise
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "cmp")])
+    assert [x["within_noise"] for x in r["rows"]] == [None] * len(ROWS)
+    assert r["within_noise"] is not True
+    text = (tmp_path / "cmp.md").read_text()
+    assert "untested (1 seed)" in text and "every row and the overall shift are within" not in text
 
 
 def test_nothing_in_common_is_an_error(tmp_path):
