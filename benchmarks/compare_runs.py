@@ -6,12 +6,18 @@ Each side is a results folder that holds `runs/*/run.json` (and, where present, 
 wall time gives the speed-up). Rows missing on either side are listed, not compared.
 
     python benchmarks/compare_runs.py --before DIR [--before-profile P] --after DIR [--after-profile P]
-        [--alpha 0.05] [--out benchmarks/results/compare_runs]
+        [--before-steps steps.json --after-steps steps.json] [--jobs 2] [--alpha 0.05] [--out ...]
+
+`--before-steps`/`--after-steps` take each side's ledger of step seconds (results/notebooks/<profile>/steps.json):
+the one-seed wall time is then modelled from it the same way on both sides, for runs whose own wall time
+covers more seeds or shared the machine.
 """
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -96,6 +102,43 @@ def wall_time(results_dir: Path) -> dict | None:
     return {k: rep.get(k) for k in ("profile", "seeds", "jobs", "total_seconds", "total_seconds_when_run")}
 
 
+SEED_SUFFIX = re.compile(r"_seed\d+(\.ipynb)?$")
+
+
+def modelled_wall(ledger: dict, jobs: int = 2) -> dict:
+    """One seed's `make reproduce` time from a steps ledger (name -> {seconds, parallel}): its steps are
+    those without a _seedN suffix (the run's first seed); the sequential ones add up, the parallel ones
+    are packed longest first onto `jobs` slots. A model (the driver orders rows by a cost guess), so compare
+    both sides with it, and it against a measured wall time."""
+    steps = {n: e for n, e in ledger.items() if not SEED_SUFFIX.search(n)}
+    if not steps:
+        raise CmrError("the steps ledger has no steps of a first seed (every name ends in _seedN)")
+    try:
+        serial = sum(float(e["seconds"]) for e in steps.values() if not e.get("parallel"))
+        rows = sorted((float(e["seconds"]) for e in steps.values() if e.get("parallel")), reverse=True)
+    except (KeyError, TypeError, ValueError):
+        raise CmrError("a steps ledger entry has no numeric 'seconds'") from None
+    slots = [0.0] * max(1, jobs)
+    for t in rows:
+        heapq.heapreplace(slots, slots[0] + t)
+    return {"steps": len(steps), "serial_seconds": round(serial, 1), "rows": len(rows),
+            "rows_seconds_summed": round(sum(rows), 1), "jobs": jobs,
+            "total_seconds": round(serial + max(slots), 1)}
+
+
+def read_ledger(path: Path) -> dict:
+    """A steps.json ledger, or a one-line error naming the file."""
+    try:
+        ledger = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CmrError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError:
+        raise CmrError(f"{path}: not valid JSON") from None
+    if not isinstance(ledger, dict):
+        raise CmrError(f"{path}: not a steps ledger (expected an object of step name -> entry)")
+    return ledger
+
+
 NOISE_WORD = {True: "yes", False: "**no**", None: "untested (1 seed)"}
 VERDICT = {True: "every row and the overall shift are within seed noise.",
            False: "**not within seed noise** (rows marked no, or the overall shift).",
@@ -128,6 +171,16 @@ def markdown(result: dict) -> str:
     wb, wa = result["wall"]["before"], result["wall"]["after"]
     if wb and wa and wb.get("total_seconds") and wa.get("total_seconds"):
         lines.append(f"- wall time after / before: {wa['total_seconds'] / wb['total_seconds']:.2f}")
+    model = result.get("modelled", {})
+    for side, label in zip(("before", "after"), result["labels"]):
+        m = model.get(side)
+        if m:
+            lines.append(f"- {label}, one seed modelled from its steps' seconds: {m['total_seconds']:.0f} s "
+                         f"({m['total_seconds'] / 60:.1f} min: {m['serial_seconds']:.0f} s of sequential steps, "
+                         f"{m['rows']} rows of {m['rows_seconds_summed']:.0f} s on {m['jobs']} slots)")
+    if model.get("before") and model.get("after"):
+        lines.append(f"- modelled one-seed time after / before: "
+                     f"{model['after']['total_seconds'] / model['before']['total_seconds']:.2f}")
     lines += ["", "Verdict: " + VERDICT[result["within_noise"]]]
     return "\n".join(lines) + "\n"
 
@@ -140,6 +193,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--after-profile", default=None)
     ap.add_argument("--before-label", default="before")
     ap.add_argument("--after-label", default="after")
+    ap.add_argument("--before-steps", default=None, help="the before side's steps.json (a one-seed time is modelled)")
+    ap.add_argument("--after-steps", default=None, help="the after side's steps.json")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel slots of the modelled time (make reproduce's JOBS)")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--out", default="benchmarks/results/compare_runs", help="output stem (.md and .json)")
     args = ap.parse_args(argv)
@@ -148,6 +204,8 @@ def main(argv=None) -> dict:
     result = compare(before, after, alpha=args.alpha)
     result["labels"] = [args.before_label, args.after_label]
     result["wall"] = {"before": wall_time(Path(args.before)), "after": wall_time(Path(args.after))}
+    result["modelled"] = {side: modelled_wall(read_ledger(Path(f)), args.jobs)
+                          for side, f in (("before", args.before_steps), ("after", args.after_steps)) if f}
     save(Path(args.out), result, markdown(result))
     return result
 

@@ -72,3 +72,31 @@ def test_nothing_in_common_is_an_error(tmp_path):
     with pytest.raises(CmrError, match="no row was run on both sides"):
         compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
                            "--out", str(tmp_path / "cmp")])
+
+
+def test_one_seed_time_is_modelled_from_the_steps_ledger(tmp_path):
+    ledger = {"01.ipynb": {"seconds": 10.0, "parallel": False}, "02.ipynb": {"seconds": 100.0, "parallel": False},
+              "r1.ipynb": {"seconds": 50.0, "parallel": True}, "r2.ipynb": {"seconds": 40.0, "parallel": True},
+              "r3.ipynb": {"seconds": 30.0, "parallel": True}, "r4.ipynb": {"seconds": 20.0, "parallel": True},
+              "prepare_stylizers_seed2": {"seconds": 500.0, "parallel": False},
+              "r1_seed2.ipynb": {"seconds": 900.0, "parallel": True}}
+    m = compare_runs.modelled_wall(ledger, jobs=2)
+    # the later seed's steps are left out; rows packed longest first: {50, 20} and {40, 30}
+    assert m["steps"] == 6 and m["serial_seconds"] == 110.0 and m["rows_seconds_summed"] == 140.0
+    assert m["total_seconds"] == 180.0
+    assert compare_runs.modelled_wall(ledger, jobs=1)["total_seconds"] == 250.0
+    _side(tmp_path / "a")
+    _side(tmp_path / "b")
+    (tmp_path / "a.json").write_text(json.dumps(ledger))
+    half = {k: {**v, "seconds": v["seconds"] / 2} for k, v in ledger.items()}
+    (tmp_path / "b.json").write_text(json.dumps(half))
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"), "--before-steps",
+                           str(tmp_path / "a.json"), "--after-steps", str(tmp_path / "b.json"), "--out", str(tmp_path / "c")])
+    assert r["modelled"]["after"]["total_seconds"] == 90.0
+    assert "modelled one-seed time after / before: 0.50" in (tmp_path / "c.md").read_text()
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(CmrError, match="bad.json: not a steps ledger"):
+        compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"), "--before-steps",
+                           str(tmp_path / "bad.json"), "--out", str(tmp_path / "c")])
+    with pytest.raises(CmrError, match="no steps of a first seed"):
+        compare_runs.modelled_wall({"r1_seed2.ipynb": {"seconds": 1.0, "parallel": True}})
