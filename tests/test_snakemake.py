@@ -65,6 +65,8 @@ def test_a_failed_row_is_kept_out_then_only_what_changed_runs(tmp_path):
     assert set(json.loads((nbs / "steps.json").read_text())) == {"a.ipynb", "bad.ipynb", "c.ipynb"}   # one ledger
     third = _snake(tmp_path, args)
     assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr
+    other = _snake(tmp_path, args + " --jobs 3")         # another driver option that changes no step's key
+    assert other.returncode == 0 and "Nothing to be done" in other.stdout + other.stderr, other.stdout
     _notebook(tmp_path / "c.ipynb", WRITE.format(n="c") + "\nx = 2")          # an edited notebook runs again
     fourth = _snake(tmp_path, args)
     assert fourth.returncode == 0, fourth.stdout + fourth.stderr
