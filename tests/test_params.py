@@ -88,9 +88,6 @@ def test_settings_are_table_1():
     assert all(s[k]["style_sequence"] == "LGE" for k in (1, 2, 3))
 
 
-DEMO_RAIN_CROP = 64                    # params/demo.yaml, the default profile
-
-
 def test_config_is_immutable_and_serialisable(tmp_path):
     cfg = make_config(output_root=tmp_path, real_data_dir=str(tmp_path))
     with pytest.raises(AttributeError):
@@ -99,7 +96,7 @@ def test_config_is_immutable_and_serialisable(tmp_path):
     assert d["extra"] == {"real_data_dir": str(tmp_path)} and d["output_root"] == str(tmp_path.resolve())
     assert make_config().to_dict()["output_root"] == "."          # repository paths are recorded relative
     assert cfg.figures_dir == tmp_path.resolve() / "figures"
-    assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == DEMO_RAIN_CROP
+    assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 96
 
 
 def test_notebook_readers_see_one_line_not_a_traceback(capsys):
