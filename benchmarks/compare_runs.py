@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from profile_row import save  # noqa: E402
 from cmr_lib.core.errors import CmrError  # noqa: E402
 from cmr_lib.core.grid import label, table_rows  # noqa: E402
 from cmr_lib.report.tables import row_values, by_row, load_runs  # noqa: E402
+from cmr_lib.study.plan import read_ledger, seed_of  # noqa: E402
 
 METRICS = ("DC AVG", "HD AVG")
 
@@ -102,15 +102,12 @@ def wall_time(results_dir: Path) -> dict | None:
     return {k: rep.get(k) for k in ("profile", "seeds", "jobs", "total_seconds", "total_seconds_when_run")}
 
 
-SEED_SUFFIX = re.compile(r"_seed\d+(\.ipynb)?$")
-
-
 def modelled_wall(ledger: dict, jobs: int = 2) -> dict:
     """One seed's `make reproduce` time from a steps ledger (name -> {seconds, parallel}): its steps are
     those without a _seedN suffix (the run's first seed); the sequential ones add up, the parallel ones
     are packed longest first onto `jobs` slots. A model (the driver orders rows by a cost guess), so compare
     both sides with it, and it against a measured wall time."""
-    steps = {n: e for n, e in ledger.items() if not SEED_SUFFIX.search(n)}
+    steps = {n: e for n, e in ledger.items() if seed_of(n) is None}
     if not steps:
         raise CmrError("the steps ledger has no steps of a first seed (every name ends in _seedN)")
     try:
@@ -126,17 +123,11 @@ def modelled_wall(ledger: dict, jobs: int = 2) -> dict:
             "total_seconds": round(serial + max(slots), 1)}
 
 
-def read_ledger(path: Path) -> dict:
-    """A steps.json ledger, or a one-line error naming the file."""
-    try:
-        ledger = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise CmrError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError:
-        raise CmrError(f"{path}: not valid JSON") from None
-    if not isinstance(ledger, dict):
-        raise CmrError(f"{path}: not a steps ledger (expected an object of step name -> entry)")
-    return ledger
+def steps_ledger(path: Path) -> dict:
+    """A steps.json ledger that must exist (plan.read_ledger reads it)."""
+    if not Path(path).is_file():
+        raise CmrError(f"{path}: no such steps ledger")
+    return read_ledger(Path(path))
 
 
 NOISE_WORD = {True: "yes", False: "**no**", None: "untested (1 seed)"}
@@ -204,7 +195,7 @@ def main(argv=None) -> dict:
     result = compare(before, after, alpha=args.alpha)
     result["labels"] = [args.before_label, args.after_label]
     result["wall"] = {"before": wall_time(Path(args.before)), "after": wall_time(Path(args.after))}
-    result["modelled"] = {side: modelled_wall(read_ledger(Path(f)), args.jobs)
+    result["modelled"] = {side: modelled_wall(steps_ledger(Path(f)), args.jobs)
                           for side, f in (("before", args.before_steps), ("after", args.after_steps)) if f}
     save(Path(args.out), result, markdown(result))
     return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from cmr_lib.core.atomic import write_json
@@ -119,6 +120,12 @@ def executed_name(nb: str, extra: dict) -> str:
     return nb.replace(".ipynb", f"_{tag}.ipynb")
 
 
+def seed_of(executed: str) -> int | None:
+    """The seed an executed step name carries (executed_name's _seedN), None for the run's first seed."""
+    m = re.search(r"_seed(\d+)(\.ipynb)?$", executed)
+    return int(m.group(1)) if m else None
+
+
 def shared_inputs(cfg) -> str:
     """A digest of what every step depends on: the profiles and settings, the library code and the data
     (file names and sizes). Computed once per `make reproduce`."""
@@ -205,8 +212,17 @@ def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, step
 
 
 def read_ledger(path: Path) -> dict:
-    """The finished steps' fingerprints and timings (steps.json), {} when there is none yet."""
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The finished steps' fingerprints and timings (steps.json), {} when there is none yet; a damaged one is a
+    one-line error naming the file."""
+    if not Path(path).is_file():
+        return {}
+    try:
+        ledger = json.loads(Path(path).read_text())
+    except json.JSONDecodeError:
+        raise CmrError(f"{path}: not valid JSON") from None
+    if not isinstance(ledger, dict):
+        raise CmrError(f"{path}: not a steps ledger (expected an object of step name -> entry)")
+    return ledger
 
 
 def update_ledger(path: Path, name: str, entry: dict) -> dict:
