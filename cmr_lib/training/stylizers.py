@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path, write_json
-from cmr_lib.core.device import autocast, device, precision_used
+from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
@@ -246,9 +246,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     if hasattr(model, "calibrate"):          # a style VAE: standardise its inputs on 64 training styles (seeded)
         model.calibrate(draw_images(style, np.random.default_rng([cfg.seed, 7]), 64, 0))
 
-    # channels-last pays with bf16 (measured on this CPU at demo sizes: RAIN 1.41x, AdaConv 1.23x per step;
-    # the DRU-Net is slower with it, 0.77x, so segmentation keeps NCHW)
-    fmt = torch.channels_last if precision_used(st.precision, dev) == "bf16" else torch.contiguous_format
+    fmt = memory_format(st.precision, dev)
 
     def step_fn(step):
         rng = np.random.default_rng([cfg.seed, step, 1])
