@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cmr_lib.core.config import make_config
-from cmr_lib.core.device import autocast, bf16_supported, device
+from cmr_lib.core.device import autocast, bf16_supported, device, memory_format
 from cmr_lib.core.grid import reproduce_rows, uses_epsilon
 from cmr_lib.models.adain import Decoder
 from cmr_lib.models.vgg import VGGEncoder, build_encoder
@@ -78,7 +78,7 @@ def stylizer_step(kind: str, cfg, dev):
     size = cfg.crop_for(kind)
     if hasattr(model, "calibrate"):
         model.calibrate(torch.rand(16, 1, size, size))
-    fmt = torch.channels_last if st.precision == "bf16" else torch.contiguous_format
+    fmt = memory_format(st.precision, dev)
     model.to(dev).to(memory_format=fmt).train()
     opt = torch.optim.Adam(model.trainable(), lr=st.lr)
     c = torch.rand(st.batch, 1, size, size, device=dev).contiguous(memory_format=fmt)
