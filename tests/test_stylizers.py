@@ -273,15 +273,21 @@ def test_exploration_raises_the_loss_it_follows(trained_searcher):
     with torch.no_grad():
         z0 = ts.model.style_code(st.style)[0]
 
+    grad_modes = []
+
     def loss_fn(img):
+        grad_modes.append(torch.is_grad_enabled())
         return segmentation_loss(seg(img), st.content_label)
     # 'plain' moves z by the raw gradient, whose scale is the stylizer's own, so step 1 only suits RAIN; asm (a
     # step relative to the loss) takes ASM_STEP_SCALE; sign moves every latent dimension alike
     rules = ((("asm", 20.0 * ASM_STEP_SCALE[ts.kind]), ("sign", 0.05))
              + ((("plain", 1.0),) if ts.kind == "rain" else ()))
     for rule, step in rules:
-        ex = ts.model.explore(st.content, z0, loss_fn, iterations=3, step=step, rule=rule)
+        grad_modes.clear()
+        with torch.no_grad():                                # the search needs its graphs even so
+            ex = ts.model.explore(st.content, z0, loss_fn, iterations=3, step=step, rule=rule)
         assert len(ex.images) == len(ex.losses) == 4
+        assert grad_modes == [True, True, True, False]       # the last image is only scored: no graph
         assert ex.losses[-1] > ex.losses[0], (rule, ex.losses)
         assert all(0.0 <= float(im.min()) and float(im.max()) <= 1.0 for im in ex.images)   # clipped
     assert all(p.grad is None for p in list(seg.parameters()) + list(ts.model.parameters()))   # only z moved
@@ -306,7 +312,7 @@ def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_
     assert len(gains) == 6 and min(gains) >= -1e-6, gains          # never below rounding
     cfg3 = make_config(profile="smoke", data_dir=cfg.data_dir, output_root=tmp_path / "bssfp",
                        overrides={"segmenter.iterations": 150, "segmenter.checkpoint_every": 150})
-    trained = segmenters.train_segmenter(cfg3, src, progress=False).model
+    trained = segmenters.train_segmenter(cfg3, src, progress=False).model            # in eval mode
     content, styles = augment.setting_data(cfg2, src, split_for(src))
     search = augment.BatchAugmenter(cfg2, stylizer=ts.model, styles=styles, epsilon_iterations=3)
     found = []
@@ -316,6 +322,23 @@ def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_
         found.append(search.last_gain)
     # 10x the vanishing search's gain (~1e-6), 50x float32 rounding; measured 4e-3 to 9e-3 for both (scaled steps)
     assert min(found) > 1e-5, found
+    assert not trained.training and all(p.requires_grad for p in trained.parameters())   # given back as it came
+
+
+def test_a_frozen_model_leaves_autograd_and_comes_back_as_it_was():
+    """The search and SLAug's saliency want the image's or latent's gradient only; afterwards the network
+    trains on with its own flags (a layer its owner froze stays frozen) and mode."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).train()
+    net[0].bias.requires_grad_(False)
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    with augment._frozen(net):
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+        (grad,) = torch.autograd.grad(net(x).sum(), x)
+        assert grad.abs().sum() > 0
+    assert net.training and [p.requires_grad for p in net.parameters()] == [True, False, True, True]
+    with pytest.raises(RuntimeError, match="boom"), augment._frozen(net):
+        raise RuntimeError("boom")
+    assert net.training and [p.requires_grad for p in net.parameters()] == [True, False, True, True]
 
 
 # ---------------------------------------------------------------------------------------------

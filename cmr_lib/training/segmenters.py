@@ -197,7 +197,8 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
                  "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
                  "style_fallbacks": augmenter.picker.fallbacks if augmenter.picker else 0, "device": str(dev),
-                 "precision": precision_used(sg.precision, dev)})
+                 "precision": precision_used(sg.precision, dev),
+                 "channels_last": memory_format(sg.precision, dev) == torch.channels_last})
     write_json(run_dir / "meta.json", {**meta, "config": config})
     return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
 
