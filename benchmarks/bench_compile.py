@@ -28,14 +28,14 @@ ROWS = (profile_row.ROWS[0], profile_row.ROWS[4])           # setting 0, none; s
 
 def timed_row(cfg, eps: int, reps: int, compiled: bool) -> dict:
     """Warm-up seconds (the first three steps, where compilation happens) and seconds per step after them."""
-    build = gpu_check.build_segmenter
+    build = gpu_check.segmenter_for_training
     if compiled:
-        gpu_check.build_segmenter = lambda c: torch.compile(build(c), dynamic=False)
+        gpu_check.segmenter_for_training = lambda c, dev: torch.compile(build(c, dev), dynamic=False)
     try:
         torch.manual_seed(0)
         step = gpu_check.setting_step(cfg, device(), eps)
     finally:
-        gpu_check.build_segmenter = build
+        gpu_check.segmenter_for_training = build
     t = time.perf_counter()
     for i in range(3):
         step(i)
