@@ -127,7 +127,7 @@ def steps_ledger(path: Path) -> dict:
     """A steps.json ledger that must exist (plan.read_ledger reads it)."""
     if not Path(path).is_file():
         raise CmrError(f"{path}: no such steps ledger")
-    return read_ledger(Path(path))
+    return read_ledger(path)
 
 
 NOISE_WORD = {True: "yes", False: "**no**", None: "untested (1 seed)"}
@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
     result = compare(before, after, alpha=args.alpha)
     result["labels"] = [args.before_label, args.after_label]
     result["wall"] = {"before": wall_time(Path(args.before)), "after": wall_time(Path(args.after))}
-    result["modelled"] = {side: modelled_wall(steps_ledger(Path(f)), args.jobs)
+    result["modelled"] = {side: modelled_wall(steps_ledger(f), args.jobs)
                           for side, f in (("before", args.before_steps), ("after", args.after_steps)) if f}
     save(Path(args.out), result, markdown(result))
     return result

@@ -214,10 +214,11 @@ def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, step
 def read_ledger(path: Path) -> dict:
     """The finished steps' fingerprints and timings (steps.json), {} when there is none yet; a damaged one is a
     one-line error naming the file."""
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         return {}
     try:
-        ledger = json.loads(Path(path).read_text())
+        ledger = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise CmrError(f"{path}: not valid JSON") from None
     if not isinstance(ledger, dict):
