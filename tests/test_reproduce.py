@@ -168,6 +168,66 @@ def test_a_killed_step_says_it_was_killed(tmp_path):
     assert "before any cell reported an error" in exit_reason(1, "Executing notebook with kernel: python3")
 
 
+def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatch):
+    """Kernels started side by side can race for a port and die before kernel_info (CI lost that race once):
+    a 'python3' kernel that exits on its first start must cost a retry, not the step."""
+    import sys
+
+    from cmr_lib.study.execution import finish_notebook, start_notebook
+    flag, spec = tmp_path / "started_once", tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "flaky.py").write_text(
+        "import pathlib, sys\n"
+        f"flag = pathlib.Path({str(flag)!r})\n"
+        "if not flag.exists():\n"
+        "    flag.write_text('x')\n"
+        "    sys.exit('zmq.error.ZMQError: Address already in use (simulated)')\n"
+        "from ipykernel import kernelapp\n"
+        "kernelapp.launch_new_instance()\n")
+    (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, str(spec / "flaky.py"), "-f",
+                                                           "{connection_file}"],
+                                                  "display_name": "Python 3", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = _notebook(tmp_path / "nb.ipynb", "x = 1")
+    dst = tmp_path / "out" / "nb.ipynb"
+    proc, tmp, log = start_notebook(nb, dst, {})
+    proc.wait()
+    text = tmp.with_suffix(".log").read_text()              # read before finish_notebook removes it
+    assert finish_notebook(proc, tmp, log, dst) is None, text
+    assert flag.exists() and "starting it again, try 2 of 3" in text
+    assert any(c.get("execution_count") for c in nbformat.read(str(dst), as_version=4).cells)
+
+
+def test_only_a_kernel_start_failure_is_retried():
+    from nbclient.exceptions import DeadKernelError
+
+    from cmr_lib.study.execution import execute_with_retry
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs["kernel_name"])
+        if len(calls) < 3:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return "done"
+    assert execute_with_retry("a", "b", {}, ".", execute=flaky) == "done" and len(calls) == 3
+    calls.clear()
+
+    def always(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+    with pytest.raises(RuntimeError, match="kernel_info"):
+        execute_with_retry("a", "b", {}, ".", attempts=2, execute=always)
+    assert len(calls) == 2                                  # gives up after `attempts`
+    calls.clear()
+
+    def mid_run(*args, **kwargs):
+        calls.append(1)
+        raise DeadKernelError("Kernel died")
+    with pytest.raises(DeadKernelError):
+        execute_with_retry("a", "b", {}, ".", execute=mid_run)
+    assert len(calls) == 1                                  # a kernel lost mid-run may have written results
+
+
 def test_device_selection(monkeypatch):
     import torch
 

@@ -218,13 +218,11 @@ def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_p
 # (a baseline row under papermill: test_snakemake.py::test_both_engines_write_the_same_table_row)
 @pytest.mark.parametrize("setting, stylizer", [(0, "rain"), (3, "adaconv")])
 def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
-    import papermill as pm
-
     from cmr_lib.core.paths import repo_root
-    out = tmp_path / "out.ipynb"
-    pm.execute_notebook(str(repo_root() / "notebooks" / "05_settings.ipynb"), str(out), kernel_name="python3",
-                        parameters={"profile": "smoke", "setting": setting, "stylizer": stylizer,
-                                    "output_root": str(tmp_path)}, cwd=str(repo_root()), progress_bar=False)
+    from cmr_lib.study.execution import execute_with_retry
+    execute_with_retry(repo_root() / "notebooks" / "05_settings.ipynb", tmp_path / "out.ipynb",
+                       {"profile": "smoke", "setting": setting, "stylizer": stylizer, "output_root": str(tmp_path)},
+                       repo_root())
     runs = list((tmp_path / "results" / "runs").glob("*/run.json"))
     name = "none" if (setting, stylizer) == (0, "rain") else stylizer
     assert len(runs) == 1 and f"setting{setting}_{name}" in runs[0].parent.name
@@ -238,11 +236,10 @@ def test_settings_notebook_stops_with_one_line_on_a_bad_parameter(tmp_path, name
     import papermill as pm
 
     from cmr_lib.core.paths import repo_root
+    from cmr_lib.study.execution import execute_with_retry
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(repo_root() / "notebooks" / "05_settings.ipynb"), str(tmp_path / "o.ipynb"),
-                            kernel_name="python3", parameters={"profile": "smoke", name: value,
-                                                               "output_root": str(tmp_path)},
-                            cwd=str(repo_root()), progress_bar=False)
+        execute_with_retry(repo_root() / "notebooks" / "05_settings.ipynb", tmp_path / "o.ipynb",
+                           {"profile": "smoke", name: value, "output_root": str(tmp_path)}, repo_root())
     assert err.value.ename == "CmrError" and message in err.value.evalue
     assert err.value.exec_count == 3                # parameters, papermill's injected cell, then this one
     assert not (tmp_path / "results").exists()                      # nothing ran

@@ -1,14 +1,19 @@
-"""Running one notebook with papermill in its own process, and what the machine and the run used."""
+"""Running one notebook with papermill in its own process, and what the machine and the run used.
+
+`python -m cmr_lib.study.execution SRC DST CWD PARAMETERS_JSON` is that process: papermill, started again when
+its kernel dies while starting (see `execute_with_retry`)."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import random
 import resource
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from cmr_lib.core.paths import repo_root
@@ -60,9 +65,8 @@ def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | Non
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     log = open(Path(tmp).with_suffix(".log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "papermill", str(src), tmp, "-k", "python3", "--cwd",
-                             str(repo_root()), "--no-progress-bar", "-y", json.dumps(parameters)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "cmr_lib.study.execution", str(src), tmp, str(repo_root()),
+                             json.dumps(parameters)], stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, Path(tmp), log
 
 
@@ -105,3 +109,52 @@ def exit_reason(rc: int, last_line: str) -> str:
     if not last_line or last_line.startswith("Executing notebook with kernel"):
         return f"papermill exited with code {rc} before any cell reported an error"
     return last_line
+
+
+# What a kernel that never became ready leaves behind (jupyter_client's wait_for_ready): no cell has run yet.
+STARTUP_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+
+
+def is_startup_failure(exc: BaseException) -> bool:
+    """True when `exc` says the kernel died or hung before it ran any cell, so running the notebook again is safe."""
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in STARTUP_FAILURES)
+
+
+def execute_with_retry(src, dst, parameters: dict, cwd, *, attempts: int = 3, execute=None):
+    """papermill.execute_notebook, started again (up to `attempts` times in all, after a short random pause) when
+    the kernel dies while starting: kernels started side by side can race for one ZMQ port and the loser exits
+    with 'Address already in use' (papermill issue #511). A kernel that dies mid-run is not retried."""
+    if execute is None:
+        import papermill
+        execute = papermill.execute_notebook
+    for attempt in range(1, attempts + 1):
+        try:
+            return execute(str(src), str(dst), parameters=parameters, kernel_name="python3", cwd=str(cwd),
+                           progress_bar=False, start_timeout=60)
+        except RuntimeError as exc:
+            if attempt == attempts or not is_startup_failure(exc):
+                raise
+            print(f"the kernel did not start ({exc}); starting it again, try {attempt + 1} of {attempts}",
+                  file=sys.stderr, flush=True)
+            time.sleep(random.uniform(0.5, 2.0))
+
+
+def main(argv: list[str]) -> int:
+    """The notebook's process: as `papermill SRC DST -k python3 --cwd CWD -y PARAMETERS_JSON`, with the retry."""
+    import logging
+    import traceback
+
+    import nbclient
+    src, dst, cwd, parameters = argv
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    logging.basicConfig(level="INFO", format="%(message)s")
+    try:
+        execute_with_retry(src, dst, json.loads(parameters), cwd)
+    except nbclient.exceptions.DeadKernelError:
+        traceback.print_exc()
+        return 138                                  # papermill's own exit code for a dead kernel
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
