@@ -188,8 +188,8 @@ def main(argv=None) -> int:
     info = {"device": str(dev), "name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "torch": torch.__version__, "threads": torch.get_num_threads(), "profile": args.profile}
     precisions = ["fp32"] + (["bf16"] if bf16_supported(dev) else [])
-    info["matmul_tflops"] = {p: round(matmul_tflops(torch.float32 if p == "fp32" else torch.bfloat16, dev,
-                                                    args.matmul_n), 2) for p in precisions}
+    rates = {p: matmul_tflops(torch.float32 if p == "fp32" else torch.bfloat16, dev, args.matmul_n) for p in precisions}
+    info["matmul_tflops"] = {p: float(f"{r:.4g}") for p, r in rates.items()}   # 2 decimals made a busy CPU 0.0
     print(json.dumps(info), flush=True)
     result = {"machine": info, "steps": {}, "extrapolation": {}}
 
