@@ -76,7 +76,7 @@ lab: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-## Write each notebook's .ipynb from its .py (the .py is the reviewed source), then check nothing drifted.
+## Bring each notebook's pair in step (jupytext: the more recently edited file of the two wins; edit the .py).
 sync: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py
 

@@ -6,7 +6,8 @@
 #   3. the smoke reproduction end to end on CUDA, four notebooks sharing the GPU.
 # Each part has its own time limit and the next one runs whatever happened, so a slow part costs only itself.
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]       (default build/gpu_check; figures go to benchmarks/README.md)
+#   bash benchmarks/gpu_check.sh [OUT_DIR]       (default build/gpu_check: the logs, gpu_steps.json, the smoke run's reproduce.json and table;
+#                                                 the measured runs are kept in benchmarks/results/gpu_check_*)
 #
 # Packages: a project venv (`make venv`) is used if present; else the machine's python3 must hold torch, and
 # wheels for the rest may be carried in .whl/ (pip download ... -d .whl papermill ipykernel nibabel ...).

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmr_lib.core.atomic import write_text
 from cmr_lib.core.config import make_config
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import resolve_data
@@ -116,12 +117,12 @@ def main(argv=None) -> int:
         report, name = reports[argv[0]]
         work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
         out = LOG.parent / name
-        out.write_text(report(work))
+        write_text(out, report(work))
         print(out.read_text())
         return 0
     if argv[:1] == ["table"]:
         out = LOG.with_suffix(".md")
-        out.write_text(table())
+        write_text(out, table())
         print(out.read_text())
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -30,7 +30,7 @@ from cmr_lib.core.schema import (
 
 
 class Section(Mapping):
-    """A read-only nested mapping with attribute access: cfg.preprocess.crop.rain."""
+    """A read-only nested mapping with attribute access: cfg.sizes.preprocess.crop.rain."""
 
     def __init__(self, data: Mapping):
         self._data = {k: Section(v) if isinstance(v, Mapping) else v for k, v in data.items()}
@@ -68,7 +68,7 @@ class Config:
     stylizer: str
     seed: int
     data_dir: Path | None          # None: the built-in phantom (see `phantom_dir`)
-    c0_spacing: str                # 'header', or 'lge' for the cropped MS-CMRSeg copy (see data.detect_layout)
+    c0_spacing: str                # 'header', or 'lge' for the cropped MS-CMRSeg copy (see data.sources.detect_layout)
     output_root: Path
     sizes: Section
     setting_spec: Section
@@ -90,14 +90,14 @@ class Config:
 
     @property
     def network(self) -> str | None:
-        """The trained stylizer this run uses ('rain' or 'adaconv'; also for 'rain+intensity'), or None."""
+        """The trained stylizer this run uses ('rain', 'adaconv' or 'adaconv-vae'; also for 'rain+intensity'), or None."""
         kind = self.stylizer.split("+")[0]
         return kind if kind in NETWORKS else None
 
     @property
     def baseline(self) -> str | None:
-        """The appearance augmentation this run applies: 'histmatch', 'intensity', 'gin' (alone or after a
-        stylizer: 'rain+intensity'), or None."""
+        """The appearance augmentation this run applies: 'histmatch', 'intensity', 'gin', 'slaug' (alone or
+        after a stylizer: 'rain+intensity'), or None."""
         kind = self.stylizer.split("+")[-1]
         return kind if kind in APPEARANCE_BASELINES else None
 
@@ -153,7 +153,7 @@ class Config:
 
 
 def check_epsilon_iterations(value) -> int:
-    """RAIN's style-search rounds per batch: a non-negative int (Table 3 uses 1, 3, 5)."""
+    """The style-search rounds per batch (RAIN, AdaConv + VAE): a non-negative int (Table 3 uses 1, 3, 5)."""
     return check_int("epsilon_iterations", value, hint=" (1, 3, 5 in Table 3)")
 
 

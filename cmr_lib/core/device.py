@@ -59,8 +59,8 @@ def autocast(precision: str, dev: torch.device):
 
 
 def memory_format(precision: str, dev: torch.device) -> torch.memory_format:
-    """Channels-last where bf16 is used, else NCHW. On this bf16 CPU it sped every convolution net's step:
-    stylizers 1.41x (RAIN) and 1.23x (AdaConv), the DRU-Net's 1.33x, the style search's fp32 decoding 1.8x."""
+    """Channels-last where bf16 is used, else NCHW: on a bf16 CPU it speeds every convolution net's step
+    (benchmarks/results/demo_before_after/profile_rows/, per row and phase)."""
     return torch.channels_last if precision_used(precision, dev) == "bf16" else torch.contiguous_format
 
 

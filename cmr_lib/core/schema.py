@@ -1,6 +1,6 @@
 """Profiles and Table 1 as validated data: the key tree every profile must have, a validator per leaf.
 
-Profiles (`params/{smoke,demo,paper}.yaml`, or a path to a YAML file with the same keys) set sizes and
+Profiles (`params/{smoke,demo,paper,real,real-ref}.yaml`, or a path to a YAML file with the same keys) set sizes and
 iteration counts only. `params/settings.yaml` is the paper's Table 1 as data. A wrong value is a
 one-line CmrError naming the parameter and what is allowed.
 """

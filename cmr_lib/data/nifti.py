@@ -1,7 +1,7 @@
 """Single NIfTI files: images and label maps read and written safely, label values mapped to classes.
 
 Arrays keep their stored order (axis 2 = slices); the header is used for voxel sizes only, because the
-real sets' orientation codes are inconsistent between patients (measured: see the data README).
+real sets' orientation codes are inconsistent between patients (measured: see docs/data.md and ../shared/data/README.md).
 Labels are mapped to classes {0 background, 1 MYO, 2 LV, 3 RV}.
 """
 from __future__ import annotations

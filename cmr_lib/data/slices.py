@@ -42,7 +42,7 @@ def nearest_level(levels: np.ndarray, target: float) -> int:
 
 @dataclass(frozen=True)
 class PreparedVolume:
-    """A normalised, resampled volume ready for slicing; keeps what is needed to go back to the original grid."""
+    """A normalised, resampled volume ready for slicing, with the stored volume's shape and voxel size beside it."""
 
     image: np.ndarray            # (H, W, Z) float32 in [0, 1]
     label: np.ndarray | None     # (H, W, Z) uint8 classes, or None

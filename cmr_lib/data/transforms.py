@@ -90,8 +90,8 @@ def _shared(n: int, m: int, start: int) -> tuple[slice, slice]:
 def center_crop(arr: np.ndarray, size, *, anchor: str = "center", shift=(0, 0)) -> np.ndarray:
     """Crop (or zero-pad) axes 0 and 1 to `size` (int or pair), centred: the paper's 224/256 input crops.
 
-    Cropping and padding use the same offset, (n - m) // 2, so uncrop(center_crop(a, s), a.shape) puts
-    every kept pixel back where it was. anchor='start' crops or pads at the end instead; `shift` (px per
+    Padding mirrors the cropping offset (window_start), so uncrop(center_crop(a, s), a.shape) puts every
+    kept pixel back where it was. anchor='start' crops or pads at the end instead; `shift` (px per
     axis) moves the window off centre (inference centred on the heart), zero-filling what lies outside.
     """
     size = (size, size) if isinstance(size, int) else tuple(size)

@@ -1,8 +1,8 @@
 """Whole-volume prediction: slice by slice at the network's crop, back to the original grid and spacing.
 
 Each slice goes through the same preprocessing as training (per-volume normalisation, in-plane
-resampling, a crop at the image centre or, with preprocess.test_crop = heart, on the heart that a first
-pass over the whole field finds); class probabilities are put back (outside the crop: background), resampled
+resampling, a crop at the image centre or, with preprocess.test_crop = heart, moved from there onto the heart
+that the network finds inside it, see heart_shift); class probabilities are put back (outside the crop: background), resampled
 bilinearly to the stored grid, and the argmax is taken there, so metrics use the original voxel size.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def heart_shift(model, image: np.ndarray, crop: int, *, passes: int = 3, **kw) -
 def predict_volume(model, vol: Volume, *, crop: int, spacing_mm=None, percentiles=(0.5, 99.5), fov_mm=None,
                    centre: str = "image", batch: int = 16, device=None, autocast=None) -> np.ndarray:
     """Class labels (X, Y, Z) uint8 on `vol`'s own grid from a segmentation network (in eval mode), its crop
-    at the image centre or (centre='heart') on the heart that a first whole-field pass finds (heart_shift).
+    at the image centre or (centre='heart') moved from there onto the heart the network finds (heart_shift).
     Runs call `predict` instead, which sets crop, spacing, centring and precision from the run's config."""
     if centre not in TEST_CROPS:
         raise CmrError(f"parameter 'preprocess.test_crop' = {centre!r}: choose one of {', '.join(TEST_CROPS)}")

@@ -63,7 +63,7 @@ STEPS = steps()
 def with_seeds(steps: list, seeds: list[int]) -> list:
     """The steps for several seeds: each seed after the first gets its stylizers trained first (so rows
     running side by side never train the same one twice), then every Table 2/3 row again with that seed;
-    06 gets the list of seeds."""
+    06 and 07 (ANALYSES) get the list of seeds."""
     if len(seeds) <= 1:
         return steps
     extra_seeds = seeds[1:]

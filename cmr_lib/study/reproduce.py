@@ -1,4 +1,5 @@
-"""`make reproduce`: run every notebook of the study with papermill, in order, on one profile.
+"""The built-in engine of `make reproduce` (ENGINE=builtin; Snakemake is the default): run every notebook of
+the study with papermill, in order, on one profile.
 
     python -m cmr_lib.study.reproduce --profile demo [--data-dir DIR] [--seed 0]
 

@@ -1,4 +1,4 @@
-"""Training the stylizers (RAIN, AdaConv) and what they share: the encoder and the decoders' warm start.
+"""Training the stylizers (RAIN, AdaConv, AdaConv + VAE) and what they share: the encoder and the decoders' warm start.
 
 See training.checkpoints for how runs are resumed and reused.
 """
