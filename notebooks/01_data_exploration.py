@@ -120,29 +120,23 @@ kl.round(3)
 # ## Calibration: is the phantom's shift realistic?
 #
 # The phantom only stands in for real data if bSSFP → LGE is as hard on it as on real images. The
-# KL of the cardiac region is the yardstick. Measured at development time (2026-11-24, demo profile:
-# 45 phantom patients against every real patient with labels):
+# KL of the cardiac region is the yardstick: the table above has one row per data set and pair
+# (with the real sets present) and is saved as `results/fig1_kl.md`; the lines below compare the
+# phantom's C0 → LGE shift with the real ones.
 #
-# | KL, heart region | LV ∪ MYO ∪ RV | MYO | LV | RV |
-# | --- | --- | --- | --- | --- |
-# | phantom (45 patients), C0 → LGE | 0.23 | 0.99 | 0.13 | 0.13 |
-# | MS-CMRSeg 2019, cropped copy (5 patients), C0 → LGE | 0.06 | 0.29 | 0.12 | 0.11 |
-# | MyoPS 2020 (20 patients), C0 → LGE | 0.68 | 0.56 | 1.50 | 1.18 |
-# | phantom, C0 → T2 | 1.06 | 0.71 | 4.88 | 4.99 |
-# | MyoPS 2020, C0 → T2 | 1.80 | 0.33 | 4.23 | 4.96 |
-#
-# Three regions of the phantom's C0 → LGE shift lie between the two real sets. The fourth, the
-# myocardium, is 1.8 times MyoPS's: the phantom nulls healthy myocardium somewhat more completely
-# than real scans do. Every entry is the same order of magnitude as a real one. The C0 → T2 shift
-# matches MyoPS's closely. The cropped MS-CMRSeg copy shows the smallest C0 → LGE shift, because
-# its LGE blood pool is bright and its tight crop leaves little bright fat to set the normalisation.
-# MyoPS, uncropped, shows the largest.
+# What the table showed when the phantom was calibrated (demo profile, 45 phantom patients against
+# every real patient with labels): three regions of the phantom's C0 → LGE shift lie between the
+# two real sets; the fourth, the myocardium, is above both, because the phantom nulls healthy
+# myocardium somewhat more completely than real scans do. Every entry is the same order of
+# magnitude as a real one, and the C0 → T2 shift matches MyoPS's closely. The cropped MS-CMRSeg
+# copy shows the smallest C0 → LGE shift, because its LGE blood pool is bright and its tight crop
+# leaves little bright fat to set the normalisation; MyoPS, uncropped, shows the largest.
 #
 # A second finding, measured on the same data: in the cropped MS-CMRSeg copy the C0 headers keep
-# the original 1.19–1.25 mm voxel size, but the arrays were resampled to the LGE grid. The heart
-# spans the same number of pixels in C0 and LGE, so the true C0 size is about 0.73 mm. Profiles
-# that resample to a common spacing must read C0 with `c0_spacing="lge"`. The measurement is
-# repeated below whenever that copy is present. The live calibration numbers:
+# the original voxel size of the scan, but the arrays were resampled to the LGE grid. The heart
+# spans the same number of pixels in C0 and LGE (the heart-size table below), so the true C0
+# voxel is LGE's. Profiles that resample to a common spacing must read C0 with `c0_spacing="lge"`.
+# Both are measured again below whenever the real copies are present:
 
 # %%
 print(explore.calibration_statement(kl, "heart"))
