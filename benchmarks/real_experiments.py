@@ -7,6 +7,7 @@ line to benchmarks/results/real_experiments.jsonl.
     python benchmarks/real_experiments.py table      # the log as benchmarks/results/real_experiments.md
     python benchmarks/real_experiments.py fidelity   # how much of a real slice the MR autoencoder keeps
     python benchmarks/real_experiments.py crops      # every cached network, crop at the image centre vs on the heart
+    python benchmarks/real_experiments.py placement  # where each test heart lies against the centred crop (seconds)
 
 Stylizers and networks are cached by configuration under --work (default build/real_experiments), so rows
 that share a stylizer train it once. Data: data.real.resolve_data (CMR_REAL_DATA or ../shared/data).
@@ -109,10 +110,26 @@ def test_crops(work: Path) -> str:
     return "\n".join(lines) + "\n\nDice AVG (MYO, LV, RV) per test set and test crop.\n"
 
 
+def placement(work: Path) -> str:
+    """Each labelled real LGE test volume's field, its heart's distance from the image centre and the share of the
+    heart inside the `real` profile's centred test crop (report.explore.heart_placement); `work` is not used."""
+    from cmr_lib.report.explore import heart_placement
+
+    named = resolve_data("mscmrseg2019")
+    cfg = make_config(profile="real", data_dir=named.data_dir, c0_spacing=named.c0_spacing)
+    fov = cfg.crop * cfg.sizes.preprocess.spacing_mm
+    sources = {"MS-CMRSeg 2019": open_source(named.data_dir, c0_spacing=named.c0_spacing),
+               "MyoPS 2020": open_source(resolve_data("myops2020").data_dir)}
+    table = heart_placement(sources, fov)
+    return (table.to_markdown(index=False, floatfmt=".2f") + f"\n\nThe centred test crop of profile `real`: {cfg.crop} px "
+            f"at {cfg.sizes.preprocess.spacing_mm} mm = {fov:.0f} mm. Heart: LV, MYO and RV over all slices.\n")
+
+
 def main(argv=None) -> int:
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    reports = {"fidelity": (fidelity, "autoencoder_fidelity.md"), "crops": (test_crops, "test_crop.md")}
+    reports = {"fidelity": (fidelity, "autoencoder_fidelity.md"), "crops": (test_crops, "test_crop.md"),
+               "placement": (placement, "test_placement.md")}
     if argv[:1] and argv[0] in reports:
         report, name = reports[argv[0]]
         work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"

@@ -59,3 +59,24 @@ def test_the_heart_crop_finds_a_heart_the_centre_crop_cuts():
     assert np.array_equal(predict_volume(model, centred, **kw), predict_volume(model, centred, centre="heart", **kw))
     with pytest.raises(CmrError, match="test_crop"):
         predict_volume(model, vol, centre="middle", **kw)
+
+
+def test_heart_placement_measures_how_far_the_heart_lies_from_the_centred_crop():
+    from cmr_lib.report.explore import heart_placement
+
+    class Source:
+        def __init__(self, vols):
+            self.vols = vols
+
+        def patients_with(self, seq, labelled):
+            return [v.patient for v in self.vols]
+
+        def volumes(self, patients, seq, label):
+            return self.vols
+    centred, corner = disc_volume(centre=(60, 60)), disc_volume(centre=(100, 60))   # 120 mm field, 1 mm voxels
+    table = heart_placement({"a": Source([centred]), "b": Source([corner])}, fov_mm=40)
+    assert list(table["field mm"]) == ["120 x 120", "120 x 120"]
+    assert table["heart offset mm"][0] < 1.0 and abs(table["heart offset mm"][1] - 40.0) < 1.0
+    assert table["heart inside centred crop"][0] == 1.0 and table["heart inside centred crop"][1] == 0.0
+    wide = heart_placement({"b": Source([corner])}, fov_mm=160)          # a window past the field keeps it all
+    assert wide["heart inside centred crop"][0] == 1.0

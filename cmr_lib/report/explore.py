@@ -142,3 +142,27 @@ def heart_sizes(sources: dict, patients: int | None = 5) -> pd.DataFrame:
                 rows.append({"data": name, "sequence": seq, "patients": len(px), "voxel size mm": vol.spacing[0],
                              "epicardial diameter px": float(np.mean(px)), "epicardial diameter mm": float(np.mean(mm))})
     return pd.DataFrame(rows)
+
+
+def heart_placement(sources: dict, fov_mm: float, sequence: str = "LGE") -> pd.DataFrame:
+    """Per labelled test volume: its in-plane field (mm), how far its heart (LV ∪ MYO ∪ RV over all slices) lies
+    from the image centre, and the share of heart voxels inside a centred fov_mm window, the test crop at the
+    image centre: a low share means that crop cuts the heart (what preprocess.test_crop = heart is for)."""
+    rows = []
+    for name, src in sources.items():
+        for vol in src.volumes(src.patients_with(sequence, labelled=True), sequence, label="require"):
+            heart = vol.label > 0
+            if not heart.any():
+                continue
+            size = [n * s for n, s in zip(vol.shape[:2], vol.spacing[:2])]
+            coords = [(np.nonzero(heart.any(axis=tuple(a for a in range(3) if a != ax)))[0] + 0.5) * s
+                      for ax, s in zip((0, 1), vol.spacing[:2])]
+            centre = [(c[0] + c[-1]) / 2 - n / 2 for c, n in zip(coords, size)]
+            idx = np.nonzero(heart)
+            inside = np.ones(len(idx[0]), dtype=bool)
+            for ax in (0, 1):
+                mm = (idx[ax] + 0.5) * vol.spacing[ax] - size[ax] / 2
+                inside &= np.abs(mm) <= fov_mm / 2
+            rows.append({"data": name, "patient": vol.patient, "field mm": f"{size[0]:.0f} x {size[1]:.0f}",
+                         "heart offset mm": float(np.hypot(*centre)), "heart inside centred crop": float(inside.mean())})
+    return pd.DataFrame(rows)
