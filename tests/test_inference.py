@@ -80,3 +80,19 @@ def test_heart_placement_measures_how_far_the_heart_lies_from_the_centred_crop()
     assert table["heart inside centred crop"][0] == 1.0 and table["heart inside centred crop"][1] == 0.0
     wide = heart_placement({"b": Source([corner])}, fov_mm=160)          # a window past the field keeps it all
     assert wide["heart inside centred crop"][0] == 1.0
+
+
+def test_the_placement_report_on_the_real_sets_names_the_one_heart_the_centred_crop_cuts(mscmrseg_dir, myops_dir):
+    """docs/findings.md rests on this (benchmarks/results/test_placement.md): MyoPS fields are over twice the
+    144 mm crop, and patient 115 is the only test heart that crop cuts."""
+    import sys
+
+    from cmr_lib.core.paths import repo_root
+    sys.path.insert(0, str(repo_root() / "benchmarks"))
+    import real_experiments
+    text = real_experiments.placement(None)
+    rows = [r.split("|")[1:-1] for r in text.splitlines() if r.startswith("| M")]
+    assert len(rows) == 25 and "144 mm" in text
+    cut = [r[1].strip() for r in rows if float(r[4]) < 1.0]
+    assert cut == ["115"], cut
+    assert all(min(map(float, r[2].split("x"))) > 2 * 144 for r in rows if "MyoPS" in r[0])
