@@ -51,7 +51,7 @@ def resize(volume: np.ndarray, shape, *, order: int) -> np.ndarray:
         return volume
     if order == 1 and volume.dtype in (np.float32, np.float64):
         # torch's bilinear (align_corners=False, edges clamped) is scipy's grid-mode order-1 zoom with mode
-        # 'nearest' to ~1e-5, at a seventh of its time: whole-volume inference spent most of its time here
+        # 'nearest' to ~1e-5 in far less time (benchmarks/bench_inference.py): inference spent most of its time here
         flat = np.ascontiguousarray(volume.reshape(*volume.shape[:2], -1).transpose(2, 0, 1))
         out = F.interpolate(torch.from_numpy(flat)[None], size=tuple(int(n) for n in shape[:2]), mode="bilinear",
                             align_corners=False)[0].numpy()
