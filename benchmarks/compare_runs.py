@@ -6,11 +6,12 @@ Each side is a results folder that holds `runs/*/run.json` (and, where present, 
 wall time gives the speed-up). Rows missing on either side are listed, not compared.
 
     python benchmarks/compare_runs.py --before DIR [--before-profile P] --after DIR [--after-profile P]
-        [--before-steps steps.json --after-steps steps.json] [--jobs 2] [--alpha 0.05] [--out ...]
+        [--before-steps steps.json --after-steps steps.json] [--jobs 2] [--seeds 0 ...] [--alpha 0.05] [--out ...]
 
 `--before-steps`/`--after-steps` take each side's ledger of step seconds (results/notebooks/<profile>/steps.json):
 the one-seed wall time is then modelled from it the same way on both sides, for runs whose own wall time
-covers more seeds or shared the machine.
+covers more seeds or shared the machine. `--seeds` keeps only those seeds' records on both sides (a one-seed
+rerun against a three-seed run: compare seed 0 with seed 0, not with a three-seed mean).
 """
 from __future__ import annotations
 
@@ -55,6 +56,16 @@ def _sd(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
+def identical_seeds(before: list[dict], after: list[dict]) -> dict:
+    """How many (row, seed) runs on both sides gave the same per-patient metrics bit for bit: all of them when
+    the change was meant to keep every float (or the same code was run again), since one seed fixes a CPU run."""
+    def keyed(records):
+        return {(key, r.get("seed", 0)): r.get("metrics") for key, recs in by_row(records).items() for r in recs}
+    b, a = keyed(before), keyed(after)
+    common = [k for k in b if k in a]
+    return {"pairs": len(common), "identical": sum(b[k] == a[k] for k in common)}
+
+
 def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> dict:
     """Per row present on both sides: seed means, difference (after - before), Welch p and whether it is
     within seed noise (p >= alpha on every metric); then the shift over all rows (Wilcoxon of the row
@@ -87,7 +98,8 @@ def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> di
         overall = False
     else:
         overall = None if None in verdicts else True
-    return {"alpha": alpha, "rows": rows, "missing": missing, "shift": shift, "within_noise": overall}
+    return {"alpha": alpha, "rows": rows, "missing": missing, "shift": shift, "within_noise": overall,
+            "same_seed": identical_seeds(before, after)}
 
 
 def wall_time(results_dir: Path) -> dict | None:
@@ -154,6 +166,9 @@ def markdown(result: dict) -> str:
     lines += ["", "Shift over all rows (Wilcoxon signed-rank of the row differences):", ""]
     lines += [f"- {m}: mean Δ {s['mean_diff']:+.3f} over {s['rows']} rows, p {s['p']:.3g}" for m, s in result["shift"].items()]
     lines += [f"- missing on the {x['side']} side: {x['row']}" for x in result["missing"]]
+    same = result["same_seed"]
+    lines.append(f"- the same row and seed on both sides: {same['identical']} of {same['pairs']} gave identical "
+                 f"per-patient metrics, bit for bit")
     for side, label in zip(("before", "after"), result["labels"]):
         w = result["wall"][side]
         if w:
@@ -187,11 +202,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--before-steps", default=None, help="the before side's steps.json (a one-seed time is modelled)")
     ap.add_argument("--after-steps", default=None, help="the after side's steps.json")
     ap.add_argument("--jobs", type=int, default=2, help="parallel slots of the modelled time (make reproduce's JOBS)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="compare only these seeds' records")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--out", default="benchmarks/results/compare_runs", help="output stem (.md and .json)")
     args = ap.parse_args(argv)
     before = load_runs(args.before, profile=args.before_profile)
     after = load_runs(args.after, profile=args.after_profile)
+    if args.seeds is not None:
+        before, after = ([r for r in side if r.get("seed", 0) in args.seeds] for side in (before, after))
     result = compare(before, after, alpha=args.alpha)
     result["labels"] = [args.before_label, args.after_label]
     result["wall"] = {"before": wall_time(Path(args.before)), "after": wall_time(Path(args.after))}

@@ -42,6 +42,21 @@ def test_same_rows_within_noise_and_the_speed_ratio(tmp_path):
     assert not r["within_noise"]
     text = (tmp_path / "cmp.md").read_text()
     assert "wall time after / before: 0.50" in text and "not within seed noise" in text
+    assert r["same_seed"] == {"pairs": 18, "identical": 0} and "0 of 18 gave identical" in text
+
+
+def test_a_rerun_of_the_same_code_is_identical_seed_by_seed(tmp_path):
+    _side(tmp_path / "a")
+    _side(tmp_path / "b", seeds=1)                       # seed 0 again, every row
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "cmp")])
+    assert r["same_seed"] == {"pairs": len(ROWS), "identical": len(ROWS)}
+    assert f"{len(ROWS)} of {len(ROWS)} gave identical" in (tmp_path / "cmp.md").read_text()
+    assert r["rows"][0]["DC AVG"]["diff"] != 0                # seed 0 against the three-seed mean ...
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"), "--seeds", "0",
+                           "--out", str(tmp_path / "cmp")])
+    assert all(x["DC AVG"]["diff"] == 0 and x["seeds_before"] == [0] for x in r["rows"])   # ... and seed 0 alone
+    assert r["within_noise"] is None and r["same_seed"]["identical"] == len(ROWS)
 
 
 def test_a_real_change_is_flagged_and_missing_rows_listed(tmp_path):
