@@ -64,6 +64,8 @@ def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | Non
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    # the process below imports cmr_lib itself: found from any working directory, installed or not
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo_root()), env.get("PYTHONPATH")) if p)
     log = open(Path(tmp).with_suffix(".log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "cmr_lib.study.execution", str(src), tmp, str(repo_root()),
                              json.dumps(parameters)], stdout=log, stderr=subprocess.STDOUT, env=env)
