@@ -155,14 +155,11 @@ def heart_placement(sources: dict, fov_mm: float, sequence: str = "LGE") -> pd.D
             if not heart.any():
                 continue
             size = [n * s for n, s in zip(vol.shape[:2], vol.spacing[:2])]
-            coords = [(np.nonzero(heart.any(axis=tuple(a for a in range(3) if a != ax)))[0] + 0.5) * s
-                      for ax, s in zip((0, 1), vol.spacing[:2])]
-            centre = [(c[0] + c[-1]) / 2 - n / 2 for c, n in zip(coords, size)]
             idx = np.nonzero(heart)
-            inside = np.ones(len(idx[0]), dtype=bool)
-            for ax in (0, 1):
-                mm = (idx[ax] + 0.5) * vol.spacing[ax] - size[ax] / 2
-                inside &= np.abs(mm) <= fov_mm / 2
+            mm = [(idx[ax] + 0.5) * vol.spacing[ax] - size[ax] / 2 for ax in (0, 1)]   # heart voxels from the centre
+            centre = [(m.min() + m.max()) / 2 for m in mm]                              # of the heart's bounding box
+            inside = (np.abs(mm[0]) <= fov_mm / 2) & (np.abs(mm[1]) <= fov_mm / 2)
             rows.append({"data": name, "patient": vol.patient, "field mm": f"{size[0]:.0f} x {size[1]:.0f}",
-                         "heart offset mm": float(np.hypot(*centre)), "heart inside centred crop": float(inside.mean())})
+                         "heart offset mm": float(np.hypot(*centre)),
+                         "heart inside centred crop": float(inside.mean())})
     return pd.DataFrame(rows)

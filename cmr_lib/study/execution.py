@@ -113,13 +113,8 @@ def exit_reason(rc: int, last_line: str) -> str:
     return last_line
 
 
-# What a kernel that never became ready leaves behind (jupyter_client's wait_for_ready): no cell has run yet.
+# What a kernel that never became ready raises (jupyter_client's wait_for_ready): no cell has run yet.
 STARTUP_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
-
-
-def is_startup_failure(exc: BaseException) -> bool:
-    """True when `exc` says the kernel died or hung before it ran any cell, so running the notebook again is safe."""
-    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in STARTUP_FAILURES)
 
 
 def execute_with_retry(src, dst, parameters: dict, cwd, *, attempts: int = 3, execute=None):
@@ -134,7 +129,7 @@ def execute_with_retry(src, dst, parameters: dict, cwd, *, attempts: int = 3, ex
             return execute(str(src), str(dst), parameters=parameters, kernel_name="python3", cwd=str(cwd),
                            progress_bar=False, start_timeout=60)
         except RuntimeError as exc:
-            if attempt == attempts or not is_startup_failure(exc):
+            if attempt == attempts or not any(s in str(exc) for s in STARTUP_FAILURES):
                 raise
             print(f"the kernel did not start ({exc}); starting it again, try {attempt + 1} of {attempts}",
                   file=sys.stderr, flush=True)
