@@ -35,17 +35,19 @@ $(STAMP): pyproject.toml
 ## GPUS=0,1,2,3 spreads the JOBS parallel rows over those GPUs (JOBS=8: two rows per GPU).
 ## BEYOND=1 adds the paper's future work: the AdaConv + VAE rows and notebook 07 (kernel sizes).
 ## ENGINE=builtin runs the same plan with the hand-written driver instead of Snakemake.
-ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data $(DATA)) --seed $(SEED) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) \
-  $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(C0_SPACING),--c0-spacing $(C0_SPACING)) $(if $(T2_DIR),--t2-dir $(T2_DIR)) \
-  $(if $(GPUS),--gpus $(GPUS)) $(if $(BEYOND),--beyond)
+# q: one value single-quoted for the shell; $(value X) keeps a value as typed (make would expand a $(...) in it), so
+# a folder named x$(cmd) reaches the driver as that name and nothing is run
+q = '$(subst ','"'"',$(1))'
+v = $(value $(1))
+opt = $(if $(call v,$(2)),$(1) $(call q,$(call v,$(2))))
+ARGS = $(call opt,--profile,PROFILE) $(call opt,--data,DATA) $(call opt,--seed,SEED) $(call opt,--jobs,JOBS) \
+  $(call opt,--seeds,SEEDS) $(call opt,--data-dir,DATA_DIR) $(call opt,--c0-spacing,C0_SPACING) \
+  $(call opt,--t2-dir,T2_DIR) $(call opt,--gpus,GPUS) $(if $(call v,BEYOND),--beyond)
 CORES ?= $(shell $(PYTHON) -c "import os; print(os.cpu_count() or 1)")
+## One make reproduce per output folder at a time (a second is refused); FORCE=1 also retrains every network.
 reproduce: $(STAMP)
-ifeq ($(ENGINE),builtin)
-	$(BIN)/python -m cmr_lib.study.reproduce $(ARGS) $(if $(FORCE),--force)
-else
-	CMR_REPRODUCE_STARTED=$$(date +%s) $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --keep-going \
-	  --rerun-incomplete --nolock --quiet rules $(if $(FORCE),--forceall) --config args="$(strip $(ARGS)) $(if $(FORCE),--force)"
-endif
+	$(BIN)/python -m cmr_lib.study.reproduce $(ARGS) $(if $(call v,FORCE),--force) \
+	  --engine $(if $(filter builtin,$(ENGINE)),builtin,snakemake) --cores $(call q,$(CORES))
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile. The unit tests run on
 ## one pytest-xdist worker per core with one thread each (TEST_JOBS=n to change); then nbval runs the notebooks
@@ -65,9 +67,11 @@ test: $(STAMP)
 	exit $$status
 
 ## Fetch the real sample sets (MS-CMRSeg 2019 copy, MyoPS 2020 sample) into REAL_DIR (default data/real), online or
-## from MIRROR=/a/folder laid out the same way; every file's SHA-256 is checked against params/real_data.tsv.
+## from MIRROR=/a/folder laid out the same way; every file's SHA-256 is checked against params/real_data.tsv, and a
+## file of yours already there under the same name is never replaced (FORCE=1 replaces it).
 real-data: $(STAMP)
-	$(BIN)/python -m cmr_lib.data.download $(or $(REAL_DIR),data/real) $(if $(MIRROR),--mirror $(MIRROR))
+	$(BIN)/python -m cmr_lib.data.download $(call q,$(or $(call v,REAL_DIR),data/real)) $(call opt,--mirror,MIRROR) \
+	  $(if $(call v,FORCE),--force)
 
 ## JupyterLab on the project's kernel (.venv), opened at notebooks/: run the notebooks cell by cell.
 lab: $(STAMP)

@@ -126,22 +126,6 @@ def _unwritable_output(d):
     return lambda: make_config(profile="smoke", output_root=str(out))
 
 
-def _run_with_another_config(d, phantom):
-    from cmr_lib.study.runs import run_setting
-    run_setting(make_config(profile="smoke", setting=0, data_dir=phantom, output_root=d), progress=False)
-    record = next((d / "results" / "runs").glob("*/run.json"))
-    before = record.read_bytes()
-    cfg = make_config(profile="smoke", setting=0, data_dir=phantom, output_root=d,
-                      overrides={"segmenter.iterations": 4})
-
-    def action():
-        try:
-            run_setting(cfg, progress=False)
-        finally:
-            assert record.read_bytes() == before                   # the earlier run is untouched
-    return action
-
-
 def _include_original_as_string(d, phantom_dir):
     from cmr_lib.study.runs import run_setting
     cfg = make_config(profile="smoke", setting=0, stylizer="gin", data_dir=phantom_dir, output_root=d / "out")
@@ -319,8 +303,6 @@ CASES = [
          "'profile' = '../../evil'"),
     Case("output folder not writable", _unwritable_output, "not writable|is a file, not a folder",
          "'output_root'"),
-    Case("a run with the same name and another configuration", _run_with_another_config,
-         "a run with this name and another configuration exists", "run.json", phantom=True),
     Case("include_original given as the string 'false'", _include_original_as_string,
          "must be True or False", "'include_original' = 'false'", phantom=True),
     Case("data_dir given as an empty string", lambda d: lambda: make_config(data_dir=""),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import heart_label, write_nifti
 
+from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import detect_c0_spacing, epicardial_diameter_px, resolve_data
@@ -14,8 +15,8 @@ def _copy(folder, *, c0_mm, lge_mm=0.75, t2=False, patients=(1, 2)):
     """An MS-CMRSeg-layout folder whose C0 and LGE show the same heart on the same pixel grid."""
     folder.mkdir(parents=True)
     lab = heart_label((40, 40, 4))
-    img = np.random.default_rng(0).random((40, 40, 4)).astype(np.float32)
     for p in patients:
+        img = np.random.default_rng(p).random((40, 40, 4)).astype(np.float32)    # one patient, one image
         write_nifti(folder / f"patient{p}_C0.nii.gz", img, spacing=(c0_mm, c0_mm, 10.0))
         write_nifti(folder / f"patient{p}_C0_manual.nii.gz", lab, spacing=(c0_mm, c0_mm, 10.0))
         write_nifti(folder / f"patient{p}_LGE.nii.gz", img, spacing=(lge_mm, lge_mm, 5.0))
@@ -23,6 +24,18 @@ def _copy(folder, *, c0_mm, lge_mm=0.75, t2=False, patients=(1, 2)):
         if t2:
             write_nifti(folder / f"patient{p}_T2.nii.gz", img, spacing=(lge_mm, lge_mm, 5.0))
     return folder
+
+
+def _manifest_of(monkeypatch, tmp_path, base):
+    """Check synthetic sample sets against a manifest of their own files (the real one lists the real files)."""
+    from cmr_lib.core.digests import file_digest
+    from cmr_lib.data import download, real
+    path = tmp_path / "manifest.tsv"
+    lines = ["dest\trepository\tpath\tsha256"] + [
+        f"{f.relative_to(base)}\tnobody/none\t{f.name}\t{file_digest(f)}" for f in sorted(base.rglob("*.nii.gz"))]
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(real, "check_set", lambda folder, name: download.check_set(folder, name, manifest=path))
+    return path
 
 
 def test_epicardial_diameter_counts_myocardium_and_blood_pool_not_rv():
@@ -46,9 +59,11 @@ def test_a_stale_c0_header_is_detected_and_a_right_one_trusted(tmp_path):
 def test_named_data_is_found_and_completed(tmp_path, monkeypatch):
     base = tmp_path / "real"
     _copy(base / "mscmrseg2019", c0_mm=1.25)
+    _manifest_of(monkeypatch, tmp_path, base)
     with pytest.raises(CmrError, match="has no T2 images for setting 1 and no myops2020/ folder"):
         resolve_data("mscmrseg2019", base)
     _copy(base / "myops2020", c0_mm=0.75, t2=True)        # stands in for MyoPS (same layout is enough here)
+    _manifest_of(monkeypatch, tmp_path, base)
     named = resolve_data("mscmrseg2019", base)
     assert named.c0_spacing == "lge" and named.t2_dir == (base / "myops2020").resolve()
     assert resolve_data("myops2020", base).t2_dir is None
@@ -62,18 +77,23 @@ def test_make_reproduce_data_passes_what_it_found(tmp_path, monkeypatch):
     base = tmp_path / "real"
     _copy(base / "mscmrseg2019", c0_mm=1.25)
     _copy(base / "myops2020", c0_mm=0.75, t2=True)
+    _manifest_of(monkeypatch, tmp_path, base)
     monkeypatch.setenv("CMR_REAL_DATA", str(base))
     seen = {}
     monkeypatch.setattr(rp, "reproduce", lambda profile, **kw: seen.update(profile=profile, **kw) or 0)
+
+    def lands():
+        return make_config(profile=seen["profile"], data_dir=seen["data_dir"]).output_root
+
     assert rp.main(["--data", "mscmrseg2019", "--seeds", "3"]) == 0
     assert seen["profile"] == "real" and seen["seeds"] == 3 and seen["c0_spacing"] == "lge"
     assert seen["data_dir"] == (base / "mscmrseg2019").resolve() and seen["t2_dir"] == (base / "myops2020").resolve()
-    assert seen["output_root"] == repo_root() / "real" / "mscmrseg2019"
+    assert seen["output_root"] is None and lands() == repo_root() / "real" / "mscmrseg2019"
     assert rp.main(["--data", "mscmrseg2019", "--profile", "smoke", "--c0-spacing", "header"]) == 0
     assert seen["profile"] == "smoke" and seen["c0_spacing"] == "header"       # explicit values win
-    assert seen["output_root"] == repo_root() / "real" / "mscmrseg2019" / "smoke"   # never over real's tables
+    assert lands() == repo_root() / "real" / "mscmrseg2019" / "smoke"            # never over real's tables
     assert rp.main(["--data", "mscmrseg2019", "--profile", "real-ref"]) == 0
-    assert seen["output_root"] == repo_root() / "real" / "mscmrseg2019" / "real-ref" and seen["seeds"] is None
+    assert lands() == repo_root() / "real" / "mscmrseg2019" / "real-ref" and seen["seeds"] is None
     assert rp.main(["--data", "mscmrseg2019", "--data-dir", str(base)]) == 2     # one line, exit 2
 
 

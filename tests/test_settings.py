@@ -182,8 +182,10 @@ def test_a_run_writes_its_record_and_predictions_and_is_deterministic(tiny_phant
     for key in ("config", "seed", "git", "encoder", "data", "timings_seconds", "metrics", "summary", "versions"):
         assert rec[key] is not None, key
     assert rec["encoder"]["weights"] in ("mr", "imagenet", "random") and rec["data"]["split"]["test"] == [3]
-    assert rec["data_files"]["files"]["patient1_C0.nii.gz"] > 0 and list(rec["data_files"]["test"]["files"]) == \
-        ["patient3_LGE.nii.gz"] and rec["torch_threads"] >= 1 and rec["versions"]["torch"]
+    assert len(rec["data_files"]["sha256"]["patient1_C0_manual.nii.gz"]) == 64 and \
+        sorted(rec["data_files"]["test"]["sha256"]) == ["patient2_LGE.nii.gz", "patient2_LGE_manual.nii.gz",
+                                                        "patient3_LGE.nii.gz", "patient3_LGE_manual.nii.gz"]
+    assert rec["torch_threads"] >= 1 and rec["versions"]["torch"]
     assert {r["structure"] for r in rec["metrics"]["test"]} == {"MYO", "LV", "RV"}
     assert set(rec["summary"]["test"]["dice"]) >= {"MYO", "LV", "RV", "AVG", "STD"}
     for part in ("test", "val"):                     # the same predictions, largest component per structure
@@ -201,17 +203,22 @@ def test_a_run_writes_its_record_and_predictions_and_is_deterministic(tiny_phant
     assert again.record == rec                                                    # reused, not redone
 
 
-def test_a_run_is_never_overwritten_by_another_configuration(tiny_phantom, tmp_path):
+def test_another_configuration_remakes_the_run_and_a_key_it_does_not_read_reuses_it(tiny_phantom, tmp_path, capsys):
     from cmr_lib.study.runs import run_setting
-    _run(tiny_phantom, tmp_path, setting=0)
+    first = _run(tiny_phantom, tmp_path, setting=0)
     cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path,
                       overrides={"segmenter.iterations": 4})
-    with pytest.raises(CmrError, match="run.json: a run with this name and another configuration exists"):
-        run_setting(cfg, progress=False)
+    second = run_setting(cfg, progress=False)                  # another DRU-Net: trained, scored, record replaced
+    assert not second.segmenter.info["reused"] and second.segmenter.run_dir != first.segmenter.run_dir
+    assert second.record["segmenter"]["val_step"][-1] == 4 and "the record is replaced" in capsys.readouterr().out
+    written = (second.run_dir / "run.json").read_bytes()
+    third = run_setting(make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path,
+                                    overrides={"segmenter.iterations": 4, "analysis.examples": 2}), progress=False)
+    assert third.segmenter.info["reused"] and (third.run_dir / "run.json").read_bytes() == written   # nor `analysis`
     # a T2 folder changes nothing for a run without a T2 stylizer: notebook 04's setting-0 run (made without
     # it) is reused by notebook 05's, which make reproduce gives t2_dir for real data
     again = run_setting(make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path,
-                                    t2_dir=str(tmp_path)), progress=False)
+                                    overrides={"segmenter.iterations": 4}, t2_dir=str(tmp_path)), progress=False)
     assert again.segmenter.info["reused"] and "t2_dir" not in again.record["config"]["extra"]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmr_lib.core.errors import CmrError, check_bool, check_int
-from cmr_lib.core.paths import data_root, display_path, recorded_path, repo_root
+from cmr_lib.core.paths import data_root, default_output_root, display_path, recorded_path
 from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
     CROP_OF,
@@ -128,12 +128,14 @@ class Config:
     @classmethod
     def from_record(cls, record: Mapping, *, output_root=None) -> Config:
         """The Config a run was made with, from its run.json: sizes as recorded (not as the profile file says
-        now). `output_root` is where that run's results/ live (records do not keep it; default: the repo)."""
+        now). `output_root` is where that run's results/ live (records do not keep it; default: the profile's and
+        data's own folder)."""
         c = record["config"]
         sizes = validate_tree(with_record_defaults(c["sizes"]), PROFILE_SCHEMA, str(record.get("_path", "run record")))
         data = c.get("data_dir")
         data = None if data is None else recorded_path(data)
-        out = Path(output_root).expanduser().resolve() if output_root is not None else repo_root()
+        out = (Path(output_root).expanduser().resolve() if output_root is not None
+               else default_output_root(c["profile"], data))
         return cls(profile=c["profile"], setting=int(c["setting"]), stylizer=c["stylizer"], seed=int(c["seed"]),
                    data_dir=data, c0_spacing=c["c0_spacing"], output_root=out, sizes=Section(sizes),
                    setting_spec=Section(c["setting_spec"]), extra=Section(c.get("extra") or {}),
@@ -333,8 +335,9 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
 
     `data_dir=None` selects the built-in phantom; `c0_spacing='lge'` fixes the cropped MS-CMRSeg copy's
     C0 voxel size; `train/val/test_patients=None` keep the data source's default split
-    (data.splits.split_for); `output_root=None` writes figures/ and results/ in the repository; `overrides` sets
-    dotted profile keys. `extra` holds other notebook parameters of PARAMETERS (t2_dir, ...), kept for records.
+    (data.splits.split_for); `output_root=None` writes figures/, results/ and checkpoints/ in the profile's and
+    data's own folder (core.paths.default_output_root); `overrides` sets dotted profile keys. `extra` holds
+    other notebook parameters of PARAMETERS (t2_dir, ...), kept for records.
     """
     name, sizes = load_profile(profile)
     sizes = apply_overrides(sizes, overrides, name)
@@ -343,7 +346,7 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     seed = check_parameter("seed", seed)
     data = check_parameter("data_dir", data_dir)
     c0_spacing = check_parameter("c0_spacing", c0_spacing)
-    out = check_parameter("output_root", output_root) or repo_root()
+    out = check_parameter("output_root", output_root) or default_output_root(name, data)
     for key, value in extra.items():
         check_parameter(key, value)                  # kept as given: records name folders as the user did
     split = {k: v for k, v in (("train", _patients("train_patients", train_patients)),

@@ -19,6 +19,18 @@ def data_root() -> Path:
     return Path(env).resolve() if env else repo_root() / "data"
 
 
+def default_output_root(profile: str, data_dir) -> Path:
+    """Where a run writes results/, figures/ and checkpoints/ when no output_root is given: one folder per profile
+    and data, so that no profile's run overwrites another's files. The built-in phantom: the repository itself for
+    'demo' (the committed teaching run), phantom/<profile>/ for any other profile. A data folder:
+    real/<its name>/ for 'real', real/<its name>/<profile>/ for any other profile."""
+    root = repo_root()
+    if data_dir is None:
+        return root if profile == "demo" else root / "phantom" / profile
+    base = root / "real" / (Path(data_dir).resolve().name or "data")
+    return base if profile == "real" else base / profile
+
+
 def display_path(path) -> str | None:
     """A path for records: relative to the repository when inside it ('.' for the root), else absolute."""
     if path is None:

@@ -27,7 +27,10 @@ LAYOUT_LABELS = {"mscmrseg": {0: 0, 200: 1, 500: 2, 600: 3},
 LABEL_TO_CLASS = LAYOUT_LABELS["myops"]               # every value of either layout (files of neither layout)
 CLASS_TO_LABEL = {0: 0, 1: 200, 2: 500, 3: 600}
 AFFINE_TOLERANCE_MM = 1e-2
-VOXEL_MM = (0.01, 100.0)          # plausible voxel sizes in mm; outside is a broken header, not an MR scan
+# plausible voxel sizes in mm (in plane, between slices): cardiac MR uses about 0.5-3 mm in plane and 1-25 mm between
+# slices (the real sets: 0.73-1.25 and 5-23); outside is a broken header, and a 99 mm pixel would be resampled
+# to an array of gigabytes, so it is refused from the header, before any voxel is read
+VOXEL_MM = {"in-plane": (0.2, 4.0), "slices": (0.5, 40.0)}
 _TO_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 1e-3}     # NIfTI xyz units (unknown: mm)
 
 
@@ -121,10 +124,10 @@ def _voxel_size(path: Path, img) -> tuple:
     if unit not in _TO_MM:
         raise CmrError(f"{path}: spatial unit {unit!r} in the header; expected mm, metres or microns")
     zooms = tuple(v * _TO_MM[unit] for v in stored)
-    lo, hi = VOXEL_MM
-    if not all(lo <= z <= hi for z in zooms):
+    (a, b), (c, d) = VOXEL_MM["in-plane"], VOXEL_MM["slices"]
+    if not (all(a <= z <= b for z in zooms[:2]) and all(c <= z <= d for z in zooms[2:])):
         raise CmrError(f"{path}: voxel size {tuple(round(z, 6) for z in zooms)} mm (header unit {unit}) is not "
-                       f"plausible for an MR scan (expected {lo}-{hi} mm)")
+                       f"plausible for a cardiac MR scan (expected {a}-{b} mm in plane, {c}-{d} mm between slices)")
     return zooms
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cmr_lib.core.errors import CmrError
+from cmr_lib.data.download import check_set
 from cmr_lib.data.sources import find_real_data, open_source
 
 DATA_SETS = {"mscmrseg2019": "mscmrseg", "myops2020": "myops"}     # name -> find_real_data key
@@ -67,7 +68,8 @@ class NamedData:
 
 def resolve_data(name: str, base=None) -> NamedData:
     """The named sample set, found in `base`, else $CMR_REAL_DATA, else ../shared/data, else data/real (see
-    data.sources.find_real_data), with its C0 voxel size checked and, when it has no T2, MyoPS's T2 beside it."""
+    data.sources.find_real_data), checked file by file against the manifest, with its C0 voxel size checked and,
+    when it has no T2, MyoPS's T2 beside it (checked too)."""
     if name not in DATA_SETS:
         raise CmrError(f"DATA = {name!r}: choose one of {', '.join(map(repr, DATA_SETS))}")
     found = find_real_data(base)
@@ -76,10 +78,12 @@ def resolve_data(name: str, base=None) -> NamedData:
         raise CmrError(f"DATA = {name!r}: no {name}/ folder found; set CMR_REAL_DATA to the folder holding it, "
                        f"place it at ../shared/data, or fetch it with `make real-data`")
     data_dir = found[key]
+    check_set(data_dir, name)                          # a partial or altered copy is refused, not run on
     c0_spacing, evidence = detect_c0_spacing(data_dir)
     t2_dir = None
     if not open_source(data_dir).patients_with("T2"):
         t2_dir = found.get("myops")
         if t2_dir is None:
             raise CmrError(f"{data_dir}: has no T2 images for setting 1 and no myops2020/ folder lies beside it")
+        check_set(t2_dir, "myops2020")
     return NamedData(name, data_dir, c0_spacing, t2_dir, evidence)

@@ -5,8 +5,10 @@ One reader, layout detected from the file names; single files are read by data.n
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+from cmr_lib.core.digests import file_digest
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data import phantom
@@ -127,12 +129,19 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
         raise CmrError(f"{root}: data folder is empty")
     hits = {"mscmrseg": [], "myops": []}
     for name in names:
+        matched = False
         for layout, rx in LAYOUT_NAMES.items():
             m = rx.match(name)
             if m:
                 if not (root / name).is_file():
                     raise CmrError(f"{root / name}: is a folder (or not a regular file), not a NIfTI file")
                 hits[layout].append((name, m))
+                matched = True
+        if not matched:
+            expected = near_miss(name)
+            if expected:
+                raise CmrError(f"{root / name}: named almost as the layout names a case, which would leave it unread; "
+                               f"rename it {expected}")
     if hits["mscmrseg"] and hits["myops"]:
         raise CmrError(f"{root}: mixes MS-CMRSeg files ({hits['mscmrseg'][0][0]}) and MyoPS files "
                        f"({hits['myops'][0][0]}); use one layout per folder")
@@ -164,7 +173,43 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
     orphans = [lab for key, lab in labels.items() if key not in images]
     if orphans:
         raise CmrError(f"{orphans[0]}: label file without its image")
+    check_distinct_patients(images)
     return CMRSource(root.resolve(), layout, images, labels, c0_spacing=c0_spacing)
+
+
+# A file name that a case's name was meant to be (other case, '-', '.' or ' ' for '_', a missing '_'):
+# patient2_lge_manual.nii.gz, patient3_C0_Manual.nii.gz, Patient-4-C0.nii.gz, myops-training-101-de.nii.gz
+_NEAR = {"mscmrseg": re.compile(r"^patient[ _.-]*(\d+)[ _.-]*(c0|t2|lge|de)([ _.-]*manual)?(\.nii(?:\.gz)?)$", re.I),
+         "myops": re.compile(r"^myops[ _.-]*(training|test|validation)[ _.-]*(\d+)[ _.-]*(c0|t2|de|gd)(\.nii(?:\.gz)?)$",
+                             re.I)}
+
+
+def near_miss(name: str) -> str | None:
+    """The name a file was meant to have when it nearly follows a layout (case, separators) but not exactly;
+    None for a name of neither layout (left alone) or one that follows it."""
+    m = _NEAR["mscmrseg"].match(name)
+    if m:
+        expected = f"patient{int(m.group(1))}_{m.group(2).upper()}{'_manual' if m.group(3) else ''}{m.group(4).lower()}"
+    else:
+        m = _NEAR["myops"].match(name)
+        if not m:
+            return None
+        token = m.group(3).upper() if m.group(3).lower() != "gd" else "gd"
+        expected = f"myops_{m.group(1).lower()}_{int(m.group(2))}_{token}{m.group(4).lower()}"
+    return None if expected == name else expected
+
+
+def check_distinct_patients(images: dict) -> None:
+    """One patient under two numbers (the same image content for one sequence) is an error: it would land in
+    training and test at once."""
+    seen: dict[tuple, tuple] = {}
+    for (patient, seq), path in sorted(images.items()):
+        key = (seq, file_digest(path))
+        if key in seen:
+            other, other_path = seen[key]
+            raise CmrError(f"{path}: the same image as {other_path.name} (patient {other}): one patient under two "
+                           f"numbers would be trained and tested on at once; remove one of them")
+        seen[key] = (patient, path)
 
 
 def open_source(data_dir, *, c0_spacing: str = "header") -> CMRSource:

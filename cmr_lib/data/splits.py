@@ -21,6 +21,10 @@ def default_split(source: CMRSource) -> dict[str, list[int]]:
     """
     c0 = source.patients_with("C0", labelled=True)
     lge = source.patients_with("LGE")
+    if not c0:
+        example = ("patient{N}_C0.nii.gz with patient{N}_C0_manual.nii.gz" if source.layout == "mscmrseg"
+                   else "myops_training_{N}_C0.nii.gz with myops_training_{N}_gd.nii.gz")
+        raise CmrError(f"{source.root}: no labelled bSSFP (C0) volumes to train on (expected {example})")
     if source.layout == "mscmrseg" and source.name != "phantom":
         val = [p for p in source.patients_with("LGE", labelled=True) if p <= 5] or \
             source.patients_with("LGE", labelled=True)[:5]

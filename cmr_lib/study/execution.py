@@ -52,14 +52,15 @@ def _notebook_error(path: Path) -> str | None:
     return None
 
 
-def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None, gpu: str | None = None):
+def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | None = None, gpu: str | None = None,
+                   env: dict | None = None):
     """Start executing one notebook with papermill in its own process (kernel python3, working directory =
     the repository root), writing to a temporary file beside `dst`; `gpu` (a CUDA device number) is the only
-    GPU it sees. Returns (process, temporary path, log)."""
+    GPU it sees; `env` adds variables to its environment. Returns (process, temporary path, log)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.ipynb", dir=dst.parent)
     os.close(fd)
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if threads:                                    # each kernel's torch uses this many threads
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:

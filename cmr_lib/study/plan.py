@@ -3,19 +3,22 @@ row of the experiment grid and seed), their fingerprints and dependencies, the l
 results/reproduce.json. The engines are in study.reproduce (built-in) and workflow/Snakefile (Snakemake)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
-from cmr_lib.core.atomic import write_json
+from cmr_lib.core.atomic import remove_stale_temporaries, write_json
+from cmr_lib.core.digests import folder_digest, read_step_files
 from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError, check_int
 from cmr_lib.core.grid import reproduce_rows, table_rows, uses_epsilon
-from cmr_lib.core.schema import NETWORKS
-from cmr_lib.core.paths import repo_root
-from cmr_lib.data.sources import source_for
+from cmr_lib.core.schema import NETWORKS, load_yaml
+from cmr_lib.core.paths import display_path, recorded_path, repo_root
+from cmr_lib.data.sources import find_real_data, source_for
 from cmr_lib.study.execution import machine
 from cmr_lib.study.stylizers import train_pairs
 
@@ -126,29 +129,45 @@ def seed_of(executed: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def shared_inputs(cfg) -> str:
-    """A digest of what every step depends on: the profiles and settings, the library code and the data
-    (file names and sizes). Computed once per `make reproduce`."""
+# parameter files read as data (their comments and layout are not part of any result)
+DATA_FILES = ("settings.yaml", "experiments.yaml", "paper_tables.yaml")
+# profile sections a step does not read, beyond `reproduce` (seeds come as parameters; no step reads it)
+UNREAD_SECTIONS = {"prepare:stylizers": ("analysis",)}
+
+
+def shared_inputs(cfg, *, t2_dir=None) -> dict:
+    """What the steps of one `make reproduce` depend on, each by content: the library code, the parameter files
+    read as data (parsed, so a comment changes nothing), the run's profile as validated, and the data (every
+    file's SHA-256: the data folder or phantom, the T2 folder, and the real sample sets that notebooks 01, 06
+    and 07 show beside the run's own). Computed once per `make reproduce`; `step_inputs` picks each step's part."""
     root = repo_root()
-    h = hashlib.sha256()
-    for path in [*sorted((root / "params").glob("*.yaml")), *sorted((root / "cmr_lib").rglob("*.py"))]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    data = cfg.data_dir or cfg.phantom_dir
-    if data is not None and Path(data).is_dir():
-        for f in sorted(Path(data).rglob("*")):
-            if f.is_file():
-                h.update(f"{f.relative_to(data)}:{f.stat().st_size}".encode())
-    return h.hexdigest()
+    code = hashlib.sha256()
+    for path in sorted((root / "cmr_lib").rglob("*.py")):
+        code.update(str(path.relative_to(root)).encode())
+        code.update(path.read_bytes())
+    params = {name: load_yaml(root / "params" / name) for name in DATA_FILES}
+    return {"code": code.hexdigest(), "params": params, "profile": cfg.sizes.to_dict(),
+            "data": folder_digest(cfg.data_dir or cfg.phantom_dir), "t2": folder_digest(t2_dir),
+            "shown_beside": {k: folder_digest(v) for k, v in sorted(find_real_data().items())}}
 
 
-def fingerprint(nb: Path | None, parameters: dict, shared: str) -> str:
-    """What a step's result depends on: its notebook (None for library steps), its parameters and the
-    shared inputs; a step is rerun when any of these changed."""
+def step_inputs(nb: str, shared: dict) -> dict:
+    """The part of the shared inputs that one step reads: its profile sections (not `reproduce`, nor those in
+    UNREAD_SECTIONS), and the real sets shown beside the run only for the steps that show them."""
+    unread = ("reproduce", *UNREAD_SECTIONS.get(str(nb), ()))
+    out = {**shared, "profile": {k: v for k, v in shared["profile"].items() if k not in unread}}
+    if Path(str(nb)).name not in ("01_data_exploration.ipynb", *ANALYSES):
+        out.pop("shown_beside")
+    return out
+
+
+def fingerprint(nb: Path | None, parameters: dict, inputs) -> str:
+    """What a step's result depends on: its notebook (None for library steps), its parameters and its inputs
+    (step_inputs); a step is rerun when any of these changed."""
     h = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode())
     if nb is not None:
         h.update(Path(nb).read_bytes())
-    h.update(shared.encode())
+    h.update(json.dumps(inputs, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -180,7 +199,7 @@ def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, step
     steps_list = with_seeds(steps(beyond) if steps_list is None else steps_list, seed_list)
     root = repo_root()
     source_for(cfg)
-    shared = shared_inputs(cfg)
+    shared = shared_inputs(cfg, t2_dir=t2_dir)
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
     params = {"profile": profile, "seed": cfg.seed,
               "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
@@ -200,7 +219,8 @@ def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, step
         # a parallel step waits for the last step that is not; any other step waits for everything before it
         deps = ([barrier] if barrier else []) if parallel else [*([barrier] if barrier else []), *since]
         plan.append({"i": i, "name": name, "nb": nb, "src": src, "dst": dst, "extra": extra,
-                     "parameters": parameters, "parallel": parallel, "key": fingerprint(src, parameters, shared),
+                     "parameters": parameters, "parallel": parallel,
+                     "key": fingerprint(src, parameters, step_inputs(nb, shared)),
                      "threads": threads if parallel else (os.cpu_count() or 1), "deps": deps,
                      "gpu": gpus[(len(since) if parallel else 0) % len(gpus)] if gpus else None})
         if parallel:
@@ -240,9 +260,55 @@ def update_ledger(path: Path, name: str, entry: dict) -> dict:
 
 
 def step_done(p: dict, ledger: dict) -> bool:
-    """A step is reused when its executed notebook exists (library steps have none) and its fingerprint matches."""
+    """A step is reused when its executed notebook exists (library steps have none), its fingerprint matches, and
+    every file it wrote or rested on (its ledger entry's `files`: records, tables, checkpoints) is still there."""
     exists = p["src"] is None or p["dst"].is_file()
-    return exists and ledger.get(p["dst"].name, {}).get("key") == p["key"]
+    entry = ledger.get(p["dst"].name, {})
+    return (exists and entry.get("key") == p["key"]
+            and all(recorded_path(f).is_file() for f in entry.get("files", ())))
+
+
+def step_files_list(p: dict) -> Path:
+    """Where a running step's process notes the files it writes or reuses (core.digests.note_step_file)."""
+    return p["dst"].parent / "files" / f"{p['dst'].name}.txt"
+
+
+def finished_step_files(p: dict) -> list[str]:
+    """The files a step noted while it ran that still exist, as records name paths; the list is then removed."""
+    where = step_files_list(p)
+    files = [display_path(f) for f in read_step_files(where)]
+    where.unlink(missing_ok=True)
+    return files
+
+
+@contextlib.contextmanager
+def output_lock(cfg):
+    """One `make reproduce` per output folder at a time: a second one is refused with one line naming the first.
+    Inside the lock, temporary files that killed writers left there are removed."""
+    import fcntl
+
+    path = cfg.results_dir / "notebooks" / "reproduce.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise CmrError(f"{cfg.output_root}: another make reproduce is writing here ({who}); wait for it to end, "
+                       f"or stop it first") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        for where in (cfg.results_dir, cfg.figures_dir, cfg.output_root / "checkpoints"):
+            remove_stale_temporaries(where, older_than_s=60.0)
+        yield path
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def step_result(p: dict, seconds: float, reused: bool, done: dict, gpu=None) -> dict:

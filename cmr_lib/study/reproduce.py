@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 
 from cmr_lib.core.atomic import write_json
+from cmr_lib.core.digests import FORCE_ENV, STEP_FILES_ENV
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.paths import repo_root
-from cmr_lib.core.schema import load_profile
 from cmr_lib.data.real import DATA_SETS, resolve_data
 from cmr_lib.study.execution import finish_notebook, peak_memory_mb, start_notebook
 from cmr_lib.study.plan import (ANALYSES, BASE_STEPS, STEPS, cost_hint, default_kinds, executed_name,  # noqa: F401
-                                fingerprint, make_plan, prepare, read_ledger, row_step_name, shared_inputs,
-                                step_done, step_result, steps, update_ledger, with_seeds, write_summary)
+                                finished_step_files, fingerprint, make_plan, output_lock, prepare, read_ledger,
+                                row_step_name, shared_inputs, step_done, step_files_list, step_result, steps,
+                                update_ledger, with_seeds, write_summary)
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
@@ -48,7 +49,11 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     ap.add_argument("--output-root", default=None, help="write results/ and figures/ here (default: the repository)")
     ap.add_argument("--gpus", default=None, help="CUDA devices to spread parallel notebooks over, e.g. 0,1,2,3 "
                     "(JOBS in all; several per GPU when JOBS is larger)")
-    ap.add_argument("--force", action="store_true", help="rerun every notebook even if its inputs are unchanged")
+    ap.add_argument("--force", action="store_true", help="rerun every notebook and retrain every network made before "
+                    "this run, even if its inputs are unchanged")
+    ap.add_argument("--engine", choices=("builtin", "snakemake"), default="builtin",
+                    help="run the plan here (builtin) or on Snakemake (what `make reproduce` uses)")
+    ap.add_argument("--cores", type=int, default=None, help="Snakemake's --cores (default: every core)")
     ap.add_argument("--beyond", action="store_true", help="also the paper's future work: the AdaConv + VAE rows "
                     "and notebook 07 (kernel sizes)")
     ap.add_argument("--steps-file", default=None, help=argparse.SUPPRESS)       # tests: a JSON list of steps
@@ -74,18 +79,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     if args.steps_file:
         steps_list = [tuple(st) for st in json.loads(Path(args.steps_file).read_text())]
     profile = args.profile or ("real" if args.data else "demo")
-    if args.data and not output_root:
-        output_root = named_output_root(args.data, profile)
     return args, dict(profile=profile, data_dir=data_dir, seed=args.seed, seeds=args.seeds, jobs=args.jobs,
                       c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root,
                       gpus=args.gpus.split(",") if args.gpus else None, beyond=args.beyond, steps_list=steps_list)
-
-
-def named_output_root(data: str, profile: str) -> Path:
-    """Where `make reproduce DATA=<data>` writes: real/<data>/ for the `real` profile, real/<data>/<profile>/ for
-    any other, so that one profile's tables never overwrite another's."""
-    name = load_profile(profile)[0]
-    return repo_root() / "real" / data / ("" if name == "real" else name)
 
 
 @cli_main
@@ -102,7 +98,45 @@ def main(argv=None) -> int:
         print(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()} for p in made["steps"]],
                          indent=1))
         return 0
+    if args.engine == "snakemake":
+        return run_snakemake(argv if argv is not None else sys.argv[1:], kw, cores=args.cores, force=args.force)
     return reproduce(**kw, force=args.force)
+
+
+def engine_argv(argv: list[str]) -> list[str]:
+    """The driver's options as each step's job gets them: without the launcher's own (--engine, --cores)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--engine", "--cores"):
+            skip = True
+            continue
+        if a.startswith(("--engine=", "--cores=")):
+            continue
+        out.append(a)
+    return out
+
+
+def run_snakemake(argv: list[str], kw: dict, *, cores: int | None, force: bool) -> int:
+    """`make reproduce`: Snakemake over the plan, under the output folder's lock. The options reach Snakemake
+    in a config file (a list, quoted again for each job's shell: a folder named `x$(cmd)` runs nothing), and
+    FORCE retrains what was made before this run (core.digests.reusable)."""
+    import subprocess
+
+    made = make_plan(**kw)
+    started = time.time()
+    with output_lock(made["cfg"]):
+        config = snakemake_dir(made) / "config.json"
+        write_json(config, {"argv": engine_argv(argv)})
+        env = {**os.environ, "CMR_REPRODUCE_STARTED": str(started)}
+        if force:
+            env[FORCE_ENV] = str(started)
+        cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(repo_root() / "workflow" / "Snakefile"),
+               "--cores", str(cores or os.cpu_count() or 1), "--keep-going", "--rerun-incomplete", "--nolock",
+               "--quiet", "rules", "--configfile", str(config), *(["--forceall"] if force else [])]
+        return subprocess.run(cmd, cwd=repo_root(), env=env).returncode
 
 
 def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
@@ -116,8 +150,20 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
     This is the built-in engine; `make reproduce` runs the same plan with Snakemake (workflow/Snakefile)."""
     made = make_plan(profile, data_dir=data_dir, seed=seed, seeds=seeds, jobs=jobs, steps_list=steps_list,
                      output_root=output_root, c0_spacing=c0_spacing, t2_dir=t2_dir, gpus=gpus, beyond=beyond)
+    with output_lock(made["cfg"]):
+        if force:                      # every network made before now is trained again, each once (digests.reusable)
+            os.environ[FORCE_ENV] = str(time.time())
+        try:
+            return _run_plan(made, force=force)
+        finally:
+            if force:
+                os.environ.pop(FORCE_ENV, None)
+
+
+def _run_plan(made: dict, *, force: bool) -> int:
+    """The built-in engine's loop over a plan (reproduce holds the output folder's lock)."""
     cfg, plan, gpus, out_dir, threads = made["cfg"], made["steps"], made["gpus"], made["out_dir"], made["threads"]
-    seed_list = made["seeds"]
+    jobs, seed_list = made["jobs"], made["seeds"]
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
     t_all = time.perf_counter()
     ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps
@@ -140,7 +186,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
         if not reused:               # the kernel has exited: its peak is in RUSAGE_CHILDREN (a running max)
             done = ledger[p["dst"].name] = update_ledger(ledger_path, p["dst"].name, {
                 "key": p["key"], "seconds": round(dt, 1), "peak_memory_mb_so_far": peak_memory_mb(),
-                "parallel": ran_parallel})
+                "parallel": ran_parallel, "files": finished_step_files(p)})
         results[p["i"]] = step_result(p, dt, reused, done, placement.get(p["i"]) if gpus and not reused else None)
         print(f"[{p['i']}/{len(plan)}] {p['name']}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
 
@@ -173,8 +219,7 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
             while queue and len(running) < jobs and not failures:
                 p = queue.pop(0)
                 placement[p["i"]] = pick_gpu(running)
-                running[p["i"]] = (p, time.perf_counter(), start_notebook(p["src"], p["dst"], p["parameters"],
-                                                                          threads=p["threads"], gpu=placement[p["i"]]))
+                running[p["i"]] = (p, time.perf_counter(), start_step(p, threads=p["threads"], gpu=placement[p["i"]]))
             finished = None
             while finished is None:
                 for i, (p, t0, started) in running.items():
@@ -206,11 +251,31 @@ def execute_step(p: dict, *, threads: int | None = None, gpu: str | None = None)
     if p["src"] is None:
         import torch
         torch.set_num_threads(threads)
-        prepare(p["nb"].split(":", 1)[1], p["parameters"])
+        files = step_files_list(p)
+        files.parent.mkdir(parents=True, exist_ok=True)
+        files.unlink(missing_ok=True)
+        before = os.environ.get(STEP_FILES_ENV)
+        os.environ[STEP_FILES_ENV] = str(files)
+        try:
+            prepare(p["nb"].split(":", 1)[1], p["parameters"])
+        finally:
+            if before is None:
+                os.environ.pop(STEP_FILES_ENV, None)
+            else:
+                os.environ[STEP_FILES_ENV] = before
         return
-    err = finish_notebook(*start_notebook(p["src"], p["dst"], p["parameters"], threads=threads, gpu=gpu), p["dst"])
+    err = finish_notebook(*start_step(p, threads=threads, gpu=gpu), p["dst"])
     if err:
         raise CmrError(f"step {p['i']} ({p['nb']}) failed: {err}")
+
+
+def start_step(p: dict, *, threads: int, gpu: str | None):
+    """Start a notebook step's process (execution.start_notebook), its written and reused files noted in its list."""
+    files = step_files_list(p)
+    files.parent.mkdir(parents=True, exist_ok=True)
+    files.unlink(missing_ok=True)
+    return start_notebook(p["src"], p["dst"], p["parameters"], threads=threads, gpu=gpu,
+                          env={STEP_FILES_ENV: str(files)})
 
 
 def snakemake_dir(made: dict) -> Path:
@@ -235,7 +300,7 @@ def run_step(made: dict, executed: str, *, threads: int | None = None, force=Fal
         dt = time.perf_counter() - t0
         done = update_ledger(ledger_path, executed, {"key": p["key"], "seconds": round(dt, 1),
                                                      "peak_memory_mb_so_far": peak_memory_mb(),
-                                                     "parallel": p["parallel"]})
+                                                     "parallel": p["parallel"], "files": finished_step_files(p)})
         result = step_result(p, dt, False, done, p["gpu"])
     write_json(snakemake_dir(made) / f"{executed}.json", result)
     print(f"[{p['i']}/{len(made['steps'])}] {p['name']}: "

@@ -2,7 +2,6 @@
 DRU-Net's own figures (notebook 04)."""
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import time
@@ -14,10 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cmr_lib.core.atomic import write_json
+from cmr_lib.core.atomic import read_json, write_json
+from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.config import check_epsilon_iterations
-from cmr_lib.core.errors import CmrError, check_bool
-from cmr_lib.core.paths import display_path, repo_root
+from cmr_lib.core.errors import check_bool
+from cmr_lib.core.paths import display_path, recorded_path, repo_root
 from cmr_lib.data.slices import heart_extent
 from cmr_lib.data.sources import CMRSource, source_for
 from cmr_lib.data.splits import split_for
@@ -88,8 +88,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     on augmented bSSFP, predict every test LGE volume on its own grid (saved as NIfTI in the data set's label
     encoding), score the labelled ones and the validation patients, and write results/runs/<name>/run.json.
 
-    A finished run with the same configuration is reused; one with another configuration is never
-    overwritten (a one-line error says so).
+    A finished run whose networks and scored files are unchanged (run_inputs) is reused; otherwise it is scored
+    again and its record replaced (the record is written last, atomically).
     """
     include_original = check_bool("include_original", include_original)
     t_start = time.perf_counter()
@@ -99,6 +99,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     spec = cfg.setting_spec
     eps = check_epsilon_iterations(epsilon_iterations) if cfg.searches else 0
     augmenting = bool(cfg.network or cfg.baseline)
+    include_original = include_original if augmenting else False
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name
     split = split_for(source, cfg.split)                    # once per run, passed down
@@ -106,15 +107,11 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     uses_t2 = bool(cfg.network) and spec.pretrain.style == "T2"
     # unset notebook options, and the T2 folder where no T2 stylizer runs, are not part of what the run is
     config["extra"] = {k: v for k, v in config["extra"].items() if v is not None and (k != "t2_dir" or uses_t2)}
-    identity = {"config": config,
-                "epsilon_iterations": eps, "include_original": include_original if augmenting else False,
-                "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
-                         "split": split}}
+    described = {"config": config, "epsilon_iterations": eps, "include_original": include_original,
+                 "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
+                          "split": split}}
     record_path = run_dir / "run.json"
-    old = json.loads(record_path.read_text()) if record_path.is_file() else None
-    if old is not None and {k: old.get(k) for k in identity} != json.loads(json.dumps(identity, default=str)):
-        raise CmrError(f"{record_path}: a run with this name and another configuration exists; move it away "
-                       f"or choose another output_root (it is never overwritten)")
+    old = read_json(record_path, "run record") if record_path.is_file() else None
     for part in ("test", "val"):
         source.check(split[part], "LGE")                    # a bad LGE volume stops the run before training
     ts = None
@@ -127,9 +124,16 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     seg = train_setting(cfg, source, stylizer=ts, split=split, epsilon_iterations=eps,
                         include_original=include_original, progress=progress)
     timings["segmenter"] = time.perf_counter() - t
-    if old is not None and seg.info.get("reused") and "summary_largest_component" in old and \
-            old.get("segmenter", {}).get("checkpoint") == display_path(seg.run_dir):
-        return SettingRun(run_dir, old, seg, ts)            # a record missing newer scores is scored again
+    inputs = run_inputs(cfg, source, split, seg, ts, eps=eps, include_original=include_original)
+    if old is not None and old.get("inputs") == inputs and reusable(record_path) \
+            and (recorded_path(old["segmenter"]["checkpoint"]) / "final.pt").is_file():
+        note_step_file(record_path)
+        return SettingRun(run_dir, old, seg, ts)            # the same networks scored on the same files
+    if old is not None:
+        changed = sorted(k for k in set(inputs) | set(old.get("inputs") or {})
+                         if inputs.get(k) != (old.get("inputs") or {}).get(k))
+        print(f"{display_path(record_path)}: made from other inputs ({', '.join(changed) or 'an older record'}); "
+              f"scored again, the record is replaced")
     t = time.perf_counter()
     predicted = {part: list(predict_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split[part]),
                                             cfg, pred_dir=run_dir / "predictions" / ("" if part == "test" else part),
@@ -143,7 +147,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     timings["total"] = time.perf_counter() - t_start
     hist, info = seg.history, seg.info
     record = {
-        "run_name": name, **identity, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
+        "run_name": name, **described, "inputs": inputs, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
         "setting_name": spec.name, "stylizer": cfg.stylizer, "baseline": cfg.baseline,
         "git": _git_commit(), "versions": _versions(),
         "encoder": ts.info["encoder"] if ts else None,
@@ -157,9 +161,10 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                       "mean_explore_gain": (float(np.mean(hist["explore_gain"])) if hist.get("explore_gain")
                                             else None)},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
-        "torch_threads": torch.get_num_threads(),           # CPU results depend on it (summation order)
-        "data_files": {**info["config"]["data"],               # each file's size, per role: what the run saw
-                       "test": data_fingerprint(source, {"test": ("LGE", split["test"])})},
+        # the training's threads (CPU results depend on them: summation order), also when it was reused here
+        "torch_threads": info.get("torch_threads", torch.get_num_threads()),
+        "torch_threads_scoring": torch.get_num_threads(),
+        "data_files": {**info["config"]["data"], "test": inputs["scored"]["data"]},   # each file's SHA-256, per role
         "test_patients_labelled": sorted({int(r) for r in split["test"]} - set(unlabelled)),
         "test_patients_unlabelled": unlabelled,
         "predictions": display_path(run_dir / "predictions"),
@@ -172,6 +177,18 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     }
     write_json(record_path, record)
     return SettingRun(run_dir, record, seg, ts)
+
+
+def run_inputs(cfg, source: CMRSource, split: dict, seg: TrainedSegmenter, ts: TrainedStylizer | None, *, eps: int,
+               include_original: bool) -> dict:
+    """What a run's record is made of, and nothing else: the trained networks (their folders are named by the hash
+    of everything that trained them, data content included) and what scoring reads (the test and validation LGE
+    images and labels by content, the preprocessing, the post-processing). The record is reused while these are
+    the same; a change elsewhere in the profile (e.g. analysis.examples) keeps it."""
+    return {"segmenter_run": seg.run_dir.name, "stylizer_run": ts.run_dir.name if ts else None,
+            "epsilon_iterations": eps, "include_original": include_original, "split": split,
+            "scored": {"preprocess": cfg.sizes.preprocess.to_dict(), "postprocess": list(POSTPROCESS),
+                       "data": data_fingerprint(source, {"test": ("LGE", split["test"]), "val": ("LGE", split["val"])})}}
 
 
 def predict_examples(cfg, source: CMRSource, model, patients, *, sequence: str = "LGE", per_patient: int = 1

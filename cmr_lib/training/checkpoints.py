@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cmr_lib.core.atomic import atomic_path, write_text
+from cmr_lib.core.atomic import atomic_path, read_json, write_json, write_text
 from cmr_lib.core.device import check_cores
+from cmr_lib.core.digests import files_digest, note_step_file, reusable
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 
-VERSION = 2            # bump when a change makes old checkpoints invalid
+VERSION = 3            # bump when a change makes old checkpoints invalid
 
 
 def save_checkpoint(path, *, model, optimizer, step: int, config: dict, history: dict) -> Path:
@@ -42,6 +43,7 @@ def load_checkpoint(path, *, model=None, optimizer=None, config: dict | None = N
     """Load safely (weights_only=True); a truncated file, a pickle that runs code, another architecture or
     another configuration is a one-line CmrError."""
     path = check_file(path, "checkpoint")
+    note_step_file(path)
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -79,14 +81,16 @@ def config_key(config: dict) -> str:
 
 
 def data_fingerprint(source: CMRSource, patients: dict) -> dict:
-    """What identifies the data a model saw: layout, patients per role, and each used file's size."""
-    files = {}
+    """What identifies the data a model saw: layout, patients per role, and the content (SHA-256) of each image
+    and label file it read, so that an edited label makes another fingerprint whatever its size."""
+    files = []
     for role, (seq, pats) in patients.items():
         for p in pats:
-            path = source.image_path(p, seq)
-            files[path.name] = path.stat().st_size
+            files.append(source.image_path(p, seq))
+            if source.has_label(p, seq):
+                files.append(source.label_path(p, seq))
     return {"layout": source.name, "patients": {r: [s, list(p)] for r, (s, p) in patients.items()},
-            "files": dict(sorted(files.items()))}
+            "sha256": files_digest(files)}
 
 
 def checkpoint_root(cfg) -> Path:
@@ -107,13 +111,14 @@ def draw_images(ds: SliceDataset, rng: np.random.Generator, batch: int, step: in
 
 def run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, iterations: int,
              checkpoint_every: int, desc: str, progress: bool, stop_after: int | None, after_step=None):
-    """Resume from last.pt, step, checkpoint, write losses.csv and final.pt; returns (history, timings).
+    """Resume from last.pt, step, checkpoint (last.pt holds the last step when it returns); returns (history, meta).
+    The caller ends the run with finish_run, which writes its record before final.pt.
 
     step_fn(step) does one optimisation step and returns its losses (dict with `keys`); after_step(step,
     history), if given, runs after it (validation) and may add to `history`, which checkpoints keep.
     stop_after ends the run after that many steps of this call (tests use it to simulate a kill).
     """
-    last, final = run_dir / "last.pt", run_dir / "final.pt"
+    last = run_dir / "last.pt"
     history = {k: [] for k in ("step", *keys)}
     start = 0
     if last.is_file():
@@ -144,8 +149,28 @@ def run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, it
     cols = ["step", *keys]
     write_text(run_dir / "losses.csv", "\n".join(
         [",".join(cols)] + [",".join(f"{history[k][i]:.6g}" for k in cols) for i in range(len(history["step"]))]) + "\n")
-    save_checkpoint(final, model=model, optimizer=None, step=iterations, config=config, history=history)
-    if last.is_file():
-        last.unlink()
     return history, {"seconds_train": round(time.perf_counter() - t1, 2), "steps_this_run": done_here,
-                     "resumed_from": start}
+                     "resumed_from": start, "torch_threads": torch.get_num_threads()}
+
+
+def finish_run(run_dir: Path, *, model, config: dict, history: dict, meta: dict, iterations: int) -> None:
+    """End a training: its record (meta.json) first, then final.pt with the weights the record describes, then
+    last.pt goes. A run is finished only once final.pt exists; killed before that, it resumes from last.pt
+    (already at its last step) and finishes again, so final.pt never holds other weights than its record says."""
+    write_json(run_dir / "meta.json", meta)
+    save_checkpoint(run_dir / "final.pt", model=model, optimizer=None, step=iterations, config=config,
+                    history=history)
+    (run_dir / "last.pt").unlink(missing_ok=True)
+
+
+def finished(run_dir: Path) -> bool:
+    """A finished training that may be reused: final.pt (written last) and its record are there (and FORCE does
+    not ask for it again)."""
+    return reusable(run_dir / "final.pt") and (run_dir / "meta.json").is_file()
+
+
+def reuse_run(run_dir: Path, *, model, config: dict) -> tuple[dict, dict]:
+    """A finished training's final.pt loaded into `model` (its configuration checked) and its record:
+    (checkpoint state, meta)."""
+    state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+    return state, read_json(run_dir / "meta.json", "training record")

@@ -6,7 +6,6 @@ validation Dice (LGE of validation patients) are kept.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
@@ -31,7 +29,10 @@ from cmr_lib.training.checkpoints import (
     config_key,
     data_fingerprint,
     draw_items,
+    finish_run,
+    finished,
     load_checkpoint,
+    reuse_run,
     run_loop,
     save_checkpoint,
 )
@@ -87,9 +88,9 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
     dev = device()
     torch.manual_seed(cfg.seed)
     model = segmenter_for_training(cfg, dev)
-    if (run_dir / "final.pt").is_file():
-        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
-        return TrainedSegmenter(model.eval(), run_dir, state["history"], {"config": config, "reused": True})
+    if finished(run_dir):
+        state, meta = reuse_run(run_dir, model=model, config=config)
+        return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
     data = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
     optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
 
@@ -103,7 +104,8 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
                              checkpoint_every=sg.checkpoint_every, desc=f"DRU-Net ({name})", progress=progress,
                              stop_after=stop_after)
-    write_json(run_dir / "meta.json", {**meta, "config": config})
+    finish_run(run_dir, model=model, config=config, history=history, meta={**meta, "config": config},
+               iterations=sg.iterations)
     return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
 
 
@@ -146,10 +148,9 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     run_dir = setting_run_dir(cfg, config, epsilon_iterations)
     torch.manual_seed(cfg.seed)
     model = segmenter_for_training(cfg, dev)
-    if (run_dir / "final.pt").is_file():
-        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
-        return TrainedSegmenter(model.eval(), run_dir, state["history"],
-                                {"config": config, "reused": True, **json.loads((run_dir / "meta.json").read_text())})
+    if finished(run_dir):
+        state, meta = reuse_run(run_dir, model=model, config=config)
+        return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
     t0 = time.perf_counter()
     content, styles = setting_data(cfg, source, split, pool)
     val_volumes = [source.load(p, "LGE", label="require") for p in split["val"] if source.has_label(p, "LGE")]
@@ -183,6 +184,8 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
             save_checkpoint(run_dir / "best.pt", model=model, optimizer=None, step=step + 1, config=config,
                             history={"val_dice": dice})
 
+    if not (run_dir / "last.pt").is_file():                 # a fresh start (or FORCE): no best of an older run
+        (run_dir / "best.pt").unlink(missing_ok=True)
     model.train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn,
                              keys=("loss", "explore_gain") if augmenter.mining else ("loss",),
@@ -190,16 +193,15 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
                              desc=f"DRU-Net {run_dir.name}", progress=progress, stop_after=stop_after,
                              after_step=after_step)
     best = None
-    if (run_dir / "best.pt").is_file():
+    if (run_dir / "best.pt").is_file():                     # final.pt holds the best weights, as its record says
         best = load_checkpoint(run_dir / "best.pt", model=model, config=config)["step"]
-        save_checkpoint(run_dir / "final.pt", model=model, optimizer=None, step=sg.iterations, config=config,
-                        history=history)
     meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
                  "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
                  "style_fallbacks": augmenter.picker.fallbacks if augmenter.picker else 0, "device": str(dev),
                  "precision": precision_used(sg.precision, dev),
                  "channels_last": memory_format(sg.precision, dev) == torch.channels_last})
-    write_json(run_dir / "meta.json", {**meta, "config": config})
+    finish_run(run_dir, model=model, config=config, history=history, meta={**meta, "config": config},
+               iterations=sg.iterations)
     return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
 
 

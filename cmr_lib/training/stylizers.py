@@ -4,7 +4,6 @@ See training.checkpoints for how runs are resumed and reused.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cmr_lib.core.atomic import atomic_path, write_json
+from cmr_lib.core.atomic import atomic_path
+from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import SliceDataset
@@ -31,7 +31,9 @@ from cmr_lib.training.checkpoints import (
     config_key,
     data_fingerprint,
     draw_images,
-    load_checkpoint,
+    finish_run,
+    finished,
+    reuse_run,
     run_loop,
 )
 
@@ -62,7 +64,8 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
               "precision": st.precision, "seed": cfg.seed, "data": data_fingerprint(source, roles)}
     name = "mr" if train_encoder else "decoder"
     out = checkpoint_root(cfg) / "autoencoders" / f"{name}_w{st.encoder_width:g}_{config_key(config)}.pth"
-    if out.is_file():
+    if reusable(out):
+        note_step_file(out)
         return out
     torch.manual_seed(cfg.seed)
     enc = VGGEncoder(width=st.encoder_width) if train_encoder else encoder
@@ -94,6 +97,7 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
 
 def load_decoder(path, width: float) -> Decoder:
     """The mirror decoder saved in an autoencoder file (pretrain_autoencoder's `decoder.*` keys)."""
+    note_step_file(path)
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     decoder = Decoder(width=width)
     decoder.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
@@ -215,7 +219,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
               "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
               "data": fingerprint, **({"base": base.run_dir.name} if base is not None else {})}
     run_dir = checkpoint_root(cfg) / "stylizers" / f"{kind}_{content_seq}-{style_seq}_{config_key(config)}"
-    if reuse_only and not (run_dir / "final.pt").is_file():
+    if reuse_only and not finished(run_dir):
         raise CmrError(f"{run_dir}: no finished {STYLIZERS[kind]} {'->'.join(pretrain)} stylizer for this "
                        f"configuration; run its notebook first")
     dev = device()
@@ -229,11 +233,10 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
                                           progress=progress))
         warm_start(model, path)
         enc_record = {**enc_record, "decoder_warm_start": path.name}
-    if (run_dir / "final.pt").is_file():
-        state = load_checkpoint(run_dir / "final.pt", model=model, config=config)
+    if finished(run_dir):
+        state, meta = reuse_run(run_dir, model=model, config=config)
         return TrainedStylizer(model.to(dev).eval(), kind, tuple(pretrain), run_dir, state["history"],
-                               {"config": config, "encoder": enc_record, "reused": True,
-                                **json.loads((run_dir / "meta.json").read_text())})
+                               {"config": config, "encoder": enc_record, **meta, "reused": True})
     if base is not None:
         return fit_style_vae(cfg, model, base, style_src, style_patients, config, run_dir, enc_record,
                              progress=progress, stop_after=stop_after)
@@ -261,7 +264,8 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
                              progress=progress, stop_after=stop_after)
     meta.update({"seconds_data": round(t_data, 2), "device": str(dev), "precision": precision_used(st.precision, dev),
                  "channels_last": fmt == torch.channels_last, "content_slices": len(content), "style_slices": len(style)})
-    write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
+    finish_run(run_dir, model=model, config=config, history=history,
+               meta={**meta, "config": config, "encoder": enc_record}, iterations=st.iterations)
     return TrainedStylizer(model.eval(), kind, tuple(pretrain), run_dir, history,
                            {"config": config, "encoder": enc_record, "reused": False, **meta})
 
@@ -313,6 +317,7 @@ def fit_style_vae(cfg, model, base: TrainedStylizer, style_src, style_patients, 
                              stop_after=stop_after)
     meta.update({"seconds_data": round(t_data, 2), "device": str(dev), "precision": "fp32", "style_slices": len(style),
                  "base": base.run_dir.name, "seconds_base": base.info.get("seconds_train")})
-    write_json(run_dir / "meta.json", {**meta, "config": config, "encoder": enc_record})
+    finish_run(run_dir, model=model, config=config, history=history,
+               meta={**meta, "config": config, "encoder": enc_record}, iterations=st.iterations)
     return TrainedStylizer(model.eval(), model.kind, tuple(base.pretrain), run_dir, history,
                            {"config": config, "encoder": enc_record, "reused": False, **meta})
