@@ -39,6 +39,8 @@ $(STAMP): pyproject.toml
 # a folder named x$(cmd) reaches the driver as that name and nothing is run
 q = '$(subst ','"'"',$(1))'
 v = $(value $(1))
+# make would also expand these to put them in every recipe's environment (running a $(shell ...) in a value)
+unexport PROFILE DATA DATA_DIR SEED SEEDS JOBS FORCE C0_SPACING GPUS BEYOND ENGINE T2_DIR REAL_DIR MIRROR
 opt = $(if $(call v,$(2)),$(1) $(call q,$(call v,$(2))))
 ARGS = $(call opt,--profile,PROFILE) $(call opt,--data,DATA) $(call opt,--seed,SEED) $(call opt,--jobs,JOBS) \
   $(call opt,--seeds,SEEDS) $(call opt,--data-dir,DATA_DIR) $(call opt,--c0-spacing,C0_SPACING) \

@@ -215,6 +215,144 @@ def _bad_test_volume_before_training(d, phantom_dir):
     return action
 
 
+# ---------------------------------------------------------------------------------------------
+# issue 39: reuse that can be trusted (each case failed on the main before it, with no error or a traceback)
+
+def _near_miss(d, wrong):
+    _case(d, name="patient1", seq="C0")
+    write_nifti(d / "patient1_LGE.nii.gz", _img() * 2)
+    write_nifti(d / wrong, heart_label())
+    return lambda: open_source(d)
+
+
+def _one_patient_twice(d):
+    lab = heart_label()
+    for p in (101, 102):
+        img = np.random.default_rng(p).random((32, 32, 4)).astype(np.float32)
+        for seq in ("C0", "DE", "T2"):
+            write_nifti(d / f"myops_training_{p}_{seq}.nii.gz", img * (1 + ("C0", "DE", "T2").index(seq)))
+        write_nifti(d / f"myops_training_{p}_gd.nii.gz", lab)
+    import shutil
+    for seq in ("C0", "DE", "T2", "gd"):                                 # patient 101 again, as 117
+        shutil.copy(d / f"myops_training_101_{seq}.nii.gz", d / f"myops_training_117_{seq}.nii.gz")
+    return lambda: open_source(d)
+
+
+def _no_c0_labels(d):
+    from cmr_lib.data.splits import split_for
+    for p in (1, 2, 3):
+        write_nifti(d / f"patient{p}_C0.nii.gz", _img() + p)
+        write_nifti(d / f"patient{p}_LGE.nii.gz", _img() * p)
+    write_nifti(d / "patient1_LGE_manual.nii.gz", heart_label())
+    return lambda: split_for(open_source(d))
+
+
+def _manifest(d, dest):
+    path = d / "manifest.tsv"
+    path.write_text(f"dest\trepository\tpath\tsha256\n{dest}\towner/repo\tx.nii.gz\t{'0' * 64}\n")
+    return path
+
+
+def _set_for_download(d):
+    """A one-file set 'myops2020' in a mirror and its manifest: (mirror, manifest, DEST)."""
+    from cmr_lib.core.digests import file_digest
+    mirror = d / "mirror"
+    (mirror / "myops2020").mkdir(parents=True)
+    write_nifti(mirror / "myops2020" / "myops_training_101_C0.nii.gz", _img())
+    write_nifti(mirror / "myops2020" / "myops_training_101_gd.nii.gz", heart_label())
+    lines = ["dest\trepository\tpath\tsha256"] + [
+        f"myops2020/{f.name}\towner/repo\t{f.name}\t{file_digest(f)}" for f in sorted((mirror / "myops2020").iterdir())]
+    (d / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    return mirror, d / "manifest.tsv", d / "dest"
+
+
+def _download_over_a_users_file(d):
+    from cmr_lib.data.download import download
+    mirror, manifest, dest = _set_for_download(d)
+    (dest / "myops2020").mkdir(parents=True)
+    (dest / "myops2020" / "myops_training_101_gd.nii.gz").write_bytes(b"my own corrected labels")
+    return lambda: download(dest, mirror=mirror, manifest=manifest, only=("myops2020",), progress=False)
+
+
+def _download_onto_a_folder(d):
+    from cmr_lib.data.download import download
+    mirror, manifest, dest = _set_for_download(d)
+    (dest / "myops2020" / "myops_training_101_C0.nii.gz").mkdir(parents=True)
+    return lambda: download(dest, mirror=mirror, manifest=manifest, only=("myops2020",), progress=False)
+
+
+def _partial_set(d):
+    from cmr_lib.data.download import check_set, download
+    mirror, manifest, dest = _set_for_download(d)
+    download(dest, mirror=mirror, manifest=manifest, only=("myops2020",), progress=False)
+    (dest / "myops2020" / "myops_training_101_gd.nii.gz").unlink()
+    return lambda: check_set(dest / "myops2020", "myops2020", manifest=manifest)
+
+
+def _disk_full_checkpoint(d):
+    from unittest import mock
+
+    from cmr_lib.models.drunet import DRUNet
+    from cmr_lib.training.checkpoints import save_checkpoint
+    (d / "ckpt.pt").write_bytes(b"the earlier checkpoint")
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0: "
+                           "PytorchStreamWriter failed writing file data/0: file write failed")
+
+    def action():
+        with mock.patch.object(torch, "save", full):
+            save_checkpoint(d / "ckpt.pt", model=DRUNet(depth=3, root=4), optimizer=None, step=1, config={},
+                            history={})
+    return action
+
+
+def _disk_full_table(d):
+    import errno
+    from unittest import mock
+
+    from cmr_lib.core.atomic import write_text
+    (d / "table2.md").write_text("the earlier table")
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def action():
+        with mock.patch.object(Path, "write_text", full):
+            write_text(d / "table2.md", "a new table")
+    return action
+
+
+def _truncated_record(d):
+    from cmr_lib.report.tables import load_runs
+    run = d / "results" / "runs" / "smoke_phantom_setting0_none_seed0"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"run_name": "smoke_phantom_setting0_none_seed0", "metr')
+    return lambda: load_runs(d / "results")
+
+
+def _truncated_record_in_a_run(d, phantom):
+    from cmr_lib.study.runs import run_setting
+    cfg = make_config(profile="smoke", setting=0, data_dir=phantom, output_root=d)
+    run = d / "results" / "runs" / "smoke_phantom_setting0_none_seed0"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"run_name": "smoke_phan')
+    return lambda: run_setting(cfg, progress=False)
+
+
+def _second_reproduce(d):
+    from cmr_lib.study import reproduce as rp
+    from cmr_lib.study.plan import output_lock
+    cfg = make_config(profile="smoke", output_root=d / "out")
+    nb = d / "x.ipynb"
+    nb.write_text("{}")
+
+    def action():
+        with output_lock(cfg):
+            rp.reproduce("smoke", steps_list=[("x", str(nb), {})], output_root=d / "out")
+    return action
+
+
 @dataclass
 class Case:
     name: str
@@ -316,6 +454,33 @@ CASES = [
          "not a readable NIfTI|corrupt or truncated", "_LGE.nii.gz", phantom=True),
     Case("phantom into a folder of real patients", _phantom_over_real,
          "folder is not empty and holds no phantom written by this command", "/data"),
+    # issue 39
+    Case("a label named patient1_lge_manual.nii.gz (would be left unread)",
+         lambda d: _near_miss(d, "patient1_lge_manual.nii.gz"), "rename it patient1_LGE_manual.nii.gz",
+         "patient1_lge_manual.nii.gz"),
+    Case("a label named patient1_LGE_Manual.nii.gz (would be left unread)",
+         lambda d: _near_miss(d, "patient1_LGE_Manual.nii.gz"), "rename it patient1_LGE_manual.nii.gz",
+         "patient1_LGE_Manual.nii.gz"),
+    Case("one MyoPS patient under two numbers", _one_patient_twice, "the same image as myops_training_101_C0",
+         "myops_training_117_C0.nii.gz"),
+    Case("an MS-CMRSeg folder without C0 labels", _no_c0_labels, "no labelled bSSFP .C0. volumes to train on", "/data"),
+    Case("a 99 mm in-plane voxel size", lambda d: _header(d, pixdim=_pixdim(99, 99, 5)),
+         r"voxel size \(99.0, 99.0, 5.0\) mm .* is not plausible for a cardiac MR scan", "patient1_LGE.nii.gz"),
+    Case("a manifest destination with ..", lambda d: (lambda: __import__("cmr_lib.data.download").data.download
+                                                     .load_manifest(_manifest(d, "myops2020/../../evil.nii.gz"))),
+         "could write outside the data folder", "manifest.tsv"),
+    Case("a download over a file of the user's", _download_over_a_users_file, "this command did not write it",
+         "myops_training_101_gd.nii.gz"),
+    Case("a download onto a folder", _download_onto_a_folder, "is a folder", "myops_training_101_C0.nii.gz"),
+    Case("a downloaded set with a file removed", _partial_set, "1 of the 2 files of myops2020 are missing",
+         "myops_training_101_gd.nii.gz"),
+    Case("disk full while saving a checkpoint", _disk_full_checkpoint, "no space left on the device", "ckpt.pt"),
+    Case("disk full while writing a table", _disk_full_table, "no space left on the device", "table2.md"),
+    Case("a truncated run.json read by the tables", _truncated_record, "not valid JSON", "run.json"),
+    Case("a truncated run.json found by its run", _truncated_record_in_a_run, "not valid JSON", "run.json",
+         phantom=True),
+    Case("a second make reproduce into one output folder", _second_reproduce,
+         "another make reproduce is writing here", "/out"),
 ]
 
 
@@ -326,6 +491,7 @@ def test_catalogue(case, tmp_path, request):
     sentinel = tmp_path / "earlier_result.json"
     sentinel.write_text('{"kept": true}')
     action = case.make(d, request.getfixturevalue("tiny_phantom")) if case.phantom else case.make(d)
+    before = _checksums(tmp_path)                                    # every file that existed before
     with pytest.raises(CmrError) as err:
         action()
     line = str(err.value)
@@ -334,7 +500,14 @@ def test_catalogue(case, tmp_path, request):
     assert re.search(case.message, line), line
     assert err.value._render_traceback_() == [f"CmrError: {line}"]            # how a notebook shows it
     assert sentinel.read_text() == '{"kept": true}'
+    after = _checksums(tmp_path)
+    assert {f: after.get(f) for f in before} == before, "a file that existed before was changed or removed"
     assert not Path("/tmp/cmr_pwned_by_pickle").exists()
+
+
+def _checksums(folder: Path) -> dict:
+    import hashlib
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def _cli(*args):

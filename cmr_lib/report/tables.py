@@ -5,14 +5,13 @@ Every number here comes from those records; rows and their order come from the e
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cmr_lib.core.atomic import write_text
+from cmr_lib.core.atomic import read_json, write_text
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import STYLIZER_NAMES, row_key, table_rows, uses_epsilon
 from cmr_lib.evaluation.evaluate import STRUCTURES
@@ -33,10 +32,7 @@ def load_runs(results_dir, *, profile: str | None = None, seed: int | list | Non
     seeds = None if seed is None else (list(seed) if isinstance(seed, (list, tuple)) else [seed])
     records = []
     for path in sorted(runs_dir.glob("*/run.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CmrError(f"{path}: not a readable run record ({exc.__class__.__name__})") from None
+        rec = read_json(path, "run record")
         if not isinstance(rec, dict) or not {"setting", "stylizer", "summary", "profile", "data"} <= set(rec):
             raise CmrError(f"{path}: not a run record (needs setting, stylizer, summary, profile and data)")
         variant = rec.get("config", {}).get("extra", {}).get("kernel_size") is not None   # notebook 07's rows

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from cmr_lib.core.atomic import write_json
+from cmr_lib.core.atomic import read_json, write_json
 from cmr_lib.core.digests import FORCE_ENV, STEP_FILES_ENV
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.paths import repo_root
@@ -316,7 +316,7 @@ def snakemake_summary(made: dict, *, started: float | None = None) -> None:
     steps = []
     for p in made["steps"]:
         path = where / f"{p['dst'].name}.json"
-        line = json.loads(path.read_text())
+        line = read_json(path, "step result")
         if started is not None and path.stat().st_mtime < started:     # Snakemake had no reason to run it
             line.update(reused=True, seconds=0.0)
         bench = where / f"{p['dst'].name}.benchmark.tsv"

@@ -2,13 +2,12 @@
 stylize examples, measure how LGE-like and how faithful the results are, draw Figs. 5 and 7-9."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cmr_lib.core.atomic import save_figure, write_json
+from cmr_lib.core.atomic import read_json, save_figure, write_json
 from cmr_lib.core.device import autocast, device, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import display_path
@@ -161,7 +160,7 @@ def stylizer_reports(cfg) -> pd.DataFrame:
     one row per stylizer and pre-training pair: RAIN and AdaConv side by side."""
     rows = []
     for path in sorted((cfg.results_dir / "stylizers").glob("*.json")):
-        r = json.loads(path.read_text())
+        r = read_json(path, "stylizer report")
         if r.get("profile") == cfg.profile:
             rows.append({k: r.get(k) for k in ("stylizer", "pretrain", *REPORT_COLUMNS[:3], REPORT_COLUMNS[5])})
     return pd.DataFrame(rows)
