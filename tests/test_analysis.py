@@ -68,7 +68,7 @@ def test_a_broken_record_is_named(tmp_path):
     d = tmp_path / "runs" / "broken"
     d.mkdir(parents=True)
     (d / "run.json").write_text("{not json")
-    with pytest.raises(CmrError, match=r"broken/run.json: not a readable run record"):
+    with pytest.raises(CmrError, match=r"broken/run.json: run record is not valid JSON"):
         tables.load_runs(tmp_path)
     (d / "run.json").write_text('{"setting": 1}')
     with pytest.raises(CmrError, match="not a run record"):
