@@ -33,7 +33,7 @@ profile = "demo"        # smoke | demo | real | real-ref | paper, or the path of
 data_dir = None         # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
 c0_spacing = "header"   # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 seed = 0
-output_root = None      # None: figures/ and results/ of the repository
+output_root = None      # None: the folder of this profile and data (README: where outputs land)
 real_data_dir = None    # folder holding mscmrseg2019/ and myops2020/; None: $CMR_REAL_DATA or ../shared/data
 
 # %% [markdown]

@@ -34,7 +34,7 @@ data_dir = None         # None: the built-in phantom; else an MS-CMRSeg 2019 or 
 c0_spacing = "header"   # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 t2_dir = None           # T2 images when data_dir has none (the MS-CMRSeg copy): a MyoPS 2020 folder
 seed = 0
-output_root = None      # None: figures/, results/ and checkpoints/ of the repository
+output_root = None      # None: the folder of this profile and data (README: where outputs land)
 
 # %% [markdown]
 # ## Setup

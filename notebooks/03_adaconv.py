@@ -32,7 +32,7 @@ c0_spacing = "header"   # "lge" for the cropped MS-CMRSeg copy, whose C0 headers
 t2_dir = None           # T2 images when data_dir has none (the MS-CMRSeg copy): a MyoPS 2020 folder
 kernel_size = None      # None: the profile's (3); the paper's future work asks for larger kernels (5, 7)
 seed = 0
-output_root = None      # None: figures/, results/ and checkpoints/ of the repository
+output_root = None      # None: the folder of this profile and data (README: where outputs land)
 
 # %% [markdown]
 # ## Setup

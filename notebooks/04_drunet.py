@@ -28,7 +28,7 @@ profile = "demo"        # smoke | demo | real | real-ref | paper, or the path of
 data_dir = None         # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
 c0_spacing = "header"   # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 seed = 0
-output_root = None      # None: figures/, results/ and checkpoints/ of the repository
+output_root = None      # None: the folder of this profile and data (README: where outputs land)
 
 # %% [markdown]
 # ## Setup

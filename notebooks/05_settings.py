@@ -59,7 +59,7 @@ seed = 0
 data_dir = None           # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
 c0_spacing = "header"     # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 t2_dir = None             # T2 images for setting 1 when data_dir has none (the MS-CMRSeg copy): MyoPS 2020
-output_root = None        # None: figures/, results/ and checkpoints/ of the repository
+output_root = None        # None: the folder of this profile and data (README: where outputs land)
 
 # %%
 from cmr_lib.core.atomic import save_figure

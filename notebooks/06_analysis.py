@@ -38,7 +38,7 @@ seeds = None            # a list of seeds whose runs the tables average ([0, 1, 
 data_dir = None         # None: the built-in phantom; else the data folder the runs used
 c0_spacing = "header"   # as the runs had it ("lge" for the cropped MS-CMRSeg copy)
 t2_dir = None           # as the runs had it (T2 for setting 1 when data_dir has none)
-output_root = None      # None: figures/, results/ and checkpoints/ of the repository
+output_root = None      # None: the folder of this profile and data (README: where outputs land)
 allow_mixed = False     # True: let runs of several profiles or data sources share one table
 cross_data = "auto"     # data sets to test every row's network on besides its own: "auto" (the real sample
                         # sets found and the phantom), None (skip), or a list of data folders

@@ -52,7 +52,7 @@ kinds = ["adaconv", "adaconv-vae"]
 max_slices = 64                   # bSSFP heart slices stylized per stylizer (None: all)
 seed = 0
 seeds = None                      # a list of seeds to average (e.g. [0, 1, 2]); None: [seed]
-output_root = None                # None: figures/, results/ and checkpoints/ of the repository
+output_root = None                # None: the folder of this profile and data (README: where outputs land)
 
 # %% [markdown]
 # ## Setup
