@@ -15,7 +15,7 @@ import time
 from cmr_lib.core.atomic import write_json
 from cmr_lib.core.config import make_config
 from cmr_lib.data.sources import source_for
-from cmr_lib.data.splits import split_for
+from cmr_lib.data.splits import run_split
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.study.stylizers import stylization_kl, stylize_examples
@@ -28,7 +28,7 @@ def run(profile: str, fallback: str | None, kind: str | None):
     overrides = {"stylizer.offline_fallback": fallback} if fallback else None
     cfg = make_config(profile=profile, setting=setting, stylizer=kind or "rain", overrides=overrides)
     source = source_for(cfg, progress=False)
-    split = split_for(source, cfg.split)
+    split = run_split(cfg, source)
     row = {"encoder": fallback or "-", "stylizer": kind or "none", "setting": setting}
     t = time.perf_counter()
     ts = None

@@ -54,7 +54,7 @@ def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
     import torch
 
     from cmr_lib.data.slices import SliceDataset
-    from cmr_lib.data.splits import split_for
+    from cmr_lib.data.splits import run_split
 
     named = resolve_data("mscmrseg2019")
     src = open_source(named.data_dir, c0_spacing=named.c0_spacing)
@@ -64,7 +64,7 @@ def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
         over = {"preprocess.spacing_mm": spacing, **{f"preprocess.crop.{k}": crop for k in ("rain", "adaconv", "none")}}
         cfg = make_config(profile="demo", data_dir=named.data_dir, c0_spacing=named.c0_spacing, output_root=work,
                           overrides=over, t2_dir=str(named.t2_dir))
-        split = split_for(src, cfg.split)
+        split = run_split(cfg, src)
         enc, record = resolve_encoder(cfg, src, split=split, progress=False)      # trains the autoencoder if new
         dec = load_decoder(work / "checkpoints" / "autoencoders" / record["source"], enc.width)
         enc.eval(), dec.eval()

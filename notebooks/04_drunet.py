@@ -39,7 +39,7 @@ import pandas as pd
 from cmr_lib.core.atomic import save_figure
 from cmr_lib.core.config import make_config
 from cmr_lib.data.sources import source_for
-from cmr_lib.data.splits import split_for
+from cmr_lib.data.splits import run_split
 from cmr_lib.models import drunet
 from cmr_lib.report import plots
 from cmr_lib.study import runs
@@ -49,7 +49,7 @@ cfg = make_config(profile=profile, setting=0, data_dir=data_dir, c0_spacing=c0_s
                   output_root=output_root)
 print(cfg.summary())
 source = source_for(cfg)
-split = split_for(source, cfg.split)
+split = run_split(cfg, source)
 print({role: len(p) for role, p in split.items()}, "patients per role")
 
 # %% [markdown]

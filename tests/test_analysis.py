@@ -13,7 +13,7 @@ from cmr_lib.report import cross, paper, stats, summary_figures, tables
 
 
 def _record(setting, stylizer, eps=0, dice=(0.7, 0.8, 0.6), hd=(30.0, 20.0, 40.0), *, seed=0, profile="demo",
-            root="data/phantom", part="test", cases=3):
+            root="data/phantom", part="test", cases=3, select=("source", "C0", [7])):
     """A run.json record as run_setting writes it, with per-patient metrics equal to the given means."""
     metrics = [{"case": f"patient{c}_LGE", "structure": s, "dice": d, "hd": h, "hd95": h / 2, "assd": h / 10}
                for c in range(cases) for s, d, h in zip(STRUCTURES, dice, hd)]
@@ -27,6 +27,7 @@ def _record(setting, stylizer, eps=0, dice=(0.7, 0.8, 0.6), hd=(30.0, 20.0, 40.0
     name = f"{profile}_setting{setting}_{stylizer}" + (f"_eps{eps}" if stylizer == "rain" else "") + f"_seed{seed}"
     return {"run_name": name, "setting": setting, "stylizer": stylizer, "epsilon_iterations": eps, "seed": seed,
             "profile": profile, "data": {"root": root, "split": {"val": [1, 2]}},
+            "segmenter": {"selection": dict(zip(("rule", "sequence", "patients"), select))},
             "summary": {"test": summary if part == "test" else {}, "val": summary},
             "metrics": {"test": metrics if part == "test" else [], "val": metrics}}
 
@@ -75,6 +76,20 @@ def test_a_broken_record_is_named(tmp_path):
         tables.load_runs(tmp_path)
 
 
+def test_a_row_that_chose_on_reported_labels_is_marked_and_the_rule_is_named():
+    clean = _record(0, "none", part="val", cases=3)                        # chose on bSSFP 7: reports 0-2
+    paper = _record(1, "rain", 5, part="val", cases=3, select=("target", "LGE", [1, 2]))
+    old = _record(2, "rain", 5, part="val", cases=3)
+    del old["segmenter"]                                                   # before the rule: LGE validation
+    assert tables.selection_is_clean(clean) and not tables.selection_is_clean(paper)
+    assert not tables.selection_is_clean(old) and tables.selection_of(old)["rule"] == "target"
+    assert tables.selection_is_clean(_record(3, "rain", 5, part="val", select=("last", None, [])))
+    md = tables.markdown(tables.table([clean, paper]))
+    assert "| 0 | none |" in md and "| 1 | RAIN † | 5 |" in md
+    assert "Checkpoints chosen on: held-out bSSFP; LGE validation (paper). † these rows" in md
+    assert "†" not in tables.markdown(tables.table([clean]))
+
+
 def test_table2_rows_values_and_markdown(table2_records):
     t = tables.table(list(reversed(table2_records)))           # record order does not matter
     assert list(zip(t["setting"], t["stylizer"])) == [(0, "none"), (1, "RAIN"), (1, "AdaConv"), (2, "RAIN"),
@@ -85,7 +100,7 @@ def test_table2_rows_values_and_markdown(table2_records):
     assert row["HD AVG"] == pytest.approx(16.0) and row["patients"] == "test" and row["seeds"] == 1
     md = tables.markdown(t)
     assert "| 3 | RAIN | 5 | 0.750 | 0.850 | 0.650 | 0.750 ± 0.082 | 16.0 | 12.0 | 20.0 | 16.0 ± 3.3 |" in md
-    assert md.count("\n") == 9                                   # header, rule, seven rows
+    assert md.count("\n") == 11 and md.endswith("\nCheckpoints chosen on: held-out bSSFP.\n")   # header, rule, 7 rows, note
 
 
 def test_seeds_are_averaged_and_val_reported_without_test_labels():

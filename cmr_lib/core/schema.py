@@ -27,6 +27,9 @@ APPEARANCE_BASELINES = ("histmatch", "intensity", "gin", "slaug")
 STYLE_FREE = ("intensity", "gin", "slaug")    # the baselines that need no style image (setting 0, or after a stylizer)
 REMAPS = ("intensity", "gin")                 # of those, the ones that remap each image alone (training.augment)
 SETTINGS = (0, 1, 2, 3)
+# how a DRU-Net's checkpoint is chosen: on held-out labelled bSSFP (no target label seen), the last one, or on the
+# LGE validation patients' labels (the paper's protocol: those patients are then no clean test)
+SELECT_RULES = ("source", "last", "target")
 SEQUENCES = ("C0", "LGE", "T2")
 
 
@@ -196,6 +199,8 @@ PROFILE_SCHEMA = {
         "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
         "lr_halve_every": _pos_int,
         "val_every": _pos_int,
+        "select": lambda n, v: choice(n, v, SELECT_RULES),
+        "select_patients": _pos_int,
         "ce_weight": _nonneg_float,
         "dice_weight": _nonneg_float,
         "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
@@ -212,7 +217,8 @@ PROFILE_SCHEMA = {
 
 
 # Keys added after run records were first written, with the value that means what those records did.
-RECORD_DEFAULTS = {"preprocess.normalise_fov_mm": None, "preprocess.test_crop": "image"}
+RECORD_DEFAULTS = {"preprocess.normalise_fov_mm": None, "preprocess.test_crop": "image",
+                   "segmenter.select": "target", "segmenter.select_patients": 5}
 
 
 def with_record_defaults(sizes: Mapping) -> dict:

@@ -7,17 +7,20 @@ from __future__ import annotations
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.sources import CMRSource, open_source
 
-def default_split(source: CMRSource) -> dict[str, list[int]]:
+def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
     """Patients per role, by data source (LGE labels are only ever used for validation and test).
 
-    train: labelled bSSFP (C0) for segmentation training; val / test: LGE with labels (test labels may be
-    withheld); style: patients whose LGE/T2 images may serve as unlabelled styles.
-    - MS-CMRSeg 2019 (the paper's split): train C0 1-35 (validation is on the LGE of 1-5, another domain),
-      val LGE 1-5, test LGE 6-45; every LGE image is an unlabelled style (the challenge released all LGE
-      images, and setting 3 needs the training patients' own LGE).
+    train: labelled bSSFP (C0) for segmentation training; select: labelled bSSFP of patients the DRU-Net does
+    not train on, whose Dice picks its checkpoint (`hold_out` > 0: the profile's segmenter.select 'source');
+    val / test: LGE with labels (test labels may be withheld); style: patients whose LGE/T2 images may serve as
+    unlabelled styles.
+    - MS-CMRSeg 2019 (the paper's split): train C0 1-35, or 1-(35 - hold_out) with the last `hold_out` held
+      out for selection; val LGE 1-5, test LGE 6-45; every LGE image is an unlabelled style (the challenge
+      released all LGE images, and setting 3 needs the training patients' own LGE).
     - MyoPS 2020: the last 25 % of patients are test and appear in no training step (not even as styles);
-      the 3 before them are validation; the rest train.
-    - The phantom: 25 / 5 / 15 of 45 (scaled to its size); test patients appear in no training step.
+      the 3 before them are validation (their C0 selects, with `hold_out`); the rest train.
+    - The phantom: 25 / 5 / 15 of 45 (scaled to its size); test patients appear in no training step; the
+      validation patients' C0 selects, with `hold_out`.
     """
     c0 = source.patients_with("C0", labelled=True)
     lge = source.patients_with("LGE")
@@ -29,7 +32,11 @@ def default_split(source: CMRSource) -> dict[str, list[int]]:
         val = [p for p in source.patients_with("LGE", labelled=True) if p <= 5] or \
             source.patients_with("LGE", labelled=True)[:5]
         test = [p for p in lge if p not in val]
-        return {"train": c0, "val": val, "test": test, "style": lge}
+        if hold_out >= len(c0):
+            raise CmrError(f"{source.root}: holding out {hold_out} of {len(c0)} labelled bSSFP patients for "
+                           f"checkpoint selection leaves none to train on (segmenter.select_patients)")
+        select = c0[len(c0) - hold_out:] if hold_out else []
+        return {"train": c0[:len(c0) - hold_out], "select": select, "val": val, "test": test, "style": lge}
     patients = sorted(set(c0) & set(lge)) or c0
     n = len(patients)
     n_test = max(1, round(n / 3)) if source.name == "phantom" else max(1, round(n / 4))
@@ -37,17 +44,26 @@ def default_split(source: CMRSource) -> dict[str, list[int]]:
     if n < 3:
         raise CmrError(f"{source.root}: {n} patients with labelled C0 and LGE; need at least 3 to split")
     train, val, test = patients[: n - n_test - n_val], patients[n - n_test - n_val: n - n_test], patients[n - n_test:]
-    return {"train": train, "val": val, "test": test, "style": train + val}
+    select = [p for p in val if source.has_label(p, "C0")] if hold_out else []
+    return {"train": train, "select": select, "val": val, "test": test, "style": train + val}
 
 
-def split_for(source: CMRSource, given=None) -> dict[str, list[int]]:
-    """The run's split: `default_split(source)` with the roles in `given` ({'train'|'val'|'test': [...]})
+def run_split(cfg, source: CMRSource) -> dict[str, list[int]]:
+    """The split of a run: its given roles (cfg.split), with bSSFP patients held out for checkpoint selection
+    when the profile selects on the source domain (segmenter.select 'source')."""
+    sg = cfg.sizes.segmenter
+    return split_for(source, cfg.split, hold_out=sg.select_patients if sg.select == "source" else 0)
+
+
+def split_for(source: CMRSource, given=None, *, hold_out: int = 0) -> dict[str, list[int]]:
+    """The run's split: `default_split(source, hold_out)` with the roles in `given` ({'train'|'val'|'test': [...]})
     replaced, checked against the data (training needs labelled C0, validation labelled LGE, test LGE).
 
     Test patients never enter training, validation or the style pool, except in the MS-CMRSeg layout,
-    where the paper's protocol trains on C0 of patients whose (unlabelled) LGE is also the test set.
+    where the paper's protocol trains on C0 of patients whose (unlabelled) LGE is also the test set. Selection
+    patients never train.
     """
-    split = default_split(source)
+    split = default_split(source, hold_out)
     given = dict(given or {})
     if not given:
         return split
@@ -69,6 +85,10 @@ def split_for(source: CMRSource, given=None) -> dict[str, list[int]]:
             raise CmrError(f"parameter 'test_patients': patients {sorted(both)} are also {role} patients")
     if not paper_protocol:
         split["style"] = sorted((set(split["train"]) | set(split["val"])) & set(source.patients_with("LGE")))
+    split["select"] = [p for p in split["select"] if p not in split["train"]]
+    if hold_out and not split["select"]:
+        raise CmrError("parameter 'train_patients': it leaves no held-out labelled bSSFP patient to select the "
+                       "checkpoint on (segmenter.select 'source'); train on fewer, or select on 'target' or 'last'")
     return split
 
 

@@ -14,7 +14,7 @@ from cmr_lib.core.grid import label, table_rows
 from cmr_lib.core.paths import recorded_path
 from cmr_lib.data.nifti import read_label
 from cmr_lib.data.slices import SliceDataset, heart_extent
-from cmr_lib.data.splits import split_for
+from cmr_lib.data.splits import run_split
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import STRUCTURES
 from cmr_lib.evaluation.metrics import histogram, intensity_kl, mean_class_dice, region_values
@@ -121,7 +121,7 @@ def setting_histograms(records: list[dict], source, rows=None, *, steps=range(6)
     gone is left out (df.attrs['skipped']). Returns (figure, DataFrame of KL values)."""
     first, present = first_run_per_row(records, table_rows("table2", "paper") if rows is None else rows)
     cfg0 = Config.from_record(first[present[0]], output_root=output_root)
-    split = split_for(source, cfg0.split)
+    split = run_split(cfg0, source)
     ref = SliceDataset.from_source(source, [p for p in split["val"] if source.has_label(p, "LGE")], "LGE", cfg0,
                                    train=False, heart_only=True, label="require", crop=cfg0.crop)
     if len(ref) == 0:

@@ -5,6 +5,7 @@ Every number here comes from those records; rows and their order come from the e
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,31 @@ def part_of(record: dict) -> str:
     return "test" if record["summary"].get("test") else "val"
 
 
+def selection_of(record: dict) -> dict:
+    """How a run's checkpoint was chosen (training.segmenters.selection_set): its rule, sequence and patients;
+    records made before the rule existed chose on the LGE validation patients."""
+    chosen = (record.get("segmenter") or {}).get("selection")
+    if chosen:
+        return chosen
+    return {"rule": "target", "sequence": "LGE", "patients": list(record["data"]["split"].get("val", []))}
+
+
+def reported_patients(record: dict) -> list[int]:
+    """The patients whose labels a run's table row reports (its `part_of`)."""
+    return sorted({int(re.search(r"\d+", str(m["case"])).group()) for m in record["metrics"][part_of(record)]})
+
+
+def selection_is_clean(record: dict) -> bool:
+    """True when no label of a reported patient chose the run's checkpoint: the rule is 'last', or the selection
+    patients are other patients than the reported ones (by number: in MS-CMRSeg a patient's bSSFP and LGE share
+    it, so holding out bSSFP 31-35 while reporting LGE 1-5 is clean, selecting on LGE 1-5 is not)."""
+    chosen = selection_of(record)
+    return chosen["rule"] == "last" or not set(chosen["patients"]) & set(reported_patients(record))
+
+
+SELECT_NAMES = {"source": "held-out bSSFP", "last": "last checkpoint", "target": "LGE validation (paper)"}
+
+
 def by_row(records: list[dict]) -> dict[tuple, list[dict]]:
     """The records grouped by their row (setting, stylizer, epsilon), seeds together."""
     out: dict[tuple, list[dict]] = {}
@@ -109,9 +135,11 @@ def table(records: list[dict], rows=None, *, postprocess: str = "none") -> pd.Da
         vals = pd.DataFrame([row_values(r, postprocess) for r in recs])
         if vals["patients"].nunique() > 1:
             raise CmrError(f"runs of setting {key[0]}, {key[1]} report different patient sets; rerun them alike")
+        rules = sorted({selection_of(r)["rule"] for r in recs})
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],
                "epsilon": key[2] if uses_epsilon(key[1]) else None,
-               "seeds": len(recs), "patients": vals["patients"].iloc[0], "cases": int(vals["cases"].iloc[0])}
+               "seeds": len(recs), "patients": vals["patients"].iloc[0], "cases": int(vals["cases"].iloc[0]),
+               "select": "+".join(rules), "clean": all(selection_is_clean(r) for r in recs)}
         nums = vals.drop(columns=["patients", "cases"]).astype(float)
         row.update(nums.mean().to_dict())
         if len(recs) > 1:
@@ -169,7 +197,8 @@ def markdown(df: pd.DataFrame, *, extra=("HD95", "ASSD")) -> str:
 
     for _, r in df.iterrows():
         eps = "" if r["epsilon"] is None or pd.isna(r["epsilon"]) else str(int(r["epsilon"]))
-        cells = [str(r["setting"]), r["stylizer"], eps] + ([str(int(r["seeds"]))] if seeds else [])
+        dagger = "" if r.get("clean", True) else " †"
+        cells = [str(r["setting"]), r["stylizer"] + dagger, eps] + ([str(int(r["seeds"]))] if seeds else [])
         for name, d in (("DC", 3), ("HD", 1)):
             cells += [cell(r, f"{name} {k}", d) for k in STRUCTURES]
             if seeds:
@@ -180,7 +209,20 @@ def markdown(df: pd.DataFrame, *, extra=("HD95", "ASSD")) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     note = ("\nCells: mean ± 95 % confidence interval over seeds (Student's t); STD: spread over the three "
             "structures, averaged over seeds.\n") if seeds else ""
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + selection_note(df)
+
+
+def selection_note(df: pd.DataFrame) -> str:
+    """One line on how the rows' checkpoints were chosen, and a † warning for rows whose choice saw the labels of
+    patients the table reports (segmenter.select 'target', the paper's protocol)."""
+    if "select" not in df:
+        return ""
+    rules = sorted({x for v in df["select"] for x in str(v).split("+")})
+    line = "\nCheckpoints chosen on: " + "; ".join(SELECT_NAMES.get(x, x) for x in rules) + "."
+    if "clean" in df and not df["clean"].all():
+        line += (" † these rows chose their checkpoint on the labels of the patients reported here (the paper's "
+                 "protocol): their numbers are not a clean test.")
+    return line + "\n"
 
 
 def write_table(df: pd.DataFrame, out_stem) -> tuple[Path, Path]:

@@ -20,7 +20,7 @@ from cmr_lib.core.errors import check_bool
 from cmr_lib.core.paths import display_path, recorded_path, repo_root
 from cmr_lib.data.slices import heart_extent
 from cmr_lib.data.sources import CMRSource, source_for
-from cmr_lib.data.splits import split_for
+from cmr_lib.data.splits import run_split
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import METRICS, STRUCTURES, summarize
 from cmr_lib.evaluation.inference import predict, predict_volumes, score_predictions, score_volumes
@@ -102,7 +102,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     include_original = include_original if augmenting else False
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name
-    split = split_for(source, cfg.split)                    # once per run, passed down
+    split = run_split(cfg, source)                    # once per run, passed down
     config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
     uses_t2 = bool(cfg.network) and spec.pretrain.style == "T2"
     # unset notebook options, and the T2 folder where no T2 stylizer runs, are not part of what the run is
@@ -155,6 +155,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
                          "train_seconds": ts.info.get("seconds_train")} if ts else None,
         "segmenter": {"checkpoint": display_path(seg.run_dir), "reused": info.get("reused"),
                       "best_step": info.get("best_step"), "train_seconds": info.get("seconds_train"),
+                      "selection": info.get("selection"),
                       "seconds_stylize": info.get("seconds_stylize"), "precision": info.get("precision"),
                       "device": info.get("device"), "style_fallbacks": info.get("style_fallbacks"),
                       "val_step": hist.get("val_step", []), "val_dice": hist.get("val_dice", []),

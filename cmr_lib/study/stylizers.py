@@ -14,7 +14,7 @@ from cmr_lib.core.paths import display_path
 from cmr_lib.core.schema import SEARCHING, load_settings
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
-from cmr_lib.data.splits import split_for, style_split
+from cmr_lib.data.splits import run_split, style_split
 from cmr_lib.evaluation.metrics import edge_overlap, intensity_kl, region_values
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots
@@ -64,7 +64,7 @@ def stylize_examples(ts: TrainedStylizer, cfg, source: CMRSource, *, max_slices:
     """Stylize heart slices of training patients' bSSFP with random labelled style slices (validation
     patients' labels select the style's cardiac region for analysis only; they never train anything)."""
     crop = cfg.crop_for(ts.kind)
-    split = split_for(source, cfg.split)
+    split = run_split(cfg, source)
     style_src, styles_split = style_split(cfg, source, split, ts.pretrain[1])
     content = SliceDataset.from_source(source, split["train"], ts.pretrain[0], cfg, train=False, heart_only=True,
                                        label="require", crop=crop)

@@ -1,8 +1,9 @@
 """Training the DRU-Net: on bSSFP alone (notebook 04) and per setting of Table 1 (notebook 05).
 
 Loss: cross-entropy + soft Dice (profile weights); Adam, lr halved every `lr_halve_every` steps. In a
-setting run each batch goes through training.augment.BatchAugmenter; the weights with the best
-validation Dice (LGE of validation patients) are kept.
+setting run each batch goes through training.augment.BatchAugmenter; the checkpoint is chosen by the profile's
+segmenter.select (selection_set): by Dice on held-out labelled bSSFP ('source', the default: no target label
+seen), the last one ('last'), or by Dice on the LGE validation patients ('target', the paper's protocol).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import recorded_path
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
-from cmr_lib.data.splits import split_for, style_pool
+from cmr_lib.data.splits import run_split, style_pool
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.models.drunet import DRUNet, segmentation_loss
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_batch, uses_styles
@@ -78,7 +79,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
                     stop_after: int | None = None) -> TrainedSegmenter:
     """Train (or reuse, or resume) a DRU-Net on the training patients' labelled bSSFP slices."""
     sg = cfg.sizes.segmenter
-    split = split or split_for(source, cfg.split)
+    split = split or run_split(cfg, source)
     crop = cfg.crop
     config = {"version": VERSION, "kind": "segmenter", "name": name, "crop": crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
@@ -115,12 +116,26 @@ def setting_run_dir(cfg, config: dict, epsilon_iterations: int) -> Path:
     return checkpoint_root(cfg) / "settings" / f"{name}_{config_key(config)}"
 
 
+def selection_set(cfg, source: CMRSource, split: dict) -> dict:
+    """What picks a setting run's checkpoint (segmenter.select): the rule, the sequence and patients whose labels
+    are scored every val_every steps ('source': held-out bSSFP; 'target': the LGE validation patients; 'last':
+    none, the last checkpoint is kept)."""
+    rule = cfg.sizes.segmenter.select
+    seq, patients = {"source": ("C0", split.get("select", [])), "target": ("LGE", split["val"]),
+                     "last": (None, [])}[rule]
+    patients = [p for p in patients if source.has_label(p, seq)] if seq else []
+    if rule != "last" and not patients:
+        raise CmrError(f"{source.root}: segmenter.select '{rule}' needs labelled {seq} of "
+                       f"{'held-out bSSFP' if rule == 'source' else 'LGE validation'} patients; none here")
+    return {"rule": rule, "sequence": seq, "patients": patients}
+
+
 def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = None, split: dict | None = None,
                   epsilon_iterations: int = 1, include_original: bool = True, progress=True,
                   stop_after: int | None = None) -> TrainedSegmenter:
     """Train a DRU-Net for cfg.setting (Table 1) on bSSFP batches augmented by BatchAugmenter (the network
     learns from the augmented batch, and from the unaugmented one too if `include_original`); keep the
-    weights with the best validation Dice."""
+    weights that selection_set picks (best Dice on its patients, or the last)."""
     spec, sg = cfg.setting_spec, cfg.sizes.segmenter
     network = cfg.network
     if network and stylizer is None:
@@ -131,7 +146,8 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
                        f"got {'->'.join(stylizer.pretrain)}")
     epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
     augmenting = bool(network or cfg.baseline)
-    split = split or split_for(source, cfg.split)
+    split = split or run_split(cfg, source)
+    chooser = selection_set(cfg, source, split)
     dev = device()
     pool = style_pool(cfg, source, split, "LGE") if uses_styles(cfg) else None
     config = {"version": VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
@@ -140,7 +156,10 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
               "include_original": include_original if augmenting else False, "crop": cfg.crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
-              "data": data_fingerprint(source, {"train": ("C0", split["train"]), "val": ("LGE", split["val"])})}
+              "selection": chooser,
+              "data": data_fingerprint(source, {"train": ("C0", split["train"]),
+                                                **({"select": (chooser["sequence"], chooser["patients"])}
+                                                   if chooser["patients"] else {})})}
     if cfg.baseline in cfg.sizes.baselines:                 # its profile parameters, if it has any
         config["baseline"] = cfg.sizes.baselines[cfg.baseline].to_dict()
     if pool:
@@ -153,7 +172,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
     t0 = time.perf_counter()
     content, styles = setting_data(cfg, source, split, pool)
-    val_volumes = [source.load(p, "LGE", label="require") for p in split["val"] if source.has_label(p, "LGE")]
+    val_volumes = [source.load(p, chooser["sequence"], label="require") for p in chooser["patients"]]
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
     augmenter = BatchAugmenter(cfg, stylizer=stylizer.model if network else None, styles=styles,
@@ -198,7 +217,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
                  "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
                  "style_fallbacks": augmenter.picker.fallbacks if augmenter.picker else 0, "device": str(dev),
-                 "precision": precision_used(sg.precision, dev),
+                 "precision": precision_used(sg.precision, dev), "selection": chooser,
                  "channels_last": memory_format(sg.precision, dev) == torch.channels_last})
     finish_run(run_dir, model=model, config=config, history=history, meta={**meta, "config": config},
                iterations=sg.iterations)

@@ -19,7 +19,7 @@ from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
-from cmr_lib.data.splits import split_for, style_pool
+from cmr_lib.data.splits import run_split, style_pool
 from cmr_lib.models.adaconv import AdaConv
 from cmr_lib.models.adaconv_vae import AdaConvVAE
 from cmr_lib.models.adain import Decoder
@@ -50,7 +50,7 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
     torchvision names (`features.N.*`) plus `decoder.*`, cached by configuration.
     """
     st = cfg.sizes.stylizer
-    split = split or split_for(source, cfg.split)
+    split = split or run_split(cfg, source)
     roles = {"C0": ("C0", split["train"])}
     for seq in ("LGE", "T2"):
         pats = [p for p in split["style"] if source.has(p, seq)]
@@ -198,7 +198,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     reuse_only: never train, raise a one-line error when no finished stylizer matches (analysis).
     """
     st = cfg.sizes.stylizer
-    split = split or split_for(source, cfg.split)
+    split = split or run_split(cfg, source)
     content_seq, style_seq = pretrain
     # AdaConv + VAE is the trained AdaConv of this configuration with a style VAE fitted on its W
     base = train_stylizer(cfg, source, "adaconv", pretrain, split=split, progress=progress, stop_after=stop_after,
