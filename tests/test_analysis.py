@@ -267,11 +267,12 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path)
     run = run_setting(cfg, open_source(tiny_phantom), progress=False)
     other_dir = tmp_path / "other"
-    phantom.generate(other_dir, patients=2, seed=11, workers=1, progress=False)
+    phantom.generate(other_dir, patients=4, seed=11, workers=1, progress=False)
     own = open_source(tiny_phantom)
     assert cross.other_sources(own, real={"same": tiny_phantom}) == {}            # never its own data
     others = cross.other_sources(own, real={"x": other_dir})
-    assert list(others) == ["phantom"] and len(others["phantom"].patients_with("LGE", labelled=True)) == 2
+    assert list(others) == ["phantom"] and len(others["phantom"].patients_with("LGE", labelled=True)) == 4
+    assert cross.scored_patients(others["phantom"]) == [3, 4]       # the half that could never serve a run
     df = cross.cross_dataset([run.record], own, others, output_root=tmp_path)
     assert df.attrs["patients"] == {"phantom (own test)": 1, "phantom": 2}
     assert df["phantom (own test) DC"].iloc[0] == run.record["summary"]["test"]["dice"]["AVG"]

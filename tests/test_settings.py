@@ -148,7 +148,8 @@ def test_splits_keep_test_patients_out_of_training_and_styles(tiny_phantom, myop
         assert test and not test & (set(s["train"]) | set(s["val"]) | set(s["style"])), src.root
     src = open_source(tiny_phantom)
     s = split_for(src, {"train": [1], "val": [2], "test": [3]})
-    assert s == {"train": [1], "val": [2], "test": [3], "style": [1, 2]}
+    assert s == {"train": [1], "select": [], "val": [2], "test": [3], "style": [1, 2]}
+    assert split_for(src, hold_out=5)["select"] == [2] and split_for(src, hold_out=5)["train"] == [1]   # val's C0
     with pytest.raises(CmrError, match=r"'test_patients': patients \[2\] are also val patients"):
         split_for(src, {"val": [2], "test": [2, 3]})
     with pytest.raises(CmrError, match=r"'test_patients': patients \[3\] are also train patients"):
@@ -164,6 +165,20 @@ def test_mscmrseg_split_is_the_papers(mscmrseg_dir):
     from cmr_lib.data.splits import default_split
     s = default_split(open_source(mscmrseg_dir, c0_spacing="lge"))
     assert s["train"] == list(range(1, 36)) and s["val"] == [1, 2, 3, 4, 5] and s["test"] == list(range(6, 46))
+    held = default_split(open_source(mscmrseg_dir, c0_spacing="lge"), hold_out=5)     # segmenter.select: source
+    assert held["train"] == list(range(1, 31)) and held["select"] == list(range(31, 36)) and held["val"] == s["val"]
+
+
+def test_myops_styles_and_tuning_never_meet_its_scored_patients(mscmrseg_dir, myops_dir):
+    from cmr_lib.data.splits import external_split, style_pool
+    from cmr_lib.report.cross import scored_patients
+    myops = open_source(myops_dir)
+    ext = external_split(myops)
+    assert ext["style"] == ext["tune"] == list(range(101, 111)) and ext["test"] == list(range(111, 121))
+    assert scored_patients(myops) == list(range(111, 121))
+    cfg = make_config(profile="real", setting=1, data_dir=mscmrseg_dir, c0_spacing="lge", t2_dir=str(myops_dir))
+    src, pool = style_pool(cfg, open_source(mscmrseg_dir, c0_spacing="lge"), {}, "T2")
+    assert src.root == myops.root and pool == list(range(101, 111))
 
 
 def _run(tiny_phantom, out, setting=0, stylizer="rain", eps=1):

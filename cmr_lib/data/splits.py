@@ -106,11 +106,23 @@ def style_source_for(cfg, source: CMRSource, sequence: str) -> CMRSource:
     raise CmrError(f"{source.root}: has no {sequence} images; pass t2_dir (a MyoPS 2020 folder) for T2 styles")
 
 
+def external_split(source: CMRSource) -> dict[str, list[int]]:
+    """The roles of a data set used beside a run's own (MyoPS for T2 styles and as a second test set): the first
+    half of its patients (rounded up) may serve as styles and are the tuning set (scores looked at to choose a
+    setting); the second half is only ever scored, so no patient whose images served a run is reported as a test.
+    'val' (the last three of the first half) gives the stylizer reports their style slices. MyoPS 2020's 20
+    training cases: 101-110 style and tuning, 111-120 test."""
+    patients = sorted(set(source.patients))
+    half = (len(patients) + 1) // 2
+    first = patients[:half]
+    return {"style": first, "tune": first, "val": first[-3:], "test": patients[half:]}
+
+
 def style_split(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, dict]:
     """Where a run's `sequence` styles come from and that source's split: the run's own, or the other
-    source's default split (T2 from `t2_dir`)."""
+    source's external split (T2 from `t2_dir`: its style half, never its test half)."""
     style_src = style_source_for(cfg, source, sequence)
-    return style_src, (split if style_src is source else default_split(style_src))
+    return style_src, (split if style_src is source else external_split(style_src))
 
 
 def style_pool(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, list[int]]:

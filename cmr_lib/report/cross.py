@@ -11,6 +11,7 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_epsilon
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
+from cmr_lib.data.splits import external_split
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.report.stats import case_means, wilcoxon
@@ -37,6 +38,12 @@ def other_sources(own, *, real=None, phantom_dir=None) -> dict:
     return out
 
 
+def scored_patients(src) -> list[int]:
+    """The patients of a data set beside the runs' own that the cross-dataset table reports: its labelled LGE in
+    the test half of data.splits.external_split (the other half may give styles and tune settings)."""
+    return [p for p in external_split(src)["test"] if src.has_label(p, "LGE")]
+
+
 def cross_sources(cfg, own, cross_data="auto") -> dict:
     """What notebook 06's `cross_data` asks for: "auto" (the real sample sets found, and the phantom when the
     runs are on real data), None (nothing), or a list of data folders."""
@@ -48,8 +55,8 @@ def cross_sources(cfg, own, cross_data="auto") -> dict:
 
 
 def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_root=None) -> pd.DataFrame:
-    """Each row's DRU-Nets (one per seed), trained on `own`, scored on every labelled LGE volume of each data
-    set in `others` (networks never saw them); its own data set's column is its table value. A cell is the
+    """Each row's DRU-Nets (one per seed), trained on `own`, scored on the labelled LGE of each data set in
+    `others` that no run used (scored_patients); its own data set's column is its table value. A cell is the
     mean over the row's seeds, as in Table 2. Columns: setting, key, stylizer, epsilon, seeds, then
     '<data> DC' and '<data> HD' (AVG over MYO, LV, RV), with the patient counts in df.attrs['patients'] and
     each row's per-patient Dice AVG (averaged over seeds) in df.attrs['per_patient']."""
@@ -57,7 +64,7 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
     present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
     if not present:
         raise CmrError("no run matches a row of the table")
-    volumes = {name: [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)]
+    volumes = {name: [src.load(p, "LGE", label="require") for p in scored_patients(src)]
                for name, src in others.items()}                     # read once, scored by every network
     own_name = DATA_NAMES.get(own.name, own.name)
     counts, out, per_patient = {}, [], {}
