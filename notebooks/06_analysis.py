@@ -128,12 +128,17 @@ print(comparison)
 # %% [markdown]
 # ## Which of the paper's claims hold here?
 #
-# Each claim is checked on the tables above; `holds` is empty when the rows it needs are missing.
+# A claim is a statement about patients, so a difference of means is not enough. Each claim is judged twice:
+# do the means go its way, and does a paired Wilcoxon test over patients (each patient's score averaged over
+# structures and seeds) put that difference beyond chance, after Holm's correction over the tests the claim
+# needs? It **holds** when both say yes, **does not hold** when the means go the other way, is **not shown**
+# when the means agree but the test does not (with 5 patients no two-sided test can reach p < 0.05), and
+# **cannot tell** when the rows it needs are missing.
 
 # %%
-verdicts = paper.claims(table2, table3)
-write_text(cfg.results_dir / "claims.md", paper.claims_markdown(verdicts))
-print(paper.claims_markdown(verdicts))
+verdicts = paper.claims(table2, table3, scores=paper.record_scores(runs))
+claims_md = paper.claims_markdown(verdicts)
+print(claims_md)
 
 # %% [markdown]
 # How to read this on the built-in phantom (demo profile): the phantom's LGE differs from its bSSFP
@@ -196,9 +201,30 @@ if others:
     across = cross.cross_reading(table_x)                   # the baselines, read on every data set
     write_text(cfg.results_dir / "baselines.md", reading + "\n" + across)
     print(across)
+    verdict_sets = {f"{where} (own)": verdicts, **{f"{n} ({table_x.attrs['patients'][n]} patients)":
+                    paper.claims(cross.as_table(table_x, n), None, scores=paper.per_patient_scores(
+                        table_x.attrs["per_patient"][n])) for n in others}}
 elif cross_data:
     print("no other data set with labelled LGE found (set CMR_REAL_DATA to the folder holding mscmrseg2019/ "
           "and myops2020/)")
+
+# %% [markdown]
+# ## Do the verdicts agree across test sets and profiles?
+#
+# The same claims, judged on every test set scored above (Dice only where a set has no per-patient HD), and
+# beside the verdicts that other profiles' runs on the same data reached (their `claims.csv`, where written).
+# A claim whose verdict changes with the test set or the profile is fragile, and `claims.md` says so.
+
+# %%
+if not others:
+    verdict_sets = {f"{where} (own)": verdicts}
+by_profile = {cfg.profile: verdicts, **paper.claims_of_other_profiles(cfg)}
+claims_md += ("\n### Across test sets\n\n" + paper.across_markdown(paper.verdicts_across(verdict_sets), "test sets")
+              + "\n### Across profiles (own test set)\n\n"
+              + paper.across_markdown(paper.verdicts_across(by_profile), "profiles"))
+write_text(cfg.results_dir / "claims.md", claims_md)
+write_text(cfg.results_dir / "claims.csv", verdicts.assign(profile=cfg.profile).to_csv(index=False))
+print(claims_md)
 
 # %% [markdown]
 # ## Figures

@@ -67,15 +67,18 @@ def test_the_kernel_claim_pairs_slices_and_says_which_way():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.3, 0.7, 12)
 
-    def slices(kind, gain):
-        return pd.concat([pd.DataFrame({"kind": kind, "kernel_size": k, "seed": 0, "slice": np.arange(12),
-                                        "edge_overlap": base + g + rng.normal(0, 0.01, 12),
-                                        "dice_stylized": base + g + rng.normal(0, 0.01, 12)})
-                          for k, g in ((3, 0.0), (7, gain / 2), (11, gain))])
+    def slices(kind, gain, seeds=(0, 1)):                            # 24 slices of 12 patients, each seen per seed
+        return pd.concat([pd.DataFrame({"kind": kind, "kernel_size": k, "seed": seed, "slice": np.arange(24),
+                                        "patient": np.arange(24) // 2,
+                                        "edge_overlap": np.repeat(base, 2) + g + rng.normal(0, 0.01, 24),
+                                        "dice_stylized": np.repeat(base, 2) + g + rng.normal(0, 0.01, 24)})
+                          for k, g in ((3, 0.0), (7, gain / 2), (11, gain)) for seed in seeds])
     claims = kernel_claims(pd.concat([slices("adaconv", -0.2), slices("adaconv-vae", 0.2)])).set_index("claim")
-    assert claims.loc["AdaConv: larger kernels change structure less", "holds"] is False
-    assert claims.loc["AdaConv + VAE: larger kernels change structure less", "holds"] is True
-    assert "k 11 minus k 3 +0.2" in claims.loc["AdaConv + VAE: larger kernels change structure less", "evidence"]
+    assert claims.loc["AdaConv: larger kernels change structure less", "verdict"] == "does not hold"
+    vae = claims.loc["AdaConv + VAE: larger kernels change structure less"]
+    assert vae["verdict"] == "holds" and vae["holds"] is True
+    assert "k 11 minus k 3 +0.2" in vae["evidence"] and "over 12 patients" in vae["evidence"]   # not 48 slices
+    assert "smallest attainable p with 12 patients: 0.00049" in vae["evidence"]
     one = kernel_claims(slices("adaconv", 0.1).query("kernel_size == 3"))
     assert one["holds"].iloc[0] is None
 

@@ -140,7 +140,43 @@ def test_claims_hold_fail_and_cannot_tell(table2_records):
     assert v.loc[0, "holds"] is True and v.loc[1, "holds"] is None and v.loc[2, "holds"] is False
     assert v.loc[3, "holds"] is False and "+0.050" in v.loc[3, "evidence"]
     md = paper.claims_markdown(v)
-    assert "**cannot tell (rows missing)**" in md and "**does not hold**" in md
+    assert "**cannot tell**" in md and "**does not hold**" in md and "means only, not tested" in md
+
+
+def test_a_claim_holds_only_when_a_paired_test_over_patients_says_so(table2_records):
+    t2 = tables.table(table2_records)
+    t3 = tables.table([_record(1, "rain", e, dice=(d, d, d)) for e, d in ((0, 0.4), (1, 0.5), (3, 0.55), (5, 0.6))],
+                      grid.table_rows("table3"))
+    assert list(t3["epsilon"]) == [0, 1, 3, 5]                    # Table 3's ε = 0 row: RAIN without search
+    few = paper.claims(t2, t3, scores=paper.record_scores(table2_records))   # 3 patients each: p >= 0.25
+    assert list(few["verdict"]) == ["not shown", "not shown", "cannot tell", "not shown"]
+    assert "smallest possible 0.25" in few.loc[0, "evidence"]
+
+    def scores(key, metric):                                     # 12 patients, every difference one way
+        rng = np.random.default_rng(abs(hash(key)) % 2**32)
+        v = value(t2, key, "DC AVG" if metric == "dice" else "HD AVG")
+        return pd.Series(v + rng.normal(0, 1e-4, 12), index=[f"patient{i}" for i in range(12)])
+
+    from cmr_lib.report.tables import value
+    many = paper.claims(t2, None, scores=scores)
+    assert list(many["verdict"]) == ["holds", "holds", "cannot tell", "holds"]
+    assert many.loc[0, "holds"] is True and many.loc[2, "holds"] is None
+    worse = paper.claims(t2, None, scores=scores, central_margin=0.5)          # the means fall short: no test saves it
+    assert worse.loc[3, "verdict"] == "does not hold" and worse.loc[3, "holds"] is False
+    across = paper.verdicts_across({"LGE": many, "MyoPS": few})
+    assert list(across["differs"]) == [True, True, False, True]
+    md = paper.across_markdown(across, "test sets")
+    assert "| LGE | MyoPS |" in md and "The verdict differs between test sets for: RAIN's HD" in md
+
+
+def test_holm_and_the_smallest_attainable_p():
+    assert stats.min_attainable_p(5) == 0.0625 and stats.min_attainable_p(10) == pytest.approx(2 / 1024)
+    adj = stats.holm([0.01, 0.04, np.nan, 0.03])
+    assert adj[0] == pytest.approx(0.03) and adj[3] == pytest.approx(0.06) and adj[1] == pytest.approx(0.06)
+    assert np.isnan(adj[2])
+    t = stats.with_holm(pd.DataFrame({"metric": ["DC AVG", "DC AVG", "HD AVG"], "patients": [5, 5, 5],
+                                      "p (Wilcoxon)": [0.02, 0.5, 0.02]}))
+    assert list(t["p (Holm)"]) == pytest.approx([0.04, 0.5, 0.02]) and list(t["min p"]) == [0.0625] * 3
 
 
 def test_paper_file_and_comparison(tmp_path, table2_records):
@@ -371,6 +407,7 @@ def test_the_vae_comparison_and_the_future_work_claims(tmp_path):
     assert set(vae.tests["against"]) == {"setting 0 (none)", "setting 1, AdaConv", "setting 1, RAIN ε5"}
     assert list(vae.table3["key"]) == ["rain", "adaconv-vae", "adaconv-vae"]
     claim = paper.future_work_claims(kernel, vae.table, vae.tests).iloc[1]
-    assert claim["holds"] is True and "AdaConv + VAE 0.600, AdaConv 0.550" in claim["evidence"]
+    assert "AdaConv + VAE 0.600, AdaConv 0.550" in claim["evidence"] and "Holm over both tests" in claim["evidence"]
+    assert claim["verdict"] == "not shown" and claim["holds"] is False        # its way, but 3 patients: p >= 0.25
     worse = paper.future_work_claims(kernel, vae.table.assign(**{"DC AVG": [0.5, 0.7, 0.65, 0.6]}), vae.tests)
-    assert worse.iloc[1]["holds"] is False                                          # below AdaConv alone
+    assert worse.iloc[1]["verdict"] == "does not hold"                              # below AdaConv alone

@@ -14,7 +14,7 @@ from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.data.splits import external_split
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
-from cmr_lib.report.stats import case_means, wilcoxon
+from cmr_lib.report.stats import TEST_COLUMNS, case_means, wilcoxon, with_holm
 from cmr_lib.report.tables import by_row, key_of, part_of
 from cmr_lib.training.segmenters import load_run_segmenter
 
@@ -98,10 +98,20 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
     return df
 
 
+def as_table(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One data set's column of a cross-dataset table in Table 2's form (setting, key, stylizer, epsilon, cases,
+    DC AVG, HD AVG), for what reads Table 2 (the paper's claims)."""
+    out = df[["setting", "key", "stylizer", "epsilon"]].copy()
+    out["DC AVG"], out["HD AVG"] = df[f"{name} DC"], df[f"{name} HD"]
+    out["cases"] = df.attrs.get("patients", {}).get(name, 0)
+    return out
+
+
 def cross_tests(df: pd.DataFrame) -> pd.DataFrame:
     """Paired Wilcoxon tests on each other data set's patients (cross_dataset's per-patient Dice AVG): every
     row with a stylizer against setting 0 and against that data set's best appearance baseline (picked on
-    the same patients: optimistic). Columns as report.stats.paired_tests, metric '<data set> DC AVG'."""
+    the same patients: optimistic). Columns as report.stats.paired_tests, metric '<data set> DC AVG' (Holm's
+    family: one data set's tests)."""
     out = []
     for name, scores in df.attrs.get("per_patient", {}).items():
         means = {k: float(v.mean()) for k, v in scores.items()}
@@ -113,7 +123,7 @@ def cross_tests(df: pd.DataFrame) -> pd.DataFrame:
             for against in dict.fromkeys(k for k in ((0, "none", 0), best) if k in scores):
                 out.append({"row": label(key), "against": label(against), "metric": f"{name} DC AVG",
                             **wilcoxon(scores[key], scores[against])})
-    return pd.DataFrame(out, columns=["row", "against", "metric", "patients", "mean difference", "p (Wilcoxon)"])
+    return with_holm(pd.DataFrame(out, columns=TEST_COLUMNS[:6]))[TEST_COLUMNS]
 
 
 def _num(v) -> float:

@@ -1,14 +1,17 @@
 """The paper's numbers beside ours, and the paper's claims checked on our tables."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import STYLE_TRANSFER
-from cmr_lib.core.paths import repo_root
+from cmr_lib.core.paths import default_output_root, repo_root
 from cmr_lib.core.schema import load_yaml
-from cmr_lib.report.tables import key_of, value
+from cmr_lib.report.stats import holm, min_attainable_p, patient_scores, wilcoxon
+from cmr_lib.report.tables import by_row, key_of, value
 
 
 def paper_tables(path=None) -> dict:
@@ -43,12 +46,64 @@ def _rain(t2: pd.DataFrame, s: int) -> tuple:
     return (s, "rain", int(sel["epsilon"].iloc[0])) if len(sel) else (s, "rain", 5)
 
 
-def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: float = 0.10,
-           hd_margin: float = 0.20) -> pd.DataFrame:
-    """The paper's claims, each checked on our tables: holds (True/False, None when rows are missing) and the
-    numbers behind the verdict. "Far below" means at least `hd_margin` (relative) below, in every setting
-    where both HDs are defined."""
+VERDICTS = ("holds", "does not hold", "not shown", "cannot tell")
+
+
+def judge(direction: bool | None, pvalues=(), *, alpha: float = 0.05, tested: bool = True) -> str:
+    """A claim's verdict: 'cannot tell' (rows missing), 'does not hold' (the means go the other way), 'holds'
+    (the means go its way and every paired test of it is below alpha after Holm's correction over them), else
+    'not shown' (its way, but not beyond chance: too few patients, or too small a difference)."""
+    if direction is None:
+        return "cannot tell"
+    if not direction:
+        return "does not hold"
+    if not tested:
+        return "holds"
+    adjusted = holm(pvalues)
+    return "holds" if len(adjusted) and np.all(np.isfinite(adjusted)) and np.all(adjusted < alpha) else "not shown"
+
+
+def _tested(scores, a: tuple, b: tuple, metric: str) -> dict | None:
+    """The paired test of row a against row b on `metric` over patients (scores(key, metric) gives each row's
+    per-patient values, seeds averaged), or None without scores."""
+    if scores is None:
+        return None
+    x, y = scores(a, metric), scores(b, metric)
+    if x is None or y is None:
+        return None
+    return wilcoxon(x, y)
+
+
+def _pfmt(t: dict | None) -> str:
+    if t is None:
+        return ""
+    n = t["patients"]
+    return f", p {t['p (Wilcoxon)']:.3g} over {n} patients" + (
+        f" (smallest possible {min_attainable_p(n):.3g})" if min_attainable_p(n) >= 0.05 else "")
+
+
+def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, scores=None, central_margin: float = 0.10,
+           hd_margin: float = 0.20, alpha: float = 0.05) -> pd.DataFrame:
+    """The paper's claims, each judged on our tables (judge): by the means' direction and, with `scores` (a
+    function (row key, 'dice'|'hd') -> per-patient Series, seeds averaged; None where it has no such row or
+    metric), by paired Wilcoxon tests over patients, Holm-corrected within the claim. Columns: claim, verdict
+    (VERDICTS), holds (True only for 'holds'; None for 'cannot tell'), evidence. "Far below" means at least
+    `hd_margin` (relative) below, in every setting where both HDs are defined."""
     rows = []
+
+    def add(claim, direction, tests, evidence):
+        tests = [t for t in tests if t is not None]
+        tested = scores is not None
+        if tested and direction and not tests:
+            verdict = "cannot tell"                                  # means there, no per-patient scores
+            evidence += "; no per-patient scores to test"
+        else:
+            verdict = judge(direction, [t["p (Wilcoxon)"] for t in tests], alpha=alpha, tested=tested)
+        if not tested and verdict == "holds":
+            evidence += "; means only, not tested"
+        rows.append({"claim": claim, "verdict": verdict,
+                     "holds": None if verdict == "cannot tell" else verdict == "holds", "evidence": evidence})
+
     claim = f"RAIN's HD is far (at least {hd_margin:.0%}) below AdaConv's in every stylized setting"
     hd = {s: (value(t2, _rain(t2, s), "HD AVG"), value(t2, (s, "adaconv", 0), "HD AVG")) for s in (1, 2, 3)}
     settings = [s for s, (r, a) in hd.items() if np.isfinite(r) and np.isfinite(a)]
@@ -57,36 +112,103 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, central_margin: 
     note = "".join(f"; setting {s}: HD undefined (a structure never predicted)" for s in undefined)
     if settings:
         rel = {s: 1 - hd[s][0] / hd[s][1] for s in settings}
-        rows.append({"claim": claim, "holds": all(r >= hd_margin for r in rel.values()),
-                     "evidence": "; ".join(f"setting {s}: RAIN {hd[s][0]:.1f} mm vs AdaConv {hd[s][1]:.1f} mm "
-                                           f"({abs(r):.0%} {'below' if r >= 0 else 'above'})"
-                                           for s, r in rel.items()) + note})
+        tests = {s: _tested(scores, (s, "adaconv", 0), _rain(t2, s), "hd") for s in settings}
+        add(claim, all(r >= hd_margin for r in rel.values()), tests.values(),
+            "; ".join(f"setting {s}: RAIN {hd[s][0]:.1f} mm vs AdaConv {hd[s][1]:.1f} mm "
+                      f"({abs(r):.0%} {'below' if r >= 0 else 'above'}{_pfmt(tests[s])})" for s, r in rel.items())
+            + note)
     else:
-        rows.append({"claim": claim, "holds": None, "evidence": "no setting has both stylizers' HD" + note})
+        add(claim, None, [], "no setting has both stylizers' HD" + note)
     a = {s: value(t2, (s, "adaconv", 0), "DC AVG") for s in (1, 2, 3)}
     ok = all(np.isfinite(v) for v in a.values())
-    rows.append({"claim": "AdaConv improves from setting 1 to settings 2 and 3 (Dice)",
-                 "holds": (a[2] > a[1] and a[3] > a[1]) if ok else None,
-                 "evidence": ", ".join(f"setting {s}: {v:.3f}" for s, v in a.items()) if ok else "rows missing"})
+    tests = {s: _tested(scores, (s, "adaconv", 0), (1, "adaconv", 0), "dice") for s in (2, 3)} if ok else {}
+    add("AdaConv improves from setting 1 to settings 2 and 3 (Dice)", (a[2] > a[1] and a[3] > a[1]) if ok else None,
+        tests.values(), ", ".join(f"setting {s}: {v:.3f}" + (_pfmt(tests.get(s)) if s in tests else "")
+                                  for s, v in a.items()) if ok else "rows missing")
     claim = "RAIN improves with more epsilon iterations (Table 3, Dice)"
-    t3 = None if t3 is None else t3[t3["key"] == "rain"]           # Table 3 may also hold AdaConv + VAE rows
+    t3 = None if t3 is None else t3[(t3["key"] == "rain") & (t3["epsilon"] > 0)]   # ε 0 is the no-search control
     if t3 is not None and len(t3) >= 2:
         t3s = t3.sort_values("epsilon")
         dc = t3s["DC AVG"].to_numpy()
-        rows.append({"claim": claim, "holds": bool(np.all(np.diff(dc) >= 0)),
-                     "evidence": ", ".join(f"ε {int(e)}: {v:.3f}" for e, v in zip(t3s["epsilon"], dc))})
+        lo, hi = key_of(t3s.iloc[0]), key_of(t3s.iloc[-1])
+        test = _tested(scores, hi, lo, "dice")
+        add(claim, bool(np.all(np.diff(dc) >= 0)), [test],
+            ", ".join(f"ε {int(e)}: {v:.3f}" for e, v in zip(t3s["epsilon"], dc))
+            + (f"; ε {hi[2]} against ε {lo[2]}{_pfmt(test)}" if test else ""))
     else:
-        rows.append({"claim": claim, "holds": None, "evidence": "Table 3 rows missing"})
+        add(claim, None, [], "Table 3 rows missing")
     base = value(t2, (0, "none", 0), "DC AVG")
     stylized = t2[t2["key"].isin(STYLE_TRANSFER)]
+    claim = f"stylization beats no stylization by at least {central_margin:.2f} Dice (best row)"
     if np.isfinite(base) and len(stylized):
         best = stylized.loc[stylized["DC AVG"].idxmax()]
         gain = float(best["DC AVG"]) - base
-        rows.append({"claim": f"stylization beats no stylization by at least {central_margin:.2f} Dice (best row)",
-                     "holds": bool(gain >= central_margin),
-                     "evidence": f"setting 0: {base:.3f}; best: setting {int(best['setting'])} {best['stylizer']} "
-                                 f"{float(best['DC AVG']):.3f} ({gain:+.3f})"})
+        test = _tested(scores, key_of(best), (0, "none", 0), "dice")
+        add(claim, bool(gain >= central_margin), [test],
+            f"setting 0: {base:.3f}; best: setting {int(best['setting'])} {best['stylizer']} "
+            f"{float(best['DC AVG']):.3f} ({gain:+.3f}{_pfmt(test)}; the best row picked on these patients)")
+    else:
+        add(claim, None, [], "rows missing")
     return pd.DataFrame(rows, dtype=object)
+
+
+def record_scores(records: list[dict]):
+    """claims' `scores` for one data set's own test (or validation) patients: a row's per-patient Dice or HD AVG,
+    seeds averaged (report.stats.patient_scores)."""
+    groups = by_row(records)
+    return lambda key, metric: patient_scores(groups[key], metric) if key in groups else None
+
+
+def per_patient_scores(per_patient: dict):
+    """claims' `scores` from a cross-dataset table's per-patient Dice AVG ({row key: Series}); no HD there."""
+    return lambda key, metric: per_patient.get(key) if metric == "dice" else None
+
+
+def claims_of_other_profiles(cfg) -> dict:
+    """The verdicts (claims.csv) that other profiles' notebook 06 wrote for the same data: {profile: claims table},
+    from the data's own output folders (core.paths.default_output_root: real/<data>/[<profile>/], or the
+    repository and phantom/<profile>/ for the phantom)."""
+    home = default_output_root("real" if cfg.data_dir is not None else "demo", cfg.data_dir)
+    roots = [home] + (sorted(p for p in home.iterdir() if p.is_dir()) if cfg.data_dir is not None and home.is_dir()
+                      else sorted((repo_root() / "phantom").glob("*")))
+    out = {}
+    for root in roots:
+        f = root / "results" / "claims.csv"
+        if not f.is_file() or root.resolve() == Path(cfg.output_root).resolve():
+            continue
+        df = pd.read_csv(f, dtype=object)
+        if {"claim", "verdict", "profile"} <= set(df.columns) and len(df):
+            out[str(df["profile"].iloc[0])] = df
+    return out
+
+
+def verdicts_across(verdicts: dict) -> pd.DataFrame:
+    """One row per claim with its verdict on each test set or profile ({name: claims() table}) and whether they
+    differ, so that a claim that holds on one and not another says so."""
+    names = list(verdicts)
+    claims_ = list(dict.fromkeys(c for v in verdicts.values() for c in v["claim"]))
+    out = []
+    for c in claims_:
+        row = {"claim": c}
+        for n in names:
+            hit = verdicts[n][verdicts[n]["claim"] == c]
+            row[n] = hit["verdict"].iloc[0] if len(hit) and "verdict" in hit else "cannot tell"
+        seen = {row[n] for n in names if row[n] != "cannot tell"}
+        row["differs"] = len(seen) > 1
+        out.append(row)
+    return pd.DataFrame(out, dtype=object)
+
+
+def across_markdown(table: pd.DataFrame, what: str = "test sets") -> str:
+    """verdicts_across as markdown, with a line naming each claim whose verdict differs."""
+    names = [c for c in table.columns if c not in ("claim", "differs")]
+    lines = ["| claim | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['claim']} | " + " | ".join(str(r[n]) for n in names) + " |")
+    differs = [r["claim"] for _, r in table.iterrows() if r["differs"]]
+    note = (f"\nThe verdict differs between {what} for: " + "; ".join(differs) + ".\n") if differs else \
+        f"\nNo claim's verdict differs between {what}.\n"
+    return "\n".join(lines) + "\n" + note
 
 
 def future_work_claims(kernel_verdicts: pd.DataFrame, t2: pd.DataFrame | None, tests: pd.DataFrame) -> pd.DataFrame:
@@ -105,23 +227,36 @@ def future_work_claims(kernel_verdicts: pd.DataFrame, t2: pd.DataFrame | None, t
                      "evidence": "rows missing: " + ", ".join(n for n in needed if not np.isfinite(dc[n]))})
         return pd.DataFrame(rows, dtype=object)
 
-    def p(against: str) -> str:
+    def test(against: str) -> dict | None:
         t = tests[(tests["row"] == "setting 1, AdaConv + VAE ε5") & (tests["against"] == against)
                   & (tests["metric"] == "DC AVG")]
-        return f"p {float(t['p (Wilcoxon)'].iloc[0]):.3g}" if len(t) else "not tested"
-    holds = bool(dc["AdaConv + VAE"] > dc["setting 0"] and dc["AdaConv + VAE"] > dc["AdaConv"])
+        return None if not len(t) else {"p (Wilcoxon)": float(t["p (Wilcoxon)"].iloc[0]),
+                                        "patients": int(t["patients"].iloc[0])}
+
+    def p(t: dict | None) -> str:
+        return "not tested" if t is None else f"p {t['p (Wilcoxon)']:.3g}"
+    against = {"AdaConv": test("setting 1, AdaConv"), "setting 0": test("setting 0 (none)")}
+    direction = bool(dc["AdaConv + VAE"] > dc["setting 0"] and dc["AdaConv + VAE"] > dc["AdaConv"])
+    done = [t for t in against.values() if t is not None]
+    verdict = judge(direction, [t["p (Wilcoxon)"] for t in done]) if done else \
+        ("does not hold" if not direction else "cannot tell")
     evidence = (f"setting 1 Dice AVG: AdaConv + VAE {dc['AdaConv + VAE']:.3f}, AdaConv {dc['AdaConv']:.3f} "
-                f"({p('setting 1, AdaConv')}), RAIN {dc['RAIN']:.3f}, setting 0 {dc['setting 0']:.3f} "
-                f"({p('setting 0 (none)')})")
-    rows.append({"claim": claim, "holds": holds, "evidence": evidence})
+                f"({p(against['AdaConv'])}), RAIN {dc['RAIN']:.3f}, setting 0 {dc['setting 0']:.3f} "
+                f"({p(against['setting 0'])}); Holm over both tests")
+    rows.append({"claim": claim, "verdict": verdict, "holds": None if verdict == "cannot tell" else verdict == "holds",
+                 "evidence": evidence})
     return pd.DataFrame(rows, dtype=object)
 
 
 def claims_markdown(verdicts: pd.DataFrame) -> str:
     """The claims as a markdown list: claim, verdict, evidence."""
     mark = {True: "holds", False: "does not hold", None: "cannot tell (rows missing)"}
-    return "".join(f"- {v['claim']}: **{mark[None if pd.isna(v['holds']) else bool(v['holds'])]}** ({v['evidence']})\n"
-                   for _, v in verdicts.iterrows())
+
+    def verdict(v):
+        if "verdict" in v and isinstance(v["verdict"], str):
+            return v["verdict"]
+        return mark[None if pd.isna(v["holds"]) else bool(v["holds"])]
+    return "".join(f"- {v['claim']}: **{verdict(v)}** ({v['evidence']})\n" for _, v in verdicts.iterrows())
 
 
 def comparison_markdown(table2: pd.DataFrame, table3: pd.DataFrame | None = None, theirs: dict | None = None) -> str:

@@ -30,6 +30,42 @@ def case_means(df: pd.DataFrame, metric: str = "dice") -> pd.Series:
     return wide.reindex(columns=list(STRUCTURES)).mean(axis=1, skipna=False)
 
 
+def min_attainable_p(n: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon signed-rank test can give with n pairs: 2 / 2^n (all differences
+    of one sign). With 5 patients it is 0.0625, so no test over 5 patients can reach 0.05."""
+    return float("nan") if n < 1 else min(1.0, 2.0 / 2.0 ** n)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN left out and kept NaN): controls the chance of
+    any false positive in the family at the level the adjusted values are compared with."""
+    p = np.asarray(list(pvalues), dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        m = ok.size
+        running = 0.0
+        for rank, i in enumerate(order):
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            out[i] = running
+    return out
+
+
+def with_holm(tests: pd.DataFrame, family=("metric",)) -> pd.DataFrame:
+    """The tests with 'p (Holm)' (adjusted within each family: by default, one metric on one test set) and
+    'min p' (the smallest p the patient count allows) beside the raw p."""
+    tests = tests.copy()
+    tests["p (Holm)"] = np.nan
+    for _, idx in tests.groupby(list(family)).groups.items() if len(tests) else []:
+        tests.loc[idx, "p (Holm)"] = holm(tests.loc[idx, "p (Wilcoxon)"])
+    tests["min p"] = [min_attainable_p(int(n)) for n in tests["patients"]] if len(tests) else []
+    return tests
+
+
+TEST_COLUMNS = ["row", "against", "metric", "patients", "mean difference", "p (Wilcoxon)", "p (Holm)", "min p"]
+
+
 def wilcoxon(a: pd.Series, b: pd.Series) -> dict:
     """Paired two-sided Wilcoxon signed-rank test of a - b over the cases both have (finite values)."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
@@ -78,8 +114,9 @@ def comparisons(present: list[tuple], best_baseline: tuple | None = None) -> lis
 def paired_tests(records: list[dict], rows=None, metrics=("dice", "hd"), *, best_baseline: tuple | None = None
                  ) -> pd.DataFrame:
     """Paired Wilcoxon signed-rank tests over test (else validation) patients for `comparisons`: per patient
-    the mean over structures, averaged over seeds. Columns: row, against, metric, patients, mean difference
-    (row - against), p."""
+    the mean over structures, averaged over seeds (one observation per patient). Columns: row, against, metric,
+    patients, mean difference (row - against), p, p after Holm's correction within each metric, and the smallest
+    p the patient count allows."""
     groups = by_row(records)
     present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
     out = []
@@ -87,18 +124,34 @@ def paired_tests(records: list[dict], rows=None, metrics=("dice", "hd"), *, best
         for m in metrics:
             out.append({"row": label(a), "against": label(b), "metric": f"{METRIC_NAMES[m]} AVG",
                         **wilcoxon(patient_scores(groups[a], m), patient_scores(groups[b], m))})
-    return pd.DataFrame(out, columns=["row", "against", "metric", "patients", "mean difference", "p (Wilcoxon)"])
+    return with_holm(pd.DataFrame(out, columns=TEST_COLUMNS[:6]))[TEST_COLUMNS]
 
 
 def tests_markdown(tests: pd.DataFrame) -> str:
-    """The paired tests as a markdown table (differences: row minus the row it is compared with)."""
-    lines = ["| row | against | metric | patients | mean difference | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
+    """The paired tests as a markdown table (differences: row minus the row it is compared with), with Holm's
+    adjusted p beside the raw one and a note on the smallest p the patient count allows."""
+    if "p (Holm)" not in tests:
+        tests = with_holm(tests)
+
+    def num(v):
+        return "nan" if not np.isfinite(v) else f"{v:.3g}"
+
+    lines = ["| row | against | metric | patients | mean difference | p (Wilcoxon) | p (Holm) |",
+             "|---|---|---|---|---|---|---|"]
     for _, t in tests.iterrows():
         d = 3 if t["metric"].endswith("DC AVG") else 1                 # Dice to 3 places, distances (mm) to 1
         diff = "nan" if not np.isfinite(t["mean difference"]) else f"{t['mean difference']:+.{d}f}"
-        p = "nan" if not np.isfinite(t["p (Wilcoxon)"]) else f"{t['p (Wilcoxon)']:.3g}"
-        lines.append(f"| {t['row']} | {t['against']} | {t['metric']} | {t['patients']} | {diff} | {p} |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {t['row']} | {t['against']} | {t['metric']} | {t['patients']} | {diff} | "
+                     f"{num(t['p (Wilcoxon)'])} | {num(t['p (Holm)'])} |")
+    counts = sorted({int(n) for n in tests["patients"] if n > 0})
+    note = ("\nPaired two-sided Wilcoxon signed-rank tests over patients (each patient's score averaged over "
+            "structures and seeds); p (Holm): adjusted within each metric's family of tests. ")
+    if counts:
+        note += "Smallest attainable p: " + ", ".join(f"{min_attainable_p(n):.3g} with {n} patients" for n in counts)
+        if any(min_attainable_p(n) >= 0.05 for n in counts):
+            note += " (so no test over so few patients can reach 0.05)"
+        note += "."
+    return "\n".join(lines) + "\n" + note + "\n"
 
 
 def _p(tests: pd.DataFrame, row: str, against) -> float:
@@ -120,8 +173,14 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
     def signed(v, d=3):
         return f"{round(v, d) + 0.0:+.{d}f}"
 
+    n_patients = int(t2["cases"].min()) if "cases" in t2 and len(t2) else 0
+    floor = min_attainable_p(n_patients) if n_patients else float("nan")
+
     def verdict(p):
-        return "n/a" if not np.isfinite(p) else ("significant" if p < alpha else "not significant") + f", p = {p:.3g}"
+        if not np.isfinite(p):
+            return "n/a"
+        out = ("significant" if p < alpha else "not significant") + f", p = {p:.3g}"
+        return out + (f"; with {n_patients} patients no p below {floor:.3g} is possible" if floor >= alpha else "")
 
     groups = by_row(records)
     best_st, best_bl = st.loc[st["DC AVG"].idxmax()], best_baseline(t2)

@@ -86,7 +86,8 @@ def stylize_examples(ts: TrainedStylizer, cfg, source: CMRSource, *, max_slices:
             outs.append(model.stylize(c[k:k + batch].to(dev), s[k:k + batch].to(dev)).float().cpu())
     return Stylization(content=c, style=s, stylized=torch.cat(outs),
                        content_label=torch.stack([x["label"] for x in c_items]),
-                       style_label=torch.stack([x["label"] for x in s_items]))
+                       style_label=torch.stack([x["label"] for x in s_items]),
+                       content_patient=[int(x["patient"]) for x in c_items])
 
 
 def stylization_kl(st: Stylization, bins: int) -> dict:

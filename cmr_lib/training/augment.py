@@ -307,6 +307,7 @@ class Stylization:
     stylized: torch.Tensor
     content_label: torch.Tensor
     style_label: torch.Tensor | None
+    content_patient: list | None = None  # each content slice's patient (tests pair patients, not slices)
 
 
 def training_examples(cfg, augmenter: BatchAugmenter, content: SliceDataset, *, steps=(0,), segmenter=None
