@@ -53,6 +53,7 @@ from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.core.paths import display_path
 from cmr_lib.data.sources import source_for
 from cmr_lib.report import cross, paper, stats, summary_figures, tables
+from cmr_lib.study.runs import export_test_predictions
 
 cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_spacing=c0_spacing,
                   output_root=output_root, t2_dir=t2_dir)
@@ -225,6 +226,27 @@ claims_md += ("\n### Across test sets\n\n" + paper.across_markdown(paper.verdict
 write_text(cfg.results_dir / "claims.md", claims_md)
 write_text(cfg.results_dir / "claims.csv", verdicts.assign(profile=cfg.profile).to_csv(index=False))
 print(claims_md)
+
+# %% [markdown]
+# ## The official test set, ready to score
+#
+# The MS-CMRSeg challenge withheld the labels of LGE 6-45, so no table here can report them; reviewers who hold
+# them can. Every row's and seed's predictions of those patients are copied to `predictions/<row>/seed<k>/` of
+# this profile's folder, named as the challenge names the LGE images, with the one command that scores them.
+# (Nothing is copied where every test patient is labelled, as on the phantom.)
+
+# %%
+exported = export_test_predictions(runs, cfg.output_root / "predictions")
+if len(exported):
+    first = exported["folder"].iloc[0]
+    write_text(cfg.output_root / "predictions" / "README.md",
+               f"# Predictions of the unlabelled test patients ({cfg.profile}, {where})\n\n"
+               "One folder per Table 2/3 row and seed, one label volume per patient (0 background, 200 MYO, "
+               "500 LV, 600 RV), named as the challenge names the LGE image. With the challenge's test labels "
+               "(`patient<N>_LGE_manual.nii.gz`) in a folder LABELS, score one row and seed with:\n\n"
+               f"    .venv/bin/python -m cmr_lib.evaluation.evaluate {first} LABELS --out scores.csv\n\n"
+               + exported.to_markdown(index=False) + "\n")
+    print(exported.to_string(index=False))
 
 # %% [markdown]
 # ## Figures

@@ -290,3 +290,37 @@ def test_a_run_on_mscmrseg_predicts_unlabelled_test_volumes_and_says_which(mscmr
         runs[0]["test_patients_labelled"] = labelled
         titles = [ax.get_title() for ax in summary_figures.prediction_grid(runs, src).axes]
         assert titles[0].startswith(first) and not any("no saved prediction" in t for t in titles), titles
+
+
+def test_source_selection_holds_out_bssfp_and_the_unlabelled_test_predictions_export(tiny_phantom, tmp_path):
+    """A real-layout copy (no phantom marker) whose LGE 3 is unlabelled, as the challenge's test patients are:
+    the checkpoint is chosen on held-out bSSFP 3 (never on a reported label), and LGE 3's prediction is exported
+    as the challenge names it, ready to score."""
+    import json
+    import shutil
+
+    from cmr_lib.report.tables import reported_patients, selection_is_clean
+    from cmr_lib.study.runs import export_test_predictions, run_setting
+    data = tmp_path / "mscmrseg"
+    shutil.copytree(tiny_phantom, data, ignore=shutil.ignore_patterns("phantom.json"))
+    (data / "patient3_LGE_manual.nii.gz").unlink()
+    cfg = make_config(profile="smoke", setting=0, data_dir=data, output_root=tmp_path / "out",
+                      overrides={"segmenter.select_patients": 1})
+    run = run_setting(cfg, progress=False)
+    rec = json.loads((run.run_dir / "run.json").read_text())
+    assert rec["data"]["split"]["train"] == [1, 2] and rec["data"]["split"]["select"] == [3]
+    assert rec["segmenter"]["selection"] == {"rule": "source", "sequence": "C0", "patients": [3]}
+    assert reported_patients(rec) == [1, 2] and selection_is_clean(rec)        # LGE 1-2 reported, bSSFP 3 chose
+    assert rec["test_patients_unlabelled"] == [3]
+    out = export_test_predictions([rec], tmp_path / "predictions")
+    assert out.to_dict("records") == [{"row": "setting0_none", "seed": 0, "predictions": 1,
+                                       "folder": str(tmp_path / "predictions" / "setting0_none" / "seed0")}]
+    assert (tmp_path / "predictions" / "setting0_none" / "seed0" / "patient3_LGE.nii.gz").read_bytes() == \
+        (run.run_dir / "predictions" / "patient3_LGE.nii.gz").read_bytes()
+    paper = run_setting(make_config(profile="smoke", setting=0, data_dir=data, output_root=tmp_path / "out",
+                                    overrides={"segmenter.select": "target"}), progress=False)
+    assert paper.record["segmenter"]["selection"]["patients"] == [1, 2] and not selection_is_clean(paper.record)
+    last = run_setting(make_config(profile="smoke", setting=0, data_dir=data, output_root=tmp_path / "out",
+                                   overrides={"segmenter.select": "last"}), progress=False)
+    assert last.record["segmenter"]["best_step"] is None and last.record["segmenter"]["val_dice"] == []
+    assert last.record["data"]["split"]["train"] == [1, 2, 3]                  # nothing held out

@@ -3,6 +3,7 @@ DRU-Net's own figures (notebook 04)."""
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import torch
 from cmr_lib.core.atomic import read_json, write_json
 from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.config import check_epsilon_iterations
-from cmr_lib.core.errors import check_bool
+from cmr_lib.core.errors import CmrError, check_bool
 from cmr_lib.core.paths import display_path, recorded_path, repo_root
 from cmr_lib.data.slices import heart_extent
 from cmr_lib.data.sources import CMRSource, source_for
@@ -190,6 +191,44 @@ def run_inputs(cfg, source: CMRSource, split: dict, seg: TrainedSegmenter, ts: T
             "epsilon_iterations": eps, "include_original": include_original, "split": split,
             "scored": {"preprocess": cfg.sizes.preprocess.to_dict(), "postprocess": list(POSTPROCESS),
                        "data": data_fingerprint(source, {"test": ("LGE", split["test"]), "val": ("LGE", split["val"])})}}
+
+
+def row_folder(record: dict) -> str:
+    """A run's row as a folder name: setting<S>_<stylizer>[_eps<E>][_k<K>] (its run name without profile, data and
+    seed)."""
+    name = record["run_name"]
+    start = name.index(f"_setting{record['setting']}_") + 1
+    return name[start:name.rindex("_seed")]
+
+
+def export_test_predictions(records: list[dict], dest) -> pd.DataFrame:
+    """Copy each run's predictions of its unlabelled test patients (MS-CMRSeg LGE 6-45, whose labels the challenge
+    withheld) to dest/<row>/seed<k>/, named as the challenge names the LGE images (patient<N>_LGE.nii.gz), so that a
+    reader who holds the labels scores every row without training anything (`evaluate` with -ref their folder).
+    Returns one line per (row, seed) with the count copied; a prediction the record lists but that is not on disk
+    is a one-line error."""
+    import shutil
+
+    from cmr_lib.core.atomic import atomic_path
+
+    out = []
+    for rec in sorted(records, key=lambda r: (row_folder(r), r["seed"])):
+        unlabelled = rec.get("test_patients_unlabelled") or []
+        if not unlabelled:
+            continue
+        where = Path(dest) / row_folder(rec) / f"seed{rec['seed']}"
+        src_dir = recorded_path(rec["predictions"])
+        names = sorted(f.name for f in src_dir.glob("*.nii*") if f.is_file())
+        wanted = [n for n in names if int(re.search(r"\d+", n).group()) in set(unlabelled)]
+        if len(wanted) != len(unlabelled):
+            raise CmrError(f"{src_dir}: holds {len(wanted)} of the {len(unlabelled)} unlabelled test predictions its "
+                           f"record lists; rerun the row")
+        for n in wanted:
+            with atomic_path(where / n) as tmp:
+                shutil.copyfile(src_dir / n, tmp)
+        out.append({"row": row_folder(rec), "seed": rec["seed"], "predictions": len(wanted),
+                    "folder": display_path(where)})
+    return pd.DataFrame(out, columns=["row", "seed", "predictions", "folder"])
 
 
 def predict_examples(cfg, source: CMRSource, model, patients, *, sequence: str = "LGE", per_patient: int = 1
