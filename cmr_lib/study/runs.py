@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cmr_lib.core.atomic import read_json, write_json
+from cmr_lib.core.atomic import atomic_path, read_json, write_json
 from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.errors import CmrError, check_bool
@@ -207,10 +208,6 @@ def export_test_predictions(records: list[dict], dest) -> pd.DataFrame:
     reader who holds the labels scores every row without training anything (`evaluate` with -ref their folder).
     Returns one line per (row, seed) with the count copied; a prediction the record lists but that is not on disk
     is a one-line error."""
-    import shutil
-
-    from cmr_lib.core.atomic import atomic_path
-
     out = []
     for rec in sorted(records, key=lambda r: (row_folder(r), r["seed"])):
         unlabelled = rec.get("test_patients_unlabelled") or []
