@@ -104,3 +104,36 @@ stylizers.print_verdicts(reports, "AdaConv")
 
 # %%
 stylizers.stylizer_reports(cfg).round(3)
+
+# %% [markdown]
+# ## How good are the stylized images? The quality report
+#
+# The figures above show slices of the patients the stylizers trained on. A fair test uses slices no stylizer
+# ever saw: bSSFP of the patients held out from training, each restyled with a held-out slice of the target
+# sequence (MS-CMRSeg: bSSFP 31-35 as LGE 1-5; T2 from MyoPS 111-120). A good stylized slice must **keep** the
+# heart and change its **look**; each column of `stylizer_quality.csv` asks one of those questions:
+#
+# - `dice_kept`: a frozen judge (the SLAug row's DRU-Net, trained on bSSFP with strong appearance augmentation,
+#   never on a stylized image) segments the stylized slice; its Dice over its Dice on the unstylized slice.
+#   Near 1: the anatomy survived.
+# - `grad_ratio`: the stylized slice's gradient energy over its content's. Near 1: as sharp; a blurred edge map
+#   falls far below.
+# - `kl_myo`, `kl_blood`: how far the myocardium's and the LV blood pool's intensities are from real target
+#   slices' (KL, lower is closer), beside `kl_*_raw`, the same for the untouched bSSFP. A stylizer that works
+#   brings both below their raw values: LGE darkens the (healthy) myocardium and greys the blood pool.
+# - `c2st`: a small classifier learns to tell stylized slices from real target slices; its accuracy on held-out
+#   slices (0.5: cannot tell them apart). `c2st_raw` is the same for raw bSSFP, the gap to close.
+# - `search_change`, `dice_kept_search` (stylizers with a style search): how much five rounds of the search move
+#   the image, and whether the heart survives them.
+
+# %%
+from cmr_lib.study.quality import stylizer_quality
+
+quality = stylizer_quality(cfg, source)
+quality.round(3)
+
+# %%
+from IPython.display import Image, display
+
+display(Image(filename=str(cfg.figures_dir / "quality_rain_C0-LGE.png")))
+display(Image(filename=str(cfg.figures_dir / "quality_adaconv_C0-LGE.png")))

@@ -72,3 +72,27 @@ def test_c2st_is_a_function_of_its_inputs_and_seed(seed):
     a, _ = _hearts(30, 0)
     b, _ = _hearts(30, 1, myo=0.4)
     assert c2st(a, b, seed=seed) == c2st(a, b, seed=seed)
+
+
+def test_the_report_measures_every_stylizer_and_direction_on_slices_no_stylizer_saw(tiny_phantom, tmp_path):
+    import pandas as pd
+
+    from cmr_lib.core.config import make_config
+    from cmr_lib.data.sources import open_source
+    from cmr_lib.data.splits import run_split
+    from cmr_lib.study.quality import COLUMNS, quality_slices, stylizer_quality
+    cfg = make_config(profile="smoke", data_dir=tiny_phantom, output_root=tmp_path)
+    src = open_source(tiny_phantom)
+    split = run_split(cfg, src)
+    content, target = quality_slices(cfg, src, ("C0", "LGE"), crop=cfg.crop)
+    assert len(content) and {content[i]["patient"] for i in range(len(content))}.isdisjoint(split["train"])
+    assert len(target) and {target[i]["patient"] for i in range(len(target))}.isdisjoint(split["style"])
+    df = stylizer_quality(cfg, src, ("rain", "adaconv"))
+    assert list(df.columns) == COLUMNS and len(df) == 4
+    assert list(zip(df["stylizer"], df["direction"])) == [("rain", "C0->LGE"), ("rain", "C0->T2"),
+                                                         ("adaconv", "C0->LGE"), ("adaconv", "C0->T2")]
+    assert df["search_change"].notna().tolist() == [True, True, False, False]
+    assert (df["c2st_raw"].between(0, 1)).all() and (df["grad_ratio"] >= 0).all()
+    written = pd.read_csv(tmp_path / "results" / "stylizer_quality.csv")
+    assert list(written.columns) == COLUMNS and len(written) == 4
+    assert (tmp_path / "figures" / "quality_rain_C0-LGE.png").is_file()

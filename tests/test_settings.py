@@ -167,6 +167,7 @@ def test_mscmrseg_split_is_the_papers(mscmrseg_dir):
     assert s["train"] == list(range(1, 36)) and s["val"] == [1, 2, 3, 4, 5] and s["test"] == list(range(6, 46))
     held = default_split(open_source(mscmrseg_dir, c0_spacing="lge"), hold_out=5)     # segmenter.select: source
     assert held["train"] == list(range(1, 31)) and held["select"] == list(range(31, 36)) and held["val"] == s["val"]
+    assert s["style"] == list(range(6, 46))                          # LGE 1-5 are reported: no stylizer sees them
 
 
 def test_myops_styles_and_tuning_never_meet_its_scored_patients(mscmrseg_dir, myops_dir):

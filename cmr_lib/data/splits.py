@@ -15,8 +15,9 @@ def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
     val / test: LGE with labels (test labels may be withheld); style: patients whose LGE/T2 images may serve as
     unlabelled styles.
     - MS-CMRSeg 2019 (the paper's split): train C0 1-35, or 1-(35 - hold_out) with the last `hold_out` held
-      out for selection; val LGE 1-5, test LGE 6-45; every LGE image is an unlabelled style (the challenge
-      released all LGE images, and setting 3 needs the training patients' own LGE).
+      out for selection; val LGE 1-5, test LGE 6-45; every LGE image but those of 1-5 (the patients the tables
+      report) is an unlabelled style (the challenge released all LGE images, and setting 3 needs the training
+      patients' own LGE; patients 1-5 then take a random one).
     - MyoPS 2020: the last 25 % of patients are test and appear in no training step (not even as styles);
       the 3 before them are validation (their C0 selects, with `hold_out`); the rest train.
     - The phantom: 25 / 5 / 15 of 45 (scaled to its size); test patients appear in no training step; the
@@ -36,7 +37,8 @@ def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
             raise CmrError(f"{source.root}: holding out {hold_out} of {len(c0)} labelled bSSFP patients for "
                            f"checkpoint selection leaves none to train on (segmenter.select_patients)")
         select = c0[len(c0) - hold_out:] if hold_out else []
-        return {"train": c0[:len(c0) - hold_out], "select": select, "val": val, "test": test, "style": lge}
+        style = [p for p in lge if p not in val]             # the reported patients' images serve no stylizer
+        return {"train": c0[:len(c0) - hold_out], "select": select, "val": val, "test": test, "style": style}
     patients = sorted(set(c0) & set(lge)) or c0
     n = len(patients)
     n_test = max(1, round(n / 3)) if source.name == "phantom" else max(1, round(n / 4))

@@ -165,6 +165,25 @@ def kernel_size_strip(stylized: dict, n: int = 3, title: str = ""):
     return fig
 
 
+def quality_strip(q, n: int = 6, title: str = ""):
+    """The stylizer quality figure: for n held-out slices, rows content, the target slice given as style,
+    stylized, and (for a stylizer with a style search) stylized after the search, the content's contours
+    (MYO green, LV red, RV blue) on every row but the style's; row names on the left."""
+    idx = _pick(q.content.shape[0], n)
+    rows = [("content (bSSFP)", q.content, True), ("style (target)", q.style, False),
+            ("stylized", q.stylized, True)] + ([("after the style search", q.searched, True)]
+                                               if q.searched is not None else [])
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(2.1 * len(idx), 2.2 * len(rows)), squeeze=False)
+    for r, (name, imgs, contours) in enumerate(rows):
+        for c, i in enumerate(idx):
+            show_slice(axes[r, c], imgs[i, 0].float().numpy(), q.content_label[i] if contours else None)
+        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def exploration_strip(content, label, exploration, show=(0, 1, 3, 5), title: str = ""):
     """The same content under increasing exploration iterations (Fig. 5): one row per example, the batch's
     segmentation loss after each number of iterations in the column titles."""

@@ -1,0 +1,148 @@
+"""The stylizer quality report (issue 34): every trained stylizer and direction, measured on real slices that no
+stylizer trained on, against what a good stylized image must keep (the heart, its sharpness) and change (each
+structure's intensities, its look as a whole). Written to results/stylizer_quality.csv with a figure per stylizer.
+
+Held-out slices (quality_slices): content = labelled bSSFP of patients the stylizers do not train on (MS-CMRSeg
+31-35, the held-out selection patients; elsewhere the validation and test patients); target = labelled slices of
+the target sequence outside every style pool (MS-CMRSeg LGE 1-5; MyoPS 111-120 for T2; the phantom's test
+patients). The judge is the SLAug row's DRU-Net (real bSSFP, strong appearance augmentation, never a stylized
+image), shared with Table 2's SLAug row.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cmr_lib.core.atomic import save_figure, write_text
+from cmr_lib.core.config import Section
+from cmr_lib.core.device import autocast, device
+from cmr_lib.core.schema import SEARCHING, load_settings
+from cmr_lib.data.slices import SliceDataset
+from cmr_lib.data.sources import CMRSource
+from cmr_lib.data.splits import run_split, style_split
+from cmr_lib.evaluation.quality import STRUCTURE_CLASSES, c2st, dice_kept, grad_ratio, structure_kl
+from cmr_lib.models.drunet import segmentation_loss
+from cmr_lib.report import plots
+from cmr_lib.study.ablation import segment
+from cmr_lib.training.segmenters import TrainedSegmenter, train_setting
+from cmr_lib.training.stylizers import STYLIZERS, TrainedStylizer, train_stylizer
+
+COLUMNS = ["stylizer", "direction", "train_seconds", "iterations", "content_slices", "target_slices", "dice_kept",
+           "kl_myo", "kl_myo_raw", "kl_blood", "kl_blood_raw", "c2st", "c2st_raw", "grad_ratio", "search_change",
+           "dice_kept_search"]
+DIRECTIONS = (("C0", "LGE"), ("C0", "T2"))
+
+
+@dataclasses.dataclass
+class QualitySample:
+    """Held-out content slices, the held-out target slice each was given as its style, the stylized result (and
+    after one style search, for stylizers that search), with labels."""
+
+    content: torch.Tensor
+    content_label: np.ndarray
+    style: torch.Tensor                  # the held-out target slice each content slice was given as its style
+    target: torch.Tensor
+    target_label: np.ndarray
+    stylized: torch.Tensor
+    searched: torch.Tensor | None = None
+
+
+def quality_slices(cfg, source: CMRSource, pair, *, crop: int, max_slices: int = 64):
+    """(content SliceDataset, target SliceDataset) of held-out heart slices for a content -> target direction."""
+    split = run_split(cfg, source)
+    content_pats = [p for p in source.patients_with(pair[0], labelled=True) if p not in split["train"]]
+    target_src, target_split = style_split(cfg, source, split, pair[1])
+    pool = set(target_split["style"])
+    target_pats = [p for p in target_src.patients_with(pair[1], labelled=True) if p not in pool]
+    content = SliceDataset.from_source(source, content_pats, pair[0], cfg, train=False, heart_only=True,
+                                       label="require", crop=crop)
+    target = SliceDataset.from_source(target_src, target_pats, pair[1], cfg, train=False, heart_only=True,
+                                      label="require", crop=crop)
+    return content, target
+
+
+def judge(cfg, source: CMRSource, *, progress=False) -> TrainedSegmenter:
+    """The frozen judge: Table 2's SLAug row's DRU-Net for this profile and seed (trained here if not yet)."""
+    slaug = dataclasses.replace(cfg, setting=0, stylizer="slaug", setting_spec=Section(load_settings()[0]))
+    return train_setting(slaug, source, split=run_split(slaug, source), progress=progress)
+
+
+def _stack(ds: SliceDataset, idx) -> tuple[torch.Tensor, np.ndarray]:
+    items = [ds[int(i)] for i in idx]
+    return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items]).numpy()
+
+
+def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices: int = 64, batch: int = 16,
+           iterations: int = 5) -> QualitySample:
+    """Stylize up to max_slices held-out content slices, each with a random held-out target slice as its style
+    (seeded), and, for a stylizer with a style search, once more after `iterations` rounds of the search against
+    the judge (from each style's own code, the profile's step and rule)."""
+    content_ds, target_ds = quality_slices(cfg, source, ts.pretrain, crop=cfg.crop_for(ts.kind))
+    rng = np.random.default_rng([cfg.seed, 34])
+    n = min(max_slices, len(content_ds))
+    content, content_label = _stack(content_ds, np.sort(rng.choice(len(content_ds), size=n, replace=False)))
+    target, target_label = _stack(target_ds, np.arange(len(target_ds)))
+    styles = target[torch.from_numpy(rng.integers(len(target), size=n))]
+    dev = device()
+    model = ts.model.to(dev).eval()
+    outs, searched = [], []
+    sg, ex = cfg.sizes.segmenter, cfg.sizes.stylizer.explore
+    net = judge_net.to(dev).eval()
+    for k in range(0, n, batch):
+        c, s = content[k:k + batch].to(dev), styles[k:k + batch].to(dev)
+        with torch.no_grad(), autocast(cfg.sizes.stylizer.precision, dev):
+            outs.append(model.stylize(c, s).float().cpu())
+        if ts.kind in SEARCHING:
+            lab = torch.from_numpy(content_label[k:k + batch]).long().to(dev)
+            with torch.no_grad():
+                z0 = model.style_code(s)[0]
+
+            def loss_fn(images, lab=lab):
+                return segmentation_loss(net(images), lab, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
+            found = model.explore(c, z0, loss_fn, iterations=iterations, step=ex.step, rule=ex.rule)
+            searched.append(found.images[-1].float().cpu())
+    return QualitySample(content, content_label, styles, target, target_label, torch.cat(outs),
+                         torch.cat(searched) if searched else None)
+
+
+def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net) -> dict:
+    """One row of the quality report (COLUMNS) from a sample."""
+    bins = cfg.sizes.analysis.hist_bins
+    pred_content, pred_stylized = segment(judge_net, q.content), segment(judge_net, q.stylized)
+    row = {"stylizer": ts.kind, "direction": "->".join(ts.pretrain), "train_seconds": ts.info.get("seconds_train"),
+           "iterations": cfg.sizes.stylizer.iterations, "content_slices": len(q.content),
+           "target_slices": len(q.target), "dice_kept": dice_kept(pred_stylized, pred_content, q.content_label)}
+    for name, cls in STRUCTURE_CLASSES.items():
+        row[f"kl_{name}"] = structure_kl(q.stylized, q.content_label, q.target, q.target_label, cls, bins)
+        row[f"kl_{name}_raw"] = structure_kl(q.content, q.content_label, q.target, q.target_label, cls, bins)
+    row["c2st"] = c2st(q.stylized, q.target, seed=cfg.seed)
+    row["c2st_raw"] = c2st(q.content, q.target, seed=cfg.seed)
+    row["grad_ratio"] = grad_ratio(q.stylized, q.content)
+    if q.searched is not None:
+        row["search_change"] = float((q.searched - q.stylized).abs().mean())
+        row["dice_kept_search"] = dice_kept(segment(judge_net, q.searched), pred_content, q.content_label)
+    return row
+
+
+def stylizer_quality(cfg, source: CMRSource, kinds=("rain", "adaconv", "adaconv-vae"), *, progress=False,
+                     max_slices: int = 64) -> pd.DataFrame:
+    """The quality report of every stylizer and direction of this profile and seed (trained here if not yet):
+    results/stylizer_quality.csv and figures/quality_<kind>_<C0>-<X>.png (content, style, stylized, and after
+    the search, with the content's contours, for six held-out slices)."""
+    net = judge(cfg, source, progress=progress).model
+    rows = []
+    for kind in kinds:
+        for pair in DIRECTIONS:
+            ts = train_stylizer(cfg, source, kind, pair, progress=progress)
+            q = sample(cfg, source, ts, net, max_slices=max_slices)
+            rows.append(quality_row(cfg, ts, q, net))
+            name = f"{kind}_{pair[0]}-{pair[1]}"
+            save_figure(plots.quality_strip(q, title=f"{STYLIZERS[kind]} {pair[0]}->{pair[1]} on held-out slices "
+                                                     f"(bSSFP contours on every row)"),
+                        cfg.figures_dir / f"quality_{name}.png")
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    write_text(cfg.results_dir / "stylizer_quality.csv", df.to_csv(index=False, float_format="%.4g"))
+    return df
