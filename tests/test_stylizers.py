@@ -420,3 +420,31 @@ def test_adaconv_vae_training_is_deterministic_per_seed(tiny_phantom, tmp_path):
                                                  overrides={"stylizer.iterations": 6, "stylizer.checkpoint_every": 2}),
                                      src, "adaconv-vae", ("C0", "LGE"), progress=False)
     assert other.history["total"] != runs[0].history["total"]
+
+
+def test_the_skip_decoder_starts_as_the_plain_one_and_the_detail_loss_sees_blur():
+    """The deviations of issue 34 (stylizer.rain.skips, detail_weight): zero skips leave the plain decoder's output;
+    the detail loss is 0 for the content itself, positive for a blurred one, and blind to a brightness change."""
+    import torch.nn.functional as F
+
+    from cmr_lib.models.adain import Decoder, SkipDecoder, detail_loss
+    from cmr_lib.models.rain import RAIN
+    from cmr_lib.models.vgg import VGGEncoder
+    torch.manual_seed(0)
+    enc = VGGEncoder(width=0.125)
+    x = torch.rand(2, 1, 32, 32)
+    levels = enc(x)
+    plain, skip = Decoder(width=0.125), SkipDecoder(width=0.125)
+    skip.net.load_state_dict(plain.net.state_dict())
+    assert torch.allclose(skip(levels[-1], levels[:3]), plain(levels[-1]))
+    assert len(skip.plain_convs()) == len([m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)])
+    blurred = F.avg_pool2d(x, 5, stride=1, padding=2)
+    assert float(detail_loss(enc(x), levels)) < 1e-6 < float(detail_loss(enc(blurred), levels))
+    model = RAIN(enc, skips=True, detail_weight=1.0)
+    model.calibrate(torch.rand(4, 1, 32, 32))
+    out = model.losses(x, torch.rand(2, 1, 32, 32))
+    assert out["detail"] >= 0 and torch.isfinite(out["total"])
+    feats = model.content_features(x)
+    assert isinstance(feats, list) and len(feats) == 4
+    found = model.explore(x, model.style_code(x)[0], lambda img: img.mean(), iterations=2, step=1.0)
+    assert len(found.images) == 3 and found.images[-1].shape == x.shape

@@ -181,7 +181,8 @@ PROFILE_SCHEMA = {
         "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
         "warm_start": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"),
         "rain": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
-                 "kl_weight": _nonneg_float, "rec_weight": _nonneg_float},
+                 "kl_weight": _nonneg_float, "rec_weight": _nonneg_float, "detail_weight": _nonneg_float,
+                 "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
         "adaconv": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
                     "kernel_size": lambda n, v: _odd_kernel(n, v), "style_dim": _pos_int},
         "explore": {"step": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
@@ -218,7 +219,8 @@ PROFILE_SCHEMA = {
 
 # Keys added after run records were first written, with the value that means what those records did.
 RECORD_DEFAULTS = {"preprocess.normalise_fov_mm": None, "preprocess.test_crop": "image",
-                   "segmenter.select": "target", "segmenter.select_patients": 5}
+                   "segmenter.select": "target", "segmenter.select_patients": 5,
+                   "stylizer.rain.detail_weight": 0.0, "stylizer.rain.skips": False}
 
 
 def with_record_defaults(sizes: Mapping) -> dict:

@@ -56,6 +56,53 @@ class Decoder(nn.Module):
         return self.net(t)
 
 
+class SkipDecoder(Decoder):
+    """The mirror decoder with the content's own detail added back (a deviation from the paper, profile option
+    stylizer.rain.skips): after each upsampling, a 1x1 convolution of the content's instance-normalised features
+    of that scale (relu3_1, relu2_1, relu1_1). Their means and stds are normalised away, so the style still comes
+    from relu4_1 alone (and from the style VAE, which the search moves); the skips start at zero, so the decoder
+    starts as the plain one and its warm start holds."""
+
+    def __init__(self, *, width: float = 1.0, out_channels: int = 1):
+        super().__init__(width=width, out_channels=out_channels)
+        self.skips = nn.ModuleList([nn.Conv2d(scaled(c, width), scaled(c, width), 1) for c in (256, 128, 64)])
+        for conv in self.skips:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def plain_convs(self) -> list[nn.Conv2d]:
+        """The convolutions the plain decoder has too, in order (what a warm start copies)."""
+        return [m for m in self.net.modules() if isinstance(m, nn.Conv2d)]
+
+    def forward(self, t: torch.Tensor, skips=None) -> torch.Tensor:
+        """t: relu4_1 target; skips: the content's [relu1_1, relu2_1, relu3_1] (None: the plain decoder)."""
+        if skips is None:
+            return self.net(t)
+        k, x = 0, t
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.Upsample):
+                x = x + self.skips[k](instance_norm(skips[2 - k]).to(x.dtype))
+                k += 1
+        return x
+
+
+def instance_norm(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Features with each channel's spatial mean and std removed: structure without intensity."""
+    m, s = mean_std(feat, eps)
+    return (feat.float() - m) / s
+
+
+def detail_loss(feats_out: list[torch.Tensor], feats_content: list[torch.Tensor]) -> torch.Tensor:
+    """How much of the content's structure the output lost (profile option stylizer.rain.detail_weight, a
+    deviation): MSE of instance-normalised features at relu1_1..relu3_1, so that intensities are free to change
+    (the style loss moves their statistics) while edges must stay where they were."""
+    loss = feats_out[0].new_zeros((), dtype=torch.float32)
+    for fo, fc in zip(feats_out[:3], feats_content[:3]):
+        loss = loss + F.mse_loss(instance_norm(fo), instance_norm(fc.detach()))
+    return loss
+
+
 def content_loss(feat_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Paper eq. (3): MSE between the output's relu4_1 features and the AdaIN target t."""
     return F.mse_loss(feat_out.float(), target.float())

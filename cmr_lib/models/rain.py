@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.models.adain import EPS, Decoder, adain_stats, content_loss, mean_std, style_loss
+from cmr_lib.models.adain import (EPS, Decoder, SkipDecoder, adain_stats, content_loss, detail_loss, mean_std,
+                                  style_loss)
 from cmr_lib.models.style_search import LatentStyleSearch
 from cmr_lib.models.vgg import VGGEncoder
 
@@ -94,13 +95,19 @@ class RAIN(LatentStyleSearch, nn.Module):
     kind = "rain"
 
     def __init__(self, encoder: VGGEncoder, *, content_weight=1.0, style_weight=1.0, kl_weight=1.0,
-                 rec_weight=5.0):
+                 rec_weight=5.0, detail_weight=0.0, skips: bool = False):
         super().__init__()
         self.encoder = encoder
         c4 = encoder.out_channels["relu4_1"]
-        self.decoder = Decoder(width=encoder.width)
+        self.skips = bool(skips)
+        self.decoder = SkipDecoder(width=encoder.width) if self.skips else Decoder(width=encoder.width)
         self.vae = StyleVAE(style_dim=2 * c4, latent_dim=c4, hidden=2 * c4)
-        self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight)
+        self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight,
+                            detail=detail_weight)
+
+    def content_features(self, content: torch.Tensor):
+        """What render needs of the content: its relu4_1 features, or every level when the decoder has skips."""
+        return self.encoder(content) if self.skips else self.encoder(content, last_only=True)
 
     def trainable(self):
         """Parameters the optimizer updates (the encoder stays frozen)."""
@@ -113,7 +120,9 @@ class RAIN(LatentStyleSearch, nn.Module):
 
     def losses(self, content: torch.Tensor, style: torch.Tensor, *, generator=None) -> dict:
         """One training step's losses (eq. 2-6): content (B,1,H,W) and style (B,1,H,W) in [0, 1]."""
-        f_c = self.encoder(content, last_only=True)                                # (B, C, H/8, W/8)
+        need_levels = self.skips or self.weights["detail"] > 0
+        levels_c = self.encoder(content) if need_levels else None
+        f_c = levels_c[-1] if need_levels else self.encoder(content, last_only=True)   # (B, C, H/8, W/8)
         f_s = self.encoder(style)                                                  # 4 levels
         vec = style_vector(f_s[-1]).detach()                                       # (B, 2C)
         mu, logvar = self.vae.encode(vec)
@@ -122,20 +131,28 @@ class RAIN(LatentStyleSearch, nn.Module):
         l_kl = kl_loss(mu, logvar)
         l_rec = F.mse_loss(rec_std.float(), self.vae.standardise(vec).float())     # in standardised units
         t = adain_stats(f_c, *split_style(vec_hat.detach()))                      # AdaIN with the VAE's style
-        out = self.decoder(t)                                                      # (B, 1, H, W)
+        out = self.decoder(t, levels_c[:3]) if self.skips else self.decoder(t)     # (B, 1, H, W)
         f_o = self.encoder(out)
         l_c = content_loss(f_o[-1], t.detach())
         l_s = style_loss(f_o, f_s)
         w = self.weights
         total = w["content"] * l_c + w["style"] * l_s + w["kl"] * l_kl + w["rec"] * l_rec
-        return {"total": total, "content": l_c, "style": l_s, "kl": l_kl, "rec": l_rec}
+        out = {"total": total, "content": l_c, "style": l_s, "kl": l_kl, "rec": l_rec}
+        if w["detail"] > 0:
+            out["detail"] = detail_loss(f_o, levels_c)
+            out["total"] = total + w["detail"] * out["detail"]
+        return out
 
     # ---- stylization -------------------------------------------------------------------------
     def style_code(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of the style images' latent: (B, C) each."""
         return self.vae.encode(style_vector(self.encoder(style, last_only=True)))
 
-    def render(self, content_feat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Decode latent z (B, C) to a style and apply it to content relu4_1 features; image in [0, 1]."""
+    def render(self, content_feat, z: torch.Tensor) -> torch.Tensor:
+        """Decode latent z (B, C) to a style and apply it to the content's features (content_features: relu4_1, or
+        every level with skips); image in [0, 1]."""
+        if isinstance(content_feat, (list, tuple)):
+            t = adain_stats(content_feat[-1], *split_style(self.vae.decode(z)))
+            return self.decoder(t, list(content_feat[:3])).clamp(0.0, 1.0)
         t = adain_stats(content_feat, *split_style(self.vae.decode(z)))
         return self.decoder(t).clamp(0.0, 1.0)                                     # (B, 1, H, W)

@@ -34,7 +34,11 @@ class LatentStyleSearch:
         z = self.vae.sample(mu, logvar, generator) if sample else mu
         if z.shape[0] == 1 and content.shape[0] > 1:
             z = z.expand(content.shape[0], *z.shape[1:])
-        return self.render(self.encoder(content, last_only=True), z)
+        return self.render(self.content_features(content), z)
+
+    def content_features(self, content: torch.Tensor):
+        """What `render` needs of the content (relu4_1 features; a model with skips returns every level)."""
+        return self.encoder(content, last_only=True)
 
     def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int = 1, step: float = 20.0,
                 rule: str = "asm", content_feat: torch.Tensor | None = None) -> Exploration:
@@ -49,7 +53,7 @@ class LatentStyleSearch:
         check_int("iterations", iterations)
         if content_feat is None:
             with torch.no_grad():
-                content_feat = self.encoder(content, last_only=True)
+                content_feat = self.content_features(content)
         z = z.detach().clone()
         images, losses = [], []
         for i in range(iterations + 1):

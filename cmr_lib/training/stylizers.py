@@ -154,7 +154,8 @@ def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
     p = stylizer_parameters(cfg, kind)
     if kind == "rain":
         return RAIN(encoder, content_weight=p["content_weight"], style_weight=p["style_weight"],
-                    kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
+                    kl_weight=p["kl_weight"], rec_weight=p["rec_weight"], detail_weight=p["detail_weight"],
+                    skips=p["skips"])
     common = dict(image_size=cfg.crop_for(kind), kernel_size=p["kernel_size"], style_dim=p["style_dim"],
                   content_weight=p["content_weight"], style_weight=p["style_weight"])
     if kind == "adaconv":
@@ -258,6 +259,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         return optimise_stylizer(cfg, kind, model, optimizer, c, s, step, dev)
 
     keys = ("total", "content", "style", "kl", "rec") if hasattr(model, "vae") else ("total", "content", "style")
+    keys += ("detail",) if getattr(model, "weights", {}).get("detail", 0) > 0 else ()
     model.to(dev).to(memory_format=fmt).train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=keys, iterations=st.iterations,
                              checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {content_seq}->{style_seq}",
