@@ -63,7 +63,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     over = json.loads(args.overrides)
     named = resolve_data("mscmrseg2019")
-    work = Path(args.work) / args.name
+    work = Path(args.work) / args.name                    # one results/ per experiment, one shared checkpoints/
+    shared = Path(args.work) / "checkpoints"
+    shared.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "checkpoints").exists():
+        (work / "checkpoints").symlink_to(shared)         # the judge and unchanged stylizers are trained once
     cfg = make_config(profile=args.profile, seed=args.seed, data_dir=named.data_dir, c0_spacing=named.c0_spacing,
                       t2_dir=str(named.t2_dir), output_root=work, overrides=over or None)
     t0 = time.perf_counter()
