@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     write_text(OUT / f"{args.name}.csv", df.reindex(columns=COLUMNS).to_csv(index=False, float_format="%.4g"))
     write_text(OUT / f"{args.name}.json", json.dumps({"profile": args.profile, "seed": args.seed, "overrides": over,
                                                        "minutes": round((time.perf_counter() - t0) / 60, 1)}))
-    for png in (work / "figures").glob("quality_*.png"):
+    for png in (work / "figures").glob("quality_*_C0-LGE.png"):       # the direction the bar is set on
         (OUT / f"{args.name}_{png.name}").write_bytes(png.read_bytes())
     write_text(OUT.with_suffix(".md"), table())
     print(df.to_string())
