@@ -106,6 +106,14 @@ trained = stylizers.train_pairs(cfg, source, "rain", curves=True)
 # and restyled. Two questions matter. Does the stylized image take on the style's intensity
 # distribution (KL to the style, which should fall below the content's)? And does it keep the
 # anatomy, so that the bSSFP labels still fit (the contours in Fig. 9 and the edge overlap)?
+#
+# What a good stylized slice must do, concretely, for LGE: keep every edge of the heart where the bSSFP had it
+# (the labels must still fit, and it must stay as sharp), while the healthy myocardium turns dark (LGE nulls it)
+# and the blood pool grey. A blurred edge map fails the first, an unchanged bSSFP the second. Notebook 03 ends
+# with the **quality report** that measures both for RAIN and AdaConv on slices no stylizer trained on
+# (`results/stylizer_quality.csv`); at laptop budgets the paper's RAIN decodes from a grid eight times coarser
+# than the image and comes out blurred, which the profile options `stylizer.rain.skips` and
+# `stylizer.rain.detail_weight` (deviations from the paper, off by default) are there to fix.
 
 # %%
 reports = {pair: stylizers.stylizer_figures(cfg, source, ts, f"RAIN {pair[0]} -> {pair[1]}")
