@@ -195,3 +195,17 @@ def test_a_phantom_folder_is_rewritten_whole_and_other_folders_only_on_request(t
     phantom.generate(d, patients=1, seed=1, workers=1, progress=False, overwrite=True)
     assert (d / "notes.txt").read_text() == "mine" and (d / "phantom.json").is_file()
     assert not (d / "phantom.partial").exists()
+
+
+def test_two_processes_asking_for_one_phantom_take_turns(tmp_path):
+    """Notebooks or test workers side by side both call ensure on one folder: one writes it, the other waits and
+    finds it complete (before the lock, one read a half-written phantom: '1 patients ... need at least 3')."""
+    import subprocess
+    import sys
+    code = ("import sys; from cmr_lib.data import phantom; from cmr_lib.data.sources import open_source; "
+            "phantom.ensure(sys.argv[1], patients=3, seed=7, progress=False); "
+            "print(len(open_source(sys.argv[1]).patients_with('LGE', labelled=True)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ph")], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0] and outs == ["3", "3", "3"]

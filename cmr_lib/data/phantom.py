@@ -314,18 +314,29 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True, ov
     return record
 
 
+def _complete(marker: Path, patients, seed) -> bool:
+    try:
+        rec = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return (rec.get("patients"), rec.get("seed"), rec.get("version")) == (patients, seed, PHANTOM_VERSION)
+
+
 def ensure(out_dir, *, patients, seed, progress=True) -> Path:
-    """Generate the phantom in `out_dir` unless a complete one with the same patients, seed and version is there."""
+    """Generate the phantom in `out_dir` unless a complete one with the same patients, seed and version is there.
+    Processes that ask for it at once (notebooks or tests side by side) take turns under a file lock, so one
+    writes it and the others then find it complete."""
+    import fcntl
+
     out_dir = Path(out_dir)
     marker = out_dir / "phantom.json"
-    if marker.is_file():
-        try:
-            rec = json.loads(marker.read_text())
-            if (rec.get("patients"), rec.get("seed"), rec.get("version")) == (patients, seed, PHANTOM_VERSION):
-                return out_dir
-        except (OSError, ValueError):
-            pass
-    generate(out_dir, patients=patients, seed=seed, progress=progress)
+    if _complete(marker, patients, seed):
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _complete(marker, patients, seed):
+            generate(out_dir, patients=patients, seed=seed, progress=progress)
     return out_dir
 
 
