@@ -14,6 +14,7 @@ Notebook 01 explains the contrasts and calibrates the C0 -> LGE shift against th
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -315,6 +316,7 @@ def generate(out_dir, *, patients=45, seed=2019, workers=None, progress=True, ov
 
 
 def _complete(marker: Path, patients, seed) -> bool:
+    """Whether phantom.json marks a complete phantom of these patients, seed and version."""
     try:
         rec = json.loads(marker.read_text())
     except (OSError, ValueError):
@@ -323,20 +325,15 @@ def _complete(marker: Path, patients, seed) -> bool:
 
 
 def ensure(out_dir, *, patients, seed, progress=True) -> Path:
-    """Generate the phantom in `out_dir` unless a complete one with the same patients, seed and version is there.
-    Processes that ask for it at once (notebooks or tests side by side) take turns under a file lock, so one
-    writes it and the others then find it complete."""
-    import fcntl
-
-    out_dir = Path(out_dir)
-    marker = out_dir / "phantom.json"
-    if _complete(marker, patients, seed):
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _complete(marker, patients, seed):
-            generate(out_dir, patients=patients, seed=seed, progress=progress)
+    """Generate the phantom in `out_dir` unless a complete one with the same patients, seed and version is there;
+    processes asking for it at once take turns under a file lock (one writes, the others find it complete)."""
+    out_dir, marker = Path(out_dir), Path(out_dir) / "phantom.json"
+    if not _complete(marker, patients, seed):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _complete(marker, patients, seed):
+                generate(out_dir, patients=patients, seed=seed, progress=progress)
     return out_dir
 
 
