@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="real")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", nargs="+", default=["rain", "adaconv", "adaconv-vae"])
+    ap.add_argument("--targets", nargs="+", default=["LGE", "T2"], help="style sequences (C0 -> each)")
     ap.add_argument("--work", default=str(repo_root() / "build" / "stylizer_quality"))
     args = ap.parse_args(argv)
     over = json.loads(args.overrides)
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
     cfg = make_config(profile=args.profile, seed=args.seed, data_dir=named.data_dir, c0_spacing=named.c0_spacing,
                       t2_dir=str(named.t2_dir), output_root=work, overrides=over or None)
     t0 = time.perf_counter()
-    df = stylizer_quality(cfg, open_source(named.data_dir, c0_spacing=named.c0_spacing), tuple(args.kinds))
+    df = stylizer_quality(cfg, open_source(named.data_dir, c0_spacing=named.c0_spacing), tuple(args.kinds),
+                           directions=tuple(("C0", t) for t in args.targets))
     write_text(OUT / f"{args.name}.csv", df.reindex(columns=COLUMNS).to_csv(index=False, float_format="%.4g"))
     write_text(OUT / f"{args.name}.json", json.dumps({"profile": args.profile, "seed": args.seed, "overrides": over,
                                                        "minutes": round((time.perf_counter() - t0) / 60, 1)}))

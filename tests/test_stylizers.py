@@ -448,3 +448,40 @@ def test_the_skip_decoder_starts_as_the_plain_one_and_the_detail_loss_sees_blur(
     assert isinstance(feats, list) and len(feats) == 4
     found = model.explore(x, model.style_code(x)[0], lambda img: img.mean(), iterations=2, step=1.0)
     assert len(found.images) == 3 and found.images[-1].shape == x.shape
+
+
+def test_the_intensity_loss_pulls_grey_levels_to_the_style_and_both_stylizers_weigh_it():
+    """stylizer.<kind>.intensity_weight (issue 34): the quantile loss is 0 for the style's own grey levels (in any
+    arrangement), positive for others, and descending it moves an image's histogram to the style's (the KL
+    falls); RAIN and AdaConv add it, and AdaConv's detail loss, to their totals only when weighed."""
+    from cmr_lib.evaluation.quality import structure_kl
+    from cmr_lib.models.adain import intensity_loss
+    torch.manual_seed(0)
+    style = torch.rand(1, 1, 24, 24) ** 3                         # dark-heavy grey levels
+    shuffled = style.flatten()[torch.randperm(style.numel())].view_as(style)
+    assert float(intensity_loss(shuffled, style)) < 1e-12
+    image = (0.3 + 0.4 * torch.rand(1, 1, 24, 24)).requires_grad_()
+    start = float(intensity_loss(image.detach(), style))
+    ones = np.ones((1, 24, 24), int)
+
+    def kl():
+        return structure_kl(image.detach().numpy(), ones, style.numpy(), ones, 1)
+    kl_before = kl()
+    opt = torch.optim.SGD([image], lr=50.0)
+    for _ in range(40):
+        opt.zero_grad()
+        intensity_loss(image, style).backward()
+        opt.step()
+    assert start > 0.01 and float(intensity_loss(image.detach(), style)) < start / 10
+    assert kl() < kl_before / 2
+    enc = VGGEncoder(width=0.125)
+    x, s = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    rain = RAIN(enc, intensity_weight=5.0)
+    rain.calibrate(s)
+    assert "intensity" in rain.losses(x, s) and "intensity" not in RAIN(enc).losses(x, s)
+    x, s = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64)
+    ada = AdaConv(enc, image_size=64, detail_weight=1.0, intensity_weight=5.0)
+    with torch.no_grad():
+        got, plain = ada.losses(x, s), AdaConv(enc, image_size=64).losses(x, s)
+    assert {"detail", "intensity"} <= set(got) and not {"detail", "intensity"} & set(plain)
+    assert float(got["total"]) > float(got["content"] + 10 * got["style"])

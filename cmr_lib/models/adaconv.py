@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmr_lib.core.errors import CmrError, check_int
-from cmr_lib.models.adain import content_loss, style_loss
+from cmr_lib.models.adain import content_loss, deviation_losses, style_loss
 from cmr_lib.models.vgg import VGGEncoder, scaled
 
 GROUP_DIVISORS = (1, 2, 4, 8)        # groups = channels / divisor: 512, 128, 32, 8 at width 1
@@ -153,7 +153,7 @@ class AdaConv(nn.Module):
     kind = "adaconv"
 
     def __init__(self, encoder: VGGEncoder, *, image_size: int, kernel_size: int = 3, style_dim: int = 512,
-                 content_weight=1.0, style_weight=10.0):
+                 content_weight=1.0, style_weight=10.0, detail_weight=0.0, intensity_weight=0.0):
         super().__init__()
         if check_int("kernel_size", kernel_size, minimum=1, hint=" and odd") % 2 == 0:
             raise CmrError(f"parameter 'kernel_size' = {kernel_size!r}: must be a positive integer and odd")
@@ -163,21 +163,25 @@ class AdaConv(nn.Module):
         self.style_encoder = GlobalStyleEncoder(channels=c4, style_dim=self.style_dim, kernel_size=kernel_size,
                                                 image_size=image_size)
         self.decoder = AdaConvDecoder(width=encoder.width, style_dim=self.style_dim, kernel_size=kernel_size)
-        self.weights = dict(content=content_weight, style=style_weight)
+        self.weights = dict(content=content_weight, style=style_weight, detail=detail_weight,
+                            intensity=intensity_weight)
 
     def trainable(self):
         return list(self.style_encoder.parameters()) + list(self.decoder.parameters())
 
     def losses(self, content: torch.Tensor, style: torch.Tensor, *, generator=None) -> dict:
-        """Content loss on relu4_1 against the content's own features; mean/std style loss (weight 10)."""
-        f_c = self.encoder(content, last_only=True)
+        """Content loss on relu4_1 against the content's own features; mean/std style loss (weight 10); the
+        deviations' detail and intensity losses where the profile weighs them."""
+        levels_c = self.encoder(content) if self.weights["detail"] > 0 else None
+        f_c = levels_c[-1] if levels_c is not None else self.encoder(content, last_only=True)
         f_s = self.encoder(style)
         out = self.decoder(f_c, self.style_encoder(f_s[-1]))
         f_o = self.encoder(out)
         l_c = content_loss(f_o[-1], f_c)
         l_s = style_loss(f_o, f_s)
         total = self.weights["content"] * l_c + self.weights["style"] * l_s
-        return {"total": total, "content": l_c, "style": l_s}
+        return deviation_losses({"total": total, "content": l_c, "style": l_s}, self.weights, feats_out=f_o,
+                                feats_content=levels_c, image=out, style=style)
 
     def style_descriptor(self, style: torch.Tensor) -> torch.Tensor:
         """W (B, S, k, k) of style images (computed once, reusable for many contents)."""

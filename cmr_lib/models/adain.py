@@ -103,6 +103,29 @@ def detail_loss(feats_out: list[torch.Tensor], feats_content: list[torch.Tensor]
     return loss
 
 
+def intensity_loss(image: torch.Tensor, style: torch.Tensor, quantiles: int = 64) -> torch.Tensor:
+    """How far the output's grey-level distribution is from its style image's (profile option
+    stylizer.<kind>.intensity_weight, a deviation): MSE between the two images' quantiles, in [0, 1] units. The
+    feature statistics of the style loss leave the grey levels of each structure loose; this pins them."""
+    q = torch.linspace(0.0, 1.0, quantiles, device=image.device)
+
+    def at(x):                                                       # (B, quantiles) of each image
+        v = x.flatten(1).float().sort(dim=1).values
+        return v[:, (q * (v.shape[1] - 1)).round().long()]
+    return F.mse_loss(at(image), at(style.detach()))
+
+
+def deviation_losses(losses: dict, weights: dict, *, feats_out, feats_content, image, style) -> dict:
+    """Add the deviations' losses that have a weight (detail, intensity) to a stylizer's losses and total."""
+    if weights.get("detail", 0) > 0:
+        losses["detail"] = detail_loss(feats_out, feats_content)
+        losses["total"] = losses["total"] + weights["detail"] * losses["detail"]
+    if weights.get("intensity", 0) > 0:
+        losses["intensity"] = intensity_loss(image, style)
+        losses["total"] = losses["total"] + weights["intensity"] * losses["intensity"]
+    return losses
+
+
 def content_loss(feat_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Paper eq. (3): MSE between the output's relu4_1 features and the AdaIN target t."""
     return F.mse_loss(feat_out.float(), target.float())

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.models.adain import (EPS, Decoder, SkipDecoder, adain_stats, content_loss, detail_loss, mean_std,
+from cmr_lib.models.adain import (EPS, Decoder, SkipDecoder, adain_stats, content_loss, deviation_losses, mean_std,
                                   style_loss)
 from cmr_lib.models.style_search import LatentStyleSearch
 from cmr_lib.models.vgg import VGGEncoder
@@ -95,7 +95,7 @@ class RAIN(LatentStyleSearch, nn.Module):
     kind = "rain"
 
     def __init__(self, encoder: VGGEncoder, *, content_weight=1.0, style_weight=1.0, kl_weight=1.0,
-                 rec_weight=5.0, detail_weight=0.0, skips: bool = False):
+                 rec_weight=5.0, detail_weight=0.0, intensity_weight=0.0, skips: bool = False):
         super().__init__()
         self.encoder = encoder
         c4 = encoder.out_channels["relu4_1"]
@@ -103,7 +103,7 @@ class RAIN(LatentStyleSearch, nn.Module):
         self.decoder = SkipDecoder(width=encoder.width) if self.skips else Decoder(width=encoder.width)
         self.vae = StyleVAE(style_dim=2 * c4, latent_dim=c4, hidden=2 * c4)
         self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight,
-                            detail=detail_weight)
+                            detail=detail_weight, intensity=intensity_weight)
 
     def content_features(self, content: torch.Tensor):
         """What render needs of the content: its relu4_1 features, or every level when the decoder has skips."""
@@ -137,11 +137,8 @@ class RAIN(LatentStyleSearch, nn.Module):
         l_s = style_loss(f_o, f_s)
         w = self.weights
         total = w["content"] * l_c + w["style"] * l_s + w["kl"] * l_kl + w["rec"] * l_rec
-        out = {"total": total, "content": l_c, "style": l_s, "kl": l_kl, "rec": l_rec}
-        if w["detail"] > 0:
-            out["detail"] = detail_loss(f_o, levels_c)
-            out["total"] = total + w["detail"] * out["detail"]
-        return out
+        return deviation_losses({"total": total, "content": l_c, "style": l_s, "kl": l_kl, "rec": l_rec}, w,
+                                feats_out=f_o, feats_content=levels_c, image=out, style=style)
 
     # ---- stylization -------------------------------------------------------------------------
     def style_code(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -128,14 +128,14 @@ def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net) -> dict:
 
 
 def stylizer_quality(cfg, source: CMRSource, kinds=("rain", "adaconv", "adaconv-vae"), *, progress=False,
-                     max_slices: int = 64) -> pd.DataFrame:
+                     max_slices: int = 64, directions=DIRECTIONS) -> pd.DataFrame:
     """The quality report of every stylizer and direction of this profile and seed (trained here if not yet):
     results/stylizer_quality.csv and figures/quality_<kind>_<C0>-<X>.png (content, style, stylized, and after
     the search, with the content's contours, for six held-out slices)."""
     net = judge(cfg, source, progress=progress).model
     rows = []
     for kind in kinds:
-        for pair in DIRECTIONS:
+        for pair in directions:
             ts = train_stylizer(cfg, source, kind, pair, progress=progress)
             q = sample(cfg, source, ts, net, max_slices=max_slices)
             rows.append(quality_row(cfg, ts, q, net))

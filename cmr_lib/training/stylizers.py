@@ -155,11 +155,11 @@ def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
     if kind == "rain":
         return RAIN(encoder, content_weight=p["content_weight"], style_weight=p["style_weight"],
                     kl_weight=p["kl_weight"], rec_weight=p["rec_weight"], detail_weight=p["detail_weight"],
-                    skips=p["skips"])
+                    intensity_weight=p["intensity_weight"], skips=p["skips"])
     common = dict(image_size=cfg.crop_for(kind), kernel_size=p["kernel_size"], style_dim=p["style_dim"],
                   content_weight=p["content_weight"], style_weight=p["style_weight"])
     if kind == "adaconv":
-        return AdaConv(encoder, **common)
+        return AdaConv(encoder, **common, detail_weight=p["detail_weight"], intensity_weight=p["intensity_weight"])
     return AdaConvVAE(encoder, **common, kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
 
 
