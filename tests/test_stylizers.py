@@ -485,3 +485,28 @@ def test_the_intensity_loss_pulls_grey_levels_to_the_style_and_both_stylizers_we
         got, plain = ada.losses(x, s), AdaConv(enc, image_size=64).losses(x, s)
     assert {"detail", "intensity"} <= set(got) and not {"detail", "intensity"} & set(plain)
     assert float(got["total"]) > float(got["content"] + 10 * got["style"])
+
+
+def test_adaconv_skips_start_as_the_plain_decoder_and_the_vae_renders_through_them():
+    """stylizer.adaconv.skips (issue 34): zero skips leave AdaConv's output as without them, the warm start still
+    finds its nine convolutions, and AdaConv + VAE renders and searches with every level of the content."""
+    from cmr_lib.models.adaconv_vae import AdaConvVAE
+    torch.manual_seed(0)
+    enc = VGGEncoder(width=0.125)
+    x, s = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64)
+    plain, skip = AdaConv(enc, image_size=64), AdaConv(enc, image_size=64, skips=True)
+    missing = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert all(k.startswith("decoder.skips.") for k in missing.missing_keys) and missing.missing_keys
+    with torch.no_grad():
+        assert torch.allclose(skip.stylize(x, s), plain.stylize(x, s))
+    assert len(skip.decoder.plain_convs()) == len(plain.decoder.plain_convs())
+    with torch.no_grad():
+        skip.decoder.skips[2].weight.normal_()
+        assert not torch.allclose(skip.stylize(x, s), plain.stylize(x, s))
+    assert "content" in skip.losses(x, s)
+    vae = AdaConvVAE(enc, image_size=64, skips=True)
+    vae.calibrate(s)
+    feats = vae.content_features(x)
+    assert isinstance(feats, list) and len(feats) == 4
+    found = vae.explore(x, vae.style_code(s)[0], lambda img: img.mean(), iterations=1, step=0.1, rule="sign")
+    assert found.images[-1].shape == x.shape

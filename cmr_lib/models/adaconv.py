@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmr_lib.core.errors import CmrError, check_int
-from cmr_lib.models.adain import content_loss, deviation_losses, style_loss
+from cmr_lib.models.adain import content_features, content_loss, deviation_losses, instance_norm, style_loss, zero_skips
 from cmr_lib.models.vgg import VGGEncoder, scaled
 
 GROUP_DIVISORS = (1, 2, 4, 8)        # groups = channels / divisor: 512, 128, 32, 8 at width 1
@@ -113,9 +113,11 @@ class AdaConvBlock(nn.Module):
 
 
 class AdaConvDecoder(nn.Module):
-    """relu4_1 content (B, 512w, H/8, W/8) + W -> grey image (B, 1, H, W); AdaConv blocks at 4 scales."""
+    """relu4_1 content (B, 512w, H/8, W/8) + W -> grey image (B, 1, H, W); AdaConv blocks at 4 scales. With
+    skips (a deviation, stylizer.adaconv.skips), the content's normalised relu3_1..relu1_1 are added back after
+    each upsampling, as in RAIN's SkipDecoder."""
 
-    def __init__(self, *, width: float, style_dim: int, kernel_size: int):
+    def __init__(self, *, width: float, style_dim: int, kernel_size: int, skips: bool = False):
         super().__init__()
         c512, c256, c128, c64 = (scaled(c, width) for c in (512, 256, 128, 64))
         up = nn.Upsample(scale_factor=2, mode="nearest")
@@ -133,6 +135,7 @@ class AdaConvDecoder(nn.Module):
             nn.Sequential(nn.ReLU(), _conv(c128, c64), nn.ReLU(), up),                             # -> H
             nn.Sequential(nn.ReLU(), _conv(c64, 1)),                                               # grey
         ])
+        self.skips = zero_skips(width) if skips else None
 
     def plain_convs(self) -> list[nn.Conv2d]:
         """The ordinary convolutions in data-flow order: they mirror the AdaIN decoder's nine, one to one."""
@@ -141,9 +144,12 @@ class AdaConvDecoder(nn.Module):
             out += [block.conv] + [m for m in after if isinstance(m, nn.Conv2d)]
         return out
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        for block, after in zip(self.blocks, self.after):
+    def forward(self, x: torch.Tensor, w: torch.Tensor, levels=None) -> torch.Tensor:
+        """x: relu4_1 content; w: style descriptor; levels: the content's [relu1_1, relu2_1, relu3_1] (skips)."""
+        for k, (block, after) in enumerate(zip(self.blocks, self.after)):
             x = after(block(x, w))
+            if self.skips is not None and k < 3:
+                x = x + self.skips[k](instance_norm(levels[2 - k]).to(x.dtype))
         return x
 
 
@@ -153,7 +159,7 @@ class AdaConv(nn.Module):
     kind = "adaconv"
 
     def __init__(self, encoder: VGGEncoder, *, image_size: int, kernel_size: int = 3, style_dim: int = 512,
-                 content_weight=1.0, style_weight=10.0, detail_weight=0.0, intensity_weight=0.0):
+                 content_weight=1.0, style_weight=10.0, detail_weight=0.0, intensity_weight=0.0, skips=False):
         super().__init__()
         if check_int("kernel_size", kernel_size, minimum=1, hint=" and odd") % 2 == 0:
             raise CmrError(f"parameter 'kernel_size' = {kernel_size!r}: must be a positive integer and odd")
@@ -162,7 +168,9 @@ class AdaConv(nn.Module):
         c4 = encoder.out_channels["relu4_1"]
         self.style_encoder = GlobalStyleEncoder(channels=c4, style_dim=self.style_dim, kernel_size=kernel_size,
                                                 image_size=image_size)
-        self.decoder = AdaConvDecoder(width=encoder.width, style_dim=self.style_dim, kernel_size=kernel_size)
+        self.skips = bool(skips)
+        self.decoder = AdaConvDecoder(width=encoder.width, style_dim=self.style_dim, kernel_size=kernel_size,
+                                      skips=self.skips)
         self.weights = dict(content=content_weight, style=style_weight, detail=detail_weight,
                             intensity=intensity_weight)
 
@@ -172,16 +180,22 @@ class AdaConv(nn.Module):
     def losses(self, content: torch.Tensor, style: torch.Tensor, *, generator=None) -> dict:
         """Content loss on relu4_1 against the content's own features; mean/std style loss (weight 10); the
         deviations' detail and intensity losses where the profile weighs them."""
-        levels_c = self.encoder(content) if self.weights["detail"] > 0 else None
+        levels_c = self.encoder(content) if self.weights["detail"] > 0 or self.skips else None
         f_c = levels_c[-1] if levels_c is not None else self.encoder(content, last_only=True)
         f_s = self.encoder(style)
-        out = self.decoder(f_c, self.style_encoder(f_s[-1]))
+        out = self.decode(levels_c if self.skips else f_c, self.style_encoder(f_s[-1]))
         f_o = self.encoder(out)
         l_c = content_loss(f_o[-1], f_c)
         l_s = style_loss(f_o, f_s)
         total = self.weights["content"] * l_c + self.weights["style"] * l_s
         return deviation_losses({"total": total, "content": l_c, "style": l_s}, self.weights, feats_out=f_o,
                                 feats_content=levels_c, image=out, style=style)
+
+    def decode(self, content_feat, w: torch.Tensor) -> torch.Tensor:
+        """The decoder on content features (relu4_1, or every level with skips) and a descriptor W (unclipped)."""
+        if isinstance(content_feat, (list, tuple)):
+            return self.decoder(content_feat[-1], w, list(content_feat[:3]))
+        return self.decoder(content_feat, w)
 
     def style_descriptor(self, style: torch.Tensor) -> torch.Tensor:
         """W (B, S, k, k) of style images (computed once, reusable for many contents)."""
@@ -192,4 +206,4 @@ class AdaConv(nn.Module):
         w = self.style_descriptor(style)
         if w.shape[0] == 1 and content.shape[0] > 1:
             w = w.expand(content.shape[0], -1, -1, -1)
-        return self.decoder(self.encoder(content, last_only=True), w).clamp(0.0, 1.0)
+        return self.decode(content_features(self.encoder, content, self.skips), w).clamp(0.0, 1.0)

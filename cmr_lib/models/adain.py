@@ -65,10 +65,7 @@ class SkipDecoder(Decoder):
 
     def __init__(self, *, width: float = 1.0, out_channels: int = 1):
         super().__init__(width=width, out_channels=out_channels)
-        self.skips = nn.ModuleList([nn.Conv2d(scaled(c, width), scaled(c, width), 1) for c in (256, 128, 64)])
-        for conv in self.skips:
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+        self.skips = zero_skips(width)
 
     def plain_convs(self) -> list[nn.Conv2d]:
         """The convolutions the plain decoder has too, in order (what a warm start copies)."""
@@ -85,6 +82,22 @@ class SkipDecoder(Decoder):
                 x = x + self.skips[k](instance_norm(skips[2 - k]).to(x.dtype))
                 k += 1
         return x
+
+
+def content_features(encoder, content: torch.Tensor, every_level: bool):
+    """What a decoder needs of the content: its relu4_1 features, or every level [relu1_1..relu4_1] for a decoder
+    with skips."""
+    return encoder(content) if every_level else encoder(content, last_only=True)
+
+
+def zero_skips(width: float) -> nn.ModuleList:
+    """The 1x1 convolutions that add the content's normalised relu3_1, relu2_1, relu1_1 back after each
+    upsampling (the skips deviation), zero at the start so that a warm-started decoder starts unchanged."""
+    convs = nn.ModuleList([nn.Conv2d(scaled(c, width), scaled(c, width), 1) for c in (256, 128, 64)])
+    for conv in convs:
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    return convs
 
 
 def instance_norm(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:

@@ -105,10 +105,6 @@ class RAIN(LatentStyleSearch, nn.Module):
         self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight,
                             detail=detail_weight, intensity=intensity_weight)
 
-    def content_features(self, content: torch.Tensor):
-        """What render needs of the content: its relu4_1 features, or every level when the decoder has skips."""
-        return self.encoder(content) if self.skips else self.encoder(content, last_only=True)
-
     def trainable(self):
         """Parameters the optimizer updates (the encoder stays frozen)."""
         return list(self.decoder.parameters()) + list(self.vae.parameters())

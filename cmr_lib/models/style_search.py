@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from cmr_lib.core.errors import check_int
+from cmr_lib.models.adain import content_features
 
 RULES = ("asm", "sign", "plain")
 
@@ -38,7 +39,7 @@ class LatentStyleSearch:
 
     def content_features(self, content: torch.Tensor):
         """What `render` needs of the content (relu4_1 features; a model with skips returns every level)."""
-        return self.encoder(content, last_only=True)
+        return content_features(self.encoder, content, getattr(self, "skips", False))
 
     def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int = 1, step: float = 20.0,
                 rule: str = "asm", content_feat: torch.Tensor | None = None) -> Exploration:

@@ -157,7 +157,7 @@ def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
                     kl_weight=p["kl_weight"], rec_weight=p["rec_weight"], detail_weight=p["detail_weight"],
                     intensity_weight=p["intensity_weight"], skips=p["skips"])
     common = dict(image_size=cfg.crop_for(kind), kernel_size=p["kernel_size"], style_dim=p["style_dim"],
-                  content_weight=p["content_weight"], style_weight=p["style_weight"])
+                  content_weight=p["content_weight"], style_weight=p["style_weight"], skips=p["skips"])
     if kind == "adaconv":
         return AdaConv(encoder, **common, detail_weight=p["detail_weight"], intensity_weight=p["intensity_weight"])
     return AdaConvVAE(encoder, **common, kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
