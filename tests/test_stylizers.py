@@ -510,3 +510,37 @@ def test_adaconv_skips_start_as_the_plain_decoder_and_the_vae_renders_through_th
     assert isinstance(feats, list) and len(feats) == 4
     found = vae.explore(x, vae.style_code(s)[0], lambda img: img.mean(), iterations=1, step=0.1, rule="sign")
     assert found.images[-1].shape == x.shape
+
+
+def test_the_grain_starts_at_zero_and_its_noise_comes_from_the_generator():
+    """stylizer.<kind>.grain (issue 34): a zero gain leaves the output unchanged; with a gain, one generator
+    seed gives one image and another seed another; the search holds one noise map; RAIN refuses grain without
+    skips."""
+    from cmr_lib.models.adain import grain_noise
+    torch.manual_seed(0)
+    enc = VGGEncoder(width=0.125)
+    x, s = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    plain, grained = RAIN(enc, skips=True), RAIN(enc, skips=True, grain=True)
+    grained.load_state_dict(plain.state_dict(), strict=False)
+    plain.calibrate(s)
+    grained.calibrate(s)
+    gen = lambda k: torch.Generator().manual_seed(k)          # noqa: E731
+    with torch.no_grad():
+        assert torch.allclose(grained.stylize(x, s, generator=gen(1)), plain.stylize(x, s))
+        grained.decoder.grain.gain.fill_(0.5)
+        a, b = grained.stylize(x, s, generator=gen(1)), grained.stylize(x, s, generator=gen(1))
+        assert torch.equal(a, b) and not torch.allclose(a, grained.stylize(x, s, generator=gen(2)))
+        assert torch.equal(grained.stylize(x, s), grained.stylize(x, s))     # no generator: a fixed noise
+    assert grain_noise(plain, x, gen(1)) is None and grain_noise(grained, x, gen(1)).shape == (2, 1, 32, 32)
+    noise = grain_noise(grained, x, gen(3))
+    z = grained.style_code(s)[0]
+    found = grained.explore(x, z, lambda img: img.mean(), iterations=1, step=1e-9, rule="plain", noise=noise)
+    assert torch.allclose(found.images[0], found.images[1], atol=1e-6)
+    assert "total" in grained.losses(x, s, generator=gen(4))
+    ada = AdaConv(enc, image_size=64, skips=True, grain=True)
+    with torch.no_grad():
+        ada.decoder.grain.gain.fill_(0.5)
+        xx, ss = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64)
+        assert not torch.allclose(ada.stylize(xx, ss, generator=gen(1)), ada.stylize(xx, ss, generator=gen(2)))
+    with pytest.raises(CmrError, match="needs stylizer.rain.skips"):
+        RAIN(enc, grain=True)

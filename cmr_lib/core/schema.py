@@ -183,11 +183,11 @@ PROFILE_SCHEMA = {
         "rain": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
                  "kl_weight": _nonneg_float, "rec_weight": _nonneg_float, "detail_weight": _nonneg_float,
                  "intensity_weight": _nonneg_float,
-                 "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
+                 "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"), "grain": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
         "adaconv": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
                     "kernel_size": lambda n, v: _odd_kernel(n, v), "style_dim": _pos_int,
                     "detail_weight": _nonneg_float, "intensity_weight": _nonneg_float,
-                    "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
+                    "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"), "grain": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
         "explore": {"step": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
                     "rule": lambda n, v: choice(n, v, ("asm", "sign", "plain"))},
         "autoencoder": {"iterations": _pos_int, "batch": _pos_int,
@@ -225,7 +225,8 @@ RECORD_DEFAULTS = {"preprocess.normalise_fov_mm": None, "preprocess.test_crop": 
                    "segmenter.select": "target", "segmenter.select_patients": 5,
                    "stylizer.rain.detail_weight": 0.0, "stylizer.rain.skips": False,
                    "stylizer.rain.intensity_weight": 0.0, "stylizer.adaconv.detail_weight": 0.0,
-                   "stylizer.adaconv.intensity_weight": 0.0, "stylizer.adaconv.skips": False}
+                   "stylizer.adaconv.intensity_weight": 0.0, "stylizer.adaconv.skips": False,
+                   "stylizer.rain.grain": False, "stylizer.adaconv.grain": False}
 
 
 def with_record_defaults(sizes: Mapping) -> dict:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmr_lib.core.errors import CmrError, check_int
-from cmr_lib.models.adain import content_features, content_loss, deviation_losses, instance_norm, style_loss, zero_skips
+from cmr_lib.models.adain import (Grain, content_features, content_loss, deviation_losses, grain_noise, instance_norm,
+                                  style_loss, zero_skips)
 from cmr_lib.models.vgg import VGGEncoder, scaled
 
 GROUP_DIVISORS = (1, 2, 4, 8)        # groups = channels / divisor: 512, 128, 32, 8 at width 1
@@ -117,7 +118,7 @@ class AdaConvDecoder(nn.Module):
     skips (a deviation, stylizer.adaconv.skips), the content's normalised relu3_1..relu1_1 are added back after
     each upsampling, as in RAIN's SkipDecoder."""
 
-    def __init__(self, *, width: float, style_dim: int, kernel_size: int, skips: bool = False):
+    def __init__(self, *, width: float, style_dim: int, kernel_size: int, skips: bool = False, grain: bool = False):
         super().__init__()
         c512, c256, c128, c64 = (scaled(c, width) for c in (512, 256, 128, 64))
         up = nn.Upsample(scale_factor=2, mode="nearest")
@@ -136,6 +137,7 @@ class AdaConvDecoder(nn.Module):
             nn.Sequential(nn.ReLU(), _conv(c64, 1)),                                               # grey
         ])
         self.skips = zero_skips(width) if skips else None
+        self.grain = Grain(c64) if grain else None
 
     def plain_convs(self) -> list[nn.Conv2d]:
         """The ordinary convolutions in data-flow order: they mirror the AdaIN decoder's nine, one to one."""
@@ -144,12 +146,15 @@ class AdaConvDecoder(nn.Module):
             out += [block.conv] + [m for m in after if isinstance(m, nn.Conv2d)]
         return out
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, levels=None) -> torch.Tensor:
-        """x: relu4_1 content; w: style descriptor; levels: the content's [relu1_1, relu2_1, relu3_1] (skips)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, levels=None, noise=None) -> torch.Tensor:
+        """x: relu4_1 content; w: style descriptor; levels: the content's [relu1_1, relu2_1, relu3_1] (skips);
+        noise: the grain's (B, 1, H, W) noise map."""
         for k, (block, after) in enumerate(zip(self.blocks, self.after)):
             x = after(block(x, w))
             if self.skips is not None and k < 3:
                 x = x + self.skips[k](instance_norm(levels[2 - k]).to(x.dtype))
+            if self.grain is not None and k == 2:
+                x = self.grain(x, noise)
         return x
 
 
@@ -159,7 +164,8 @@ class AdaConv(nn.Module):
     kind = "adaconv"
 
     def __init__(self, encoder: VGGEncoder, *, image_size: int, kernel_size: int = 3, style_dim: int = 512,
-                 content_weight=1.0, style_weight=10.0, detail_weight=0.0, intensity_weight=0.0, skips=False):
+                 content_weight=1.0, style_weight=10.0, detail_weight=0.0, intensity_weight=0.0, skips=False,
+                 grain=False):
         super().__init__()
         if check_int("kernel_size", kernel_size, minimum=1, hint=" and odd") % 2 == 0:
             raise CmrError(f"parameter 'kernel_size' = {kernel_size!r}: must be a positive integer and odd")
@@ -170,7 +176,7 @@ class AdaConv(nn.Module):
                                                 image_size=image_size)
         self.skips = bool(skips)
         self.decoder = AdaConvDecoder(width=encoder.width, style_dim=self.style_dim, kernel_size=kernel_size,
-                                      skips=self.skips)
+                                      skips=self.skips, grain=grain)
         self.weights = dict(content=content_weight, style=style_weight, detail=detail_weight,
                             intensity=intensity_weight)
 
@@ -183,7 +189,8 @@ class AdaConv(nn.Module):
         levels_c = self.encoder(content) if self.weights["detail"] > 0 or self.skips else None
         f_c = levels_c[-1] if levels_c is not None else self.encoder(content, last_only=True)
         f_s = self.encoder(style)
-        out = self.decode(levels_c if self.skips else f_c, self.style_encoder(f_s[-1]))
+        out = self.decode(levels_c if self.skips else f_c, self.style_encoder(f_s[-1]),
+                          noise=grain_noise(self, content, generator))
         f_o = self.encoder(out)
         l_c = content_loss(f_o[-1], f_c)
         l_s = style_loss(f_o, f_s)
@@ -191,19 +198,21 @@ class AdaConv(nn.Module):
         return deviation_losses({"total": total, "content": l_c, "style": l_s}, self.weights, feats_out=f_o,
                                 feats_content=levels_c, image=out, style=style)
 
-    def decode(self, content_feat, w: torch.Tensor) -> torch.Tensor:
+    def decode(self, content_feat, w: torch.Tensor, noise=None) -> torch.Tensor:
         """The decoder on content features (relu4_1, or every level with skips) and a descriptor W (unclipped)."""
         if isinstance(content_feat, (list, tuple)):
-            return self.decoder(content_feat[-1], w, list(content_feat[:3]))
-        return self.decoder(content_feat, w)
+            return self.decoder(content_feat[-1], w, list(content_feat[:3]), noise=noise)
+        return self.decoder(content_feat, w, noise=noise)
 
     def style_descriptor(self, style: torch.Tensor) -> torch.Tensor:
         """W (B, S, k, k) of style images (computed once, reusable for many contents)."""
         return self.style_encoder(self.encoder(style, last_only=True))
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, **_) -> torch.Tensor:
-        """Content restyled like `style` (one style per content, or one for all), clipped to [0, 1]."""
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, *, generator=None, **_) -> torch.Tensor:
+        """Content restyled like `style` (one style per content, or one for all), clipped to [0, 1]; `generator`
+        draws the grain's noise."""
         w = self.style_descriptor(style)
         if w.shape[0] == 1 and content.shape[0] > 1:
             w = w.expand(content.shape[0], -1, -1, -1)
-        return self.decode(content_features(self.encoder, content, self.skips), w).clamp(0.0, 1.0)
+        return self.decode(content_features(self.encoder, content, self.skips), w,
+                           noise=grain_noise(self, content, generator)).clamp(0.0, 1.0)

@@ -27,9 +27,9 @@ class AdaConvVAE(LatentStyleSearch, AdaConv):
     kind = "adaconv-vae"
 
     def __init__(self, encoder: VGGEncoder, *, image_size: int, kernel_size: int = 3, style_dim: int = 512,
-                 content_weight=1.0, style_weight=10.0, kl_weight=1.0, rec_weight=5.0, skips=False):
+                 content_weight=1.0, style_weight=10.0, kl_weight=1.0, rec_weight=5.0, skips=False, grain=False):
         super().__init__(encoder, image_size=image_size, kernel_size=kernel_size, style_dim=style_dim,
-                         content_weight=content_weight, style_weight=style_weight, skips=skips)
+                         content_weight=content_weight, style_weight=style_weight, skips=skips, grain=grain)
         self.w_shape = (self.style_dim, kernel_size, kernel_size)
         flat = self.style_dim * kernel_size * kernel_size
         self.vae = StyleVAE(style_dim=flat, latent_dim=self.style_dim, hidden=2 * self.style_dim)
@@ -66,8 +66,8 @@ class AdaConvVAE(LatentStyleSearch, AdaConv):
         """(mu, logvar) of the style images' latent: (B, S) each."""
         return self.vae.encode(self.style_descriptor(style).flatten(1))
 
-    def render(self, content_feat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def render(self, content_feat, z: torch.Tensor, noise=None) -> torch.Tensor:
         """Decode latent z (B, S) to W, predict kernels and restyle the content's features (relu4_1, or every
         level with skips); image in [0, 1]."""
         w = self.vae.decode(z).view(-1, *self.w_shape)
-        return self.decode(content_feat, w).clamp(0.0, 1.0)
+        return self.decode(content_feat, w, noise=noise).clamp(0.0, 1.0)

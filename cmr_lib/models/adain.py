@@ -63,16 +63,18 @@ class SkipDecoder(Decoder):
     from relu4_1 alone (and from the style VAE, which the search moves); the skips start at zero, so the decoder
     starts as the plain one and its warm start holds."""
 
-    def __init__(self, *, width: float = 1.0, out_channels: int = 1):
+    def __init__(self, *, width: float = 1.0, out_channels: int = 1, grain: bool = False):
         super().__init__(width=width, out_channels=out_channels)
         self.skips = zero_skips(width)
+        self.grain = Grain(scaled(64, width)) if grain else None
 
     def plain_convs(self) -> list[nn.Conv2d]:
         """The convolutions the plain decoder has too, in order (what a warm start copies)."""
         return [m for m in self.net.modules() if isinstance(m, nn.Conv2d)]
 
-    def forward(self, t: torch.Tensor, skips=None) -> torch.Tensor:
-        """t: relu4_1 target; skips: the content's [relu1_1, relu2_1, relu3_1] (None: the plain decoder)."""
+    def forward(self, t: torch.Tensor, skips=None, noise=None) -> torch.Tensor:
+        """t: relu4_1 target; skips: the content's [relu1_1, relu2_1, relu3_1] (None: the plain decoder);
+        noise: the grain's (B, 1, H, W) noise map."""
         if skips is None:
             return self.net(t)
         k, x = 0, t
@@ -81,6 +83,8 @@ class SkipDecoder(Decoder):
             if isinstance(layer, nn.Upsample):
                 x = x + self.skips[k](instance_norm(skips[2 - k]).to(x.dtype))
                 k += 1
+                if k == 3 and self.grain is not None:
+                    x = self.grain(x, noise)
         return x
 
 
@@ -98,6 +102,29 @@ def zero_skips(width: float) -> nn.ModuleList:
         nn.init.zeros_(conv.weight)
         nn.init.zeros_(conv.bias)
     return convs
+
+
+class Grain(nn.Module):
+    """Per-pixel noise added at full resolution with a learned gain per channel (a deviation, profile option
+    stylizer.<kind>.grain): LGE's texture and within-structure spread cannot be drawn from the content's features
+    alone. The gain starts at zero, so a warm-started decoder starts unchanged."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gain = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if noise is None:                                  # no generator given: the same noise every call
+            noise = torch.randn((x.shape[0], 1, *x.shape[2:]), generator=torch.Generator().manual_seed(0))
+        return x + self.gain.to(x.dtype)[None, :, None, None] * noise.to(x.device, x.dtype)
+
+
+def grain_noise(model, content: torch.Tensor, generator=None) -> torch.Tensor | None:
+    """The noise map (B, 1, H, W) a stylizer with grain adds to this content, drawn from `generator` (None for a
+    stylizer without grain, or without a generator: then Grain's fixed noise)."""
+    if getattr(model.decoder, "grain", None) is None or generator is None:
+        return None
+    return torch.randn((content.shape[0], 1, *content.shape[2:]), generator=generator, device=generator.device)
 
 
 def instance_norm(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:

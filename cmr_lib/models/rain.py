@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_lib.models.adain import (EPS, Decoder, SkipDecoder, adain_stats, content_loss, deviation_losses, mean_std,
-                                  style_loss)
+from cmr_lib.core.errors import CmrError
+from cmr_lib.models.adain import (EPS, Decoder, SkipDecoder, adain_stats, content_loss, deviation_losses, grain_noise,
+                                  mean_std, style_loss)
 from cmr_lib.models.style_search import LatentStyleSearch
 from cmr_lib.models.vgg import VGGEncoder
 
@@ -95,12 +96,14 @@ class RAIN(LatentStyleSearch, nn.Module):
     kind = "rain"
 
     def __init__(self, encoder: VGGEncoder, *, content_weight=1.0, style_weight=1.0, kl_weight=1.0,
-                 rec_weight=5.0, detail_weight=0.0, intensity_weight=0.0, skips: bool = False):
+                 rec_weight=5.0, detail_weight=0.0, intensity_weight=0.0, skips: bool = False, grain: bool = False):
         super().__init__()
         self.encoder = encoder
         c4 = encoder.out_channels["relu4_1"]
         self.skips = bool(skips)
-        self.decoder = SkipDecoder(width=encoder.width) if self.skips else Decoder(width=encoder.width)
+        if grain and not skips:
+            raise CmrError("parameter 'stylizer.rain.grain' = true: needs stylizer.rain.skips: true")
+        self.decoder = SkipDecoder(width=encoder.width, grain=grain) if self.skips else Decoder(width=encoder.width)
         self.vae = StyleVAE(style_dim=2 * c4, latent_dim=c4, hidden=2 * c4)
         self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight,
                             detail=detail_weight, intensity=intensity_weight)
@@ -127,7 +130,8 @@ class RAIN(LatentStyleSearch, nn.Module):
         l_kl = kl_loss(mu, logvar)
         l_rec = F.mse_loss(rec_std.float(), self.vae.standardise(vec).float())     # in standardised units
         t = adain_stats(f_c, *split_style(vec_hat.detach()))                      # AdaIN with the VAE's style
-        out = self.decoder(t, levels_c[:3]) if self.skips else self.decoder(t)     # (B, 1, H, W)
+        out = (self.decoder(t, levels_c[:3], noise=grain_noise(self, content, generator)) if self.skips
+               else self.decoder(t))                                               # (B, 1, H, W)
         f_o = self.encoder(out)
         l_c = content_loss(f_o[-1], t.detach())
         l_s = style_loss(f_o, f_s)
@@ -141,11 +145,11 @@ class RAIN(LatentStyleSearch, nn.Module):
         """(mu, logvar) of the style images' latent: (B, C) each."""
         return self.vae.encode(style_vector(self.encoder(style, last_only=True)))
 
-    def render(self, content_feat, z: torch.Tensor) -> torch.Tensor:
+    def render(self, content_feat, z: torch.Tensor, noise=None) -> torch.Tensor:
         """Decode latent z (B, C) to a style and apply it to the content's features (content_features: relu4_1, or
-        every level with skips); image in [0, 1]."""
+        every level with skips; noise: the grain's, see adain.grain_noise); image in [0, 1]."""
         if isinstance(content_feat, (list, tuple)):
             t = adain_stats(content_feat[-1], *split_style(self.vae.decode(z)))
-            return self.decoder(t, list(content_feat[:3])).clamp(0.0, 1.0)
+            return self.decoder(t, list(content_feat[:3]), noise=noise).clamp(0.0, 1.0)
         t = adain_stats(content_feat, *split_style(self.vae.decode(z)))
         return self.decoder(t).clamp(0.0, 1.0)                                     # (B, 1, H, W)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from cmr_lib.core.errors import check_int
-from cmr_lib.models.adain import content_features
+from cmr_lib.models.adain import content_features, grain_noise
 
 RULES = ("asm", "sign", "plain")
 
@@ -35,19 +35,20 @@ class LatentStyleSearch:
         z = self.vae.sample(mu, logvar, generator) if sample else mu
         if z.shape[0] == 1 and content.shape[0] > 1:
             z = z.expand(content.shape[0], *z.shape[1:])
-        return self.render(self.content_features(content), z)
+        return self.render(self.content_features(content), z, noise=grain_noise(self, content, generator))
 
     def content_features(self, content: torch.Tensor):
         """What `render` needs of the content (relu4_1 features; a model with skips returns every level)."""
         return content_features(self.encoder, content, getattr(self, "skips", False))
 
     def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int = 1, step: float = 20.0,
-                rule: str = "asm", content_feat: torch.Tensor | None = None) -> Exploration:
+                rule: str = "asm", content_feat: torch.Tensor | None = None, noise=None) -> Exploration:
         """Adversarial style search: move z up the gradient of `loss_fn(stylized)` `iterations` times.
 
         rule 'asm': z <- z + (step / loss) * dL/dz (the ASM reference, step 20); 'sign': z <- z + step *
         sign(dL/dz) (FGSM-like); 'plain': z <- z + step * dL/dz. The stylizer is not updated; `loss_fn`
-        must be differentiable in the image (e.g. a segmentation loss of a fixed network).
+        must be differentiable in the image (e.g. a segmentation loss of a fixed network). `noise`: the grain's
+        noise map (adain.grain_noise), the same at every step so that only the style moves.
         """
         if rule not in RULES:
             raise ValueError(f"parameter 'rule' = {rule!r}: choose 'asm', 'sign' or 'plain'")
@@ -61,7 +62,7 @@ class LatentStyleSearch:
             last = i == iterations
             with torch.no_grad() if last else torch.enable_grad():     # the last image needs no gradient
                 z.requires_grad_(not last)
-                img = self.render(content_feat, z)
+                img = self.render(content_feat, z, noise=noise)
                 loss = loss_fn(img)
             images.append(img.detach())
             losses.append(float(loss.detach()))

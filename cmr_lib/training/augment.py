@@ -29,6 +29,7 @@ from cmr_lib.core.schema import APPEARANCE_BASELINES, REMAPS
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import style_pool
+from cmr_lib.models.adain import grain_noise
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.training.checkpoints import draw_items
 from cmr_lib.training.slaug import slaug
@@ -261,25 +262,26 @@ class BatchAugmenter:
     def _stylize(self, s, x, y, step, segmenter):
         cfg, sty, dev = self.cfg, self.stylizer, self.dev
         precision = cfg.sizes.stylizer.precision
+        gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
         if not cfg.searches:                        # AdaConv: restyled, no latent to sample or search
             with torch.no_grad(), autocast(precision, dev):
-                return sty.stylize(x, s).float()
-        gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
+                return sty.stylize(x, s, generator=gen).float()
         with torch.no_grad(), autocast(precision, dev):
             feat = sty.content_features(x)
             feat = [f.float() for f in feat] if isinstance(feat, list) else feat.float()
             mu, logvar = sty.style_code(s)
             z0 = sty.vae.sample(mu.float(), logvar.float(), gen)            # a random style around the anchor
+        noise = grain_noise(sty, x, gen)                                     # None without the grain deviation
         if not self.mining:
             with torch.no_grad():
-                return sty.render(feat, z0)
+                return sty.render(feat, z0, noise=noise)
         # The style decoding stays fp32: under bf16 the search's small moves of z vanished (gain ~1e-6).
         # Only the network runs in bf16 here (_loss): the same mined images, judged in fp32, gained as much
         # (0.00278 both, 48 batches) and it is 1.35x faster (measured on the 2-core CPU).
         ex = cfg.sizes.stylizer.explore
         with _frozen(segmenter), _frozen(sty):
             found = sty.explore(x, z0, lambda img: self._loss(segmenter, img, y), iterations=self.epsilon_iterations,
-                                step=ex.step, rule=ex.rule, content_feat=feat)
+                                step=ex.step, rule=ex.rule, content_feat=feat, noise=noise)
         self.last_gain = found.losses[-1] - found.losses[0]
         return found.images[-1].float()
 

@@ -155,9 +155,10 @@ def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
     if kind == "rain":
         return RAIN(encoder, content_weight=p["content_weight"], style_weight=p["style_weight"],
                     kl_weight=p["kl_weight"], rec_weight=p["rec_weight"], detail_weight=p["detail_weight"],
-                    intensity_weight=p["intensity_weight"], skips=p["skips"])
+                    intensity_weight=p["intensity_weight"], skips=p["skips"], grain=p["grain"])
     common = dict(image_size=cfg.crop_for(kind), kernel_size=p["kernel_size"], style_dim=p["style_dim"],
-                  content_weight=p["content_weight"], style_weight=p["style_weight"], skips=p["skips"])
+                  content_weight=p["content_weight"], style_weight=p["style_weight"], skips=p["skips"],
+                  grain=p["grain"])
     if kind == "adaconv":
         return AdaConv(encoder, **common, detail_weight=p["detail_weight"], intensity_weight=p["intensity_weight"])
     return AdaConvVAE(encoder, **common, kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
