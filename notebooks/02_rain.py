@@ -113,7 +113,15 @@ trained = stylizers.train_pairs(cfg, source, "rain", curves=True)
 # with the **quality report** that measures both for RAIN and AdaConv on slices no stylizer trained on
 # (`results/stylizer_quality.csv`); at laptop budgets the paper's RAIN decodes from a grid eight times coarser
 # than the image and comes out blurred, which the profile options `stylizer.rain.skips` and
-# `stylizer.rain.detail_weight` (deviations from the paper, off by default) are there to fix.
+# `stylizer.rain.detail_weight` (deviations from the paper, off in `demo` and `paper`) are there to fix.
+#
+# What each fix bought on real data (measured one at a time on held-out slices:
+# `benchmarks/results/stylizer_quality.md`): four times the training steps did not sharpen the images much;
+# the detail loss kept the anatomy but not the sharpness; skips carrying the content's normalised detail, with
+# the detail loss, kept both, and a threefold style weight then made the slices hard to tell from real LGE.
+# What none of them did is give the myocardium LGE's spread of grey levels (scar, noise): a stylizer that keeps
+# the content's structure keeps its texture too. The real-data profiles use skips, a third of the detail
+# loss and the threefold style weight (`params/real.yaml`).
 
 # %%
 reports = {pair: stylizers.stylizer_figures(cfg, source, ts, f"RAIN {pair[0]} -> {pair[1]}")

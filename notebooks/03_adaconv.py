@@ -137,3 +137,13 @@ from IPython.display import Image, display
 
 display(Image(filename=str(cfg.figures_dir / "quality_rain_C0-LGE.png")))
 display(Image(filename=str(cfg.figures_dir / "quality_adaconv_C0-LGE.png")))
+
+# %% [markdown]
+# How to read the figure: each column is one held-out bSSFP slice; its own contours are drawn on every row. In
+# a good row the contours still sit on the heart's edges (the anatomy is kept) while the grey levels look like
+# the style row's (the look has changed). On the `demo` profile (the paper's design at laptop sizes, on the
+# phantom) expect the stylized row to be smoother than the content. On real data the paper's design gave
+# blurred edge maps; the `real` profiles add the content's detail back through skips and a detail loss (for
+# AdaConv too), which the quality table of the real run shows kept the heart and its sharpness while the
+# classifier's accuracy fell toward 0.5 (see `docs/findings.md`, section 7, and
+# `benchmarks/results/stylizer_quality.md` for each change measured on its own).
