@@ -50,6 +50,16 @@ def test_cli_writes_exact_columns_and_matches_metrics(dirs, tmp_path):
     assert not list(tmp_path.glob(".m.csv*"))
 
 
+def test_named_flags_in_nnunets_order_give_the_same_scores_and_a_mix_is_refused(dirs, tmp_path):
+    pred, gt, *_ = dirs
+    named = _run("-ref", gt, "-pred", pred, "--out", tmp_path / "named.csv")
+    positional = _run(pred, gt, "--out", tmp_path / "positional.csv")
+    assert named.returncode == positional.returncode == 0, named.stderr
+    assert (tmp_path / "named.csv").read_text() == (tmp_path / "positional.csv").read_text()
+    mixed = _run(pred, "-ref", gt)
+    assert mixed.returncode == 2 and "not a mix" in mixed.stderr
+
+
 def test_summary_is_table_2_form(dirs):
     pred, gt, *_ = dirs
     df = evaluate.evaluate_dirs(pred, gt)

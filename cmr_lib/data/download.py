@@ -152,7 +152,8 @@ def check_set(folder, name: str, *, manifest=None) -> None:
 
 @cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.data.download", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="cmr-download", description=__doc__.split("\n\n")[0],
+                                 epilog="example: cmr-download data/real   (then: make reproduce DATA_DIR=data/real/mscmrseg2019)")
     ap.add_argument("dest", help="the data folder to fill (gets mscmrseg2019/ and myops2020/)")
     ap.add_argument("--mirror", default=None, help="copy from this folder (laid out like DEST) instead of online")
     ap.add_argument("--only", action="append", choices=SETS, help="one set only (repeatable; default both)")

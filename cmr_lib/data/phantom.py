@@ -340,7 +340,8 @@ def ensure(out_dir, *, patients, seed, progress=True) -> Path:
 @cli_main
 def main(argv=None) -> int:
     """Command line: python -m cmr_lib.data.phantom OUT_DIR --patients N --seed S."""
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.data.phantom", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="cmr-phantom", description=__doc__.split("\n\n")[0],
+                                 epilog="example: cmr-phantom data/my_phantom --patients 10 --seed 1")
     ap.add_argument("out_dir", help="folder to write patient{i}_{C0,T2,LGE}[_manual].nii.gz into")
     ap.add_argument("--patients", type=int, default=45)
     ap.add_argument("--seed", type=int, default=2019)

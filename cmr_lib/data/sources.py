@@ -15,6 +15,13 @@ from cmr_lib.data import phantom
 from cmr_lib.data.nifti import LAYOUT_NAMES, Volume, check_same_grid, read_image, read_label, voxel_size
 
 _CANONICAL = {"C0": "C0", "T2": "T2", "LGE": "LGE", "DE": "LGE"}
+
+
+def canonical_sequence(token: str) -> str:
+    """A file name's sequence token as this project names it ('DE' is MyoPS's LGE)."""
+    return _CANONICAL[token]
+
+
 LAYOUTS = {"mscmrseg": "MS-CMRSeg 2019 (patient{N}_{C0,LGE,T2}.nii.gz + _manual)",
            "myops": "MyoPS 2020 (myops_training_{N}_{C0,DE,T2,gd}.nii.gz)"}
 

@@ -191,16 +191,24 @@ def check_output(out, *inputs) -> None:
 
 @cli_main
 def main(argv=None) -> int:
-    """python -m cmr_lib.evaluation.evaluate PRED_DIR GT_DIR [--out FILE.csv] [--largest-component]"""
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.evaluation.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("pred_dir", help="folder of predicted label volumes (.nii / .nii.gz)")
-    ap.add_argument("gt_dir", help="folder of ground-truth label volumes with the same file names")
+    """cmr-evaluate -ref GT_DIR -pred PRED_DIR [--out FILE.csv] [--largest-component] (or PRED_DIR GT_DIR)"""
+    ap = argparse.ArgumentParser(prog="cmr-evaluate", description=__doc__.split("\n\n")[0],
+                                 epilog="example: cmr-evaluate -ref data/mscmrseg2019 -pred labels/ --out scores.csv")
+    ap.add_argument("-ref", "--ref", dest="ref", help="folder of ground-truth label volumes (nnU-Net's order: -ref, -pred)")
+    ap.add_argument("-pred", "--pred", dest="pred", help="folder of predicted label volumes (.nii / .nii.gz)")
+    ap.add_argument("pred_dir", nargs="?", help="(positional form) folder of predicted label volumes")
+    ap.add_argument("gt_dir", nargs="?", help="(positional form) folder of ground-truth label volumes")
     ap.add_argument("--out", help="write per-case metrics to this CSV file")
     ap.add_argument("--allow-missing", action="store_true",
                     help="score a ground-truth case without a prediction as an empty prediction (Dice 0)")
     ap.add_argument("--largest-component", action="store_true",
                     help="score each structure's largest connected component only (nnU-Net's post-processing)")
     args = ap.parse_args(argv)
+    named, positional = (args.ref, args.pred), (args.pred_dir, args.gt_dir)
+    if any(named) and any(positional) or not (all(named) or all(positional)):
+        ap.error("give -ref GT_DIR -pred PRED_DIR, or PRED_DIR GT_DIR, not a mix")
+    if all(named):
+        args.pred_dir, args.gt_dir = args.pred, args.ref
     if args.out:
         check_output(args.out, args.pred_dir, args.gt_dir)
     df = evaluate_dirs(args.pred_dir, args.gt_dir, postprocess="largest_component" if args.largest_component else "none",

@@ -34,7 +34,8 @@ from cmr_lib.study.plan import (ANALYSES, BASE_STEPS, STEPS, cost_hint, default_
 def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     """The driver's command line (what `make reproduce` passes, and what workflow/Snakefile reads from
     --config args=...): the parsed options and make_plan's keyword arguments."""
-    ap = argparse.ArgumentParser(prog="python -m cmr_lib.study.reproduce", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="cmr-reproduce", description=__doc__.split("\n\n")[0],
+                                 epilog="example: cmr-reproduce --data mscmrseg2019 --seeds 3   (as make reproduce DATA=mscmrseg2019)")
     ap.add_argument("--profile", default=None, help="default: 'real' with --data, else 'demo'")
     ap.add_argument("--data", default=None, choices=sorted(DATA_SETS),
                     help="a real sample set by name: found in $CMR_REAL_DATA or ../shared/data, its C0 voxel size "
