@@ -1,6 +1,9 @@
 # cmr-stylize: the two commands are `make reproduce` and `make test` (both create .venv on first use).
+# Inside an activated conda environment other than base (`conda env create -f environment.yml && conda activate
+# cmr-stylize`), make installs into that environment and uses it instead of building .venv.
 PYTHON ?= python3
-VENV := .venv
+CONDA_ENV := $(if $(and $(CONDA_PREFIX),$(filter-out base,$(CONDA_DEFAULT_ENV))),$(CONDA_PREFIX))
+VENV := $(or $(CONDA_ENV),.venv)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?=
@@ -75,9 +78,10 @@ real-data: $(STAMP)
 	$(BIN)/python -m cmr_lib.data.download $(call q,$(or $(call v,REAL_DIR),data/real)) $(call opt,--mirror,MIRROR) \
 	  $(if $(call v,FORCE),--force)
 
-## JupyterLab on the project's kernel (.venv), opened at notebooks/: run the notebooks cell by cell.
+## JupyterLab on the project's kernel (.venv or the active conda environment), opened at notebooks/ (as root too:
+## containers and cloud notebooks run as root).
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(PORT),--port=$(PORT))
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(PORT),--port=$(PORT)) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
