@@ -265,4 +265,4 @@ if kl.attrs["skipped"]:
     print("left out (stylizer checkpoint gone):", ", ".join(kl.attrs["skipped"]))
 
 # %%
-save_figure(summary_figures.table2_bars(first_seed, grid.table_rows("table2")), cfg.figures_dir / "table2_bars.png");
+save_figure(summary_figures.table2_bars(runs, grid.table_rows("table2")), cfg.figures_dir / "table2_bars.png");

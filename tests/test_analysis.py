@@ -210,6 +210,43 @@ def test_bars_draw_every_row_and_patient(table2_records):
     assert dots == 7 * 3 * 3
 
 
+def test_bars_give_every_row_its_own_colour_an_interval_over_seeds_and_a_key_off_the_data():
+    """Issue 36: thirteen rows, thirteen colours (tab10 repeated from the eleventh); two seeds give a 95% interval
+    per bar; the key sits under the panels, not on them."""
+    from matplotlib.colors import to_hex
+    stylizers = ["none", "intensity", "gin", "histmatch", "slaug", "rain+slaug", "rain", "adaconv", "adaconv-vae"]
+    recs = []
+    for k in range(13):
+        setting, sty = (0, stylizers[k]) if k < 6 else (1 + (k - 6) % 3, stylizers[6 + (k - 6) // 3])
+        eps = 5 if sty == "rain" else 0
+        recs += [_record(setting, sty, eps, dice=(0.5 + 0.02 * k, 0.6, 0.7), seed=sd) for sd in (0, 1)]
+    recs[1]["metrics"]["test"] = [{**m, "dice": m["dice"] - 0.1} for m in recs[1]["metrics"]["test"]]
+    rows = list(tables.by_row(recs))
+    assert len(rows) == 13
+    fig = summary_figures.table2_bars(recs, rows)
+    left = fig.axes[0]
+    per_row = [to_hex(left.patches[3 * i].get_facecolor()) for i in range(13)]
+    assert len(set(per_row)) == 13
+    assert len(left.containers) >= 13 * 3 and any(c.__class__.__name__ == "ErrorbarContainer" for c in left.containers)
+    assert left.get_legend() is None and fig.axes[1].get_legend() is None and len(fig.legends) == 1
+
+
+def test_contour_figures_carry_a_key_that_names_each_colour():
+    import torch
+
+    from cmr_lib.report import plots
+    from cmr_lib.training.augment import Stylization
+    lab = torch.zeros(3, 16, 16, dtype=torch.long)
+    lab[:, 4:12, 4:12] = 1
+    lab[:, 6:10, 6:10] = 2
+    st = Stylization(content=torch.rand(3, 1, 16, 16), style=None, stylized=torch.rand(3, 1, 16, 16),
+                     content_label=lab, style_label=None)
+    fig = plots.contour_overlay(st, n=3)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["MYO contour", "LV contour", "RV contour"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["content"] and not fig.axes[0].get_title()
+
+
 def _varied(setting, stylizer, eps=0, shift=0.0, *, seed=0, cases=8, noise=0.0):
     """A record whose per-patient Dice vary by patient (0.5 + 0.03 case) plus `shift` (+ seeded noise)."""
     rec = _record(setting, stylizer, eps, seed=seed, cases=cases)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
+from matplotlib.lines import Line2D
 
 CLASS_COLORS = {1: "#2ca02c", 2: "#d62728", 3: "#1f77b4"}   # MYO green, LV red, RV blue
+CLASS_NAMES = {1: "MYO", 2: "LV", 3: "RV"}
 SEQ_COLORS = {"C0": "#1f77b4", "LGE": "#d62728", "T2": "#2ca02c"}
 SEQ_NAMES = {"C0": "bSSFP (C0)", "LGE": "LGE", "T2": "T2"}
 
@@ -26,6 +29,27 @@ def show_slice(ax, image, label=None, title=None, vmax=1.0):
     ax.set_axis_off()
 
 
+def row_colours(n: int) -> list:
+    """n distinct colours, one per table row or curve: tab10 up to ten, evenly spaced hues beyond (tab10 repeats
+    itself from the eleventh, which made two rows look like one)."""
+    return list(sns.color_palette("tab10" if n <= 10 else "husl", n))
+
+
+def add_contour_key(fig, inches: float = 0.3) -> None:
+    """Lay the figure out with a key of the contour colours (MYO, LV, RV) in a strip of its own under the panels,
+    so the key covers no image."""
+    handles = [Line2D([0], [0], color=c, lw=1.8, label=f"{CLASS_NAMES[k]} contour") for k, c in CLASS_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, inches / fig.get_figheight(), 1, 1))
+
+
+def label_rows(axes, names, fontsize: int = 9) -> None:
+    """Row names written left of each row's first panel (not as titles, which crowd the row above)."""
+    for r, name in enumerate(names):
+        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=fontsize)
+
+
 def fig1_appearance(examples: dict[str, dict[str, tuple]]):
     """Rows = data sets, columns = sequences: {'phantom': {'C0': (image, label), ...}, ...} (Fig. 1, left)."""
     seqs = [s for s in ("C0", "LGE", "T2") if any(s in e for e in examples.values())]
@@ -41,7 +65,7 @@ def fig1_appearance(examples: dict[str, dict[str, tuple]]):
             image, label = by_seq[seq]
             show_slice(ax_img, image, title=f"{name}: {SEQ_NAMES[seq]}")
             show_slice(ax_lab, image, label, title="MYO / LV / RV")
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 
@@ -85,7 +109,7 @@ def augmentation_grid(samples: list[dict], ncols: int = 4):
     for ax, s in zip(axes.ravel(), samples):
         show_slice(ax, s["image"][0].numpy(), s["label"].numpy() if s["has_label"] else None,
                    title=f"p{s['patient']} {s['sequence']} z{s['slice']}")
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 
@@ -140,10 +164,11 @@ def contour_overlay(st, n: int = 6, title: str = ""):
     fig, axes = plt.subplots(2, len(idx), figsize=(2.3 * len(idx), 4.9), squeeze=False)
     for c, i in enumerate(idx):
         lab = st.content_label[i].numpy()
-        show_slice(axes[0, c], st.content[i, 0].numpy(), lab, title="content" if c == 0 else None)
-        show_slice(axes[1, c], st.stylized[i, 0].numpy(), lab, title="stylized" if c == 0 else None)
+        show_slice(axes[0, c], st.content[i, 0].numpy(), lab)
+        show_slice(axes[1, c], st.stylized[i, 0].numpy(), lab)
+    label_rows(axes, ["content", "stylized"])
     fig.suptitle(title)
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 
@@ -161,7 +186,7 @@ def kernel_size_strip(stylized: dict, n: int = 3, title: str = ""):
         for c, (name, st) in enumerate(stylized.items(), 2):
             show_slice(axes[r, c], st.stylized[i, 0].numpy(), lab, title=name if r == 0 else None)
     fig.suptitle(title)
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 
@@ -177,10 +202,9 @@ def quality_strip(q, n: int = 6, title: str = ""):
     for r, (name, imgs, contours) in enumerate(rows):
         for c, i in enumerate(idx):
             show_slice(axes[r, c], imgs[i, 0].float().numpy(), q.content_label[i] if contours else None)
-        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
-                        fontsize=9)
+    label_rows(axes, [name for name, *_ in rows])
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 
@@ -196,7 +220,7 @@ def exploration_strip(content, label, exploration, show=(0, 1, 3, 5), title: str
             head = f"{it} iteration{'s' if it != 1 else ''}\nloss {exploration.losses[it]:.3f}" if r == 0 else None
             show_slice(axes[r, c], exploration.images[it][r, 0].float().numpy(), title=head)
     fig.suptitle(title)
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 
@@ -224,7 +248,7 @@ def prediction_panels(rows: dict[str, list[dict]], title: str = ""):
     (top) and the prediction (bottom) drawn as contours; the per-slice Dice in each title.
     rows: {row name: [experiment.predict_examples item, ...]}, same number of slices per row."""
     n = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(2 * len(rows), n, figsize=(2.3 * n, 4.7 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(2 * len(rows), n, figsize=(2.3 * n, 5.4 * len(rows)), squeeze=False)
     for r, (name, items) in enumerate(rows.items()):
         for c in range(n):
             top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
@@ -235,8 +259,10 @@ def prediction_panels(rows: dict[str, list[dict]], title: str = ""):
             it = items[c]
             show_slice(top, it["image"], it["label"], title=f"{name}: ground truth\npatient {it['patient']}")
             show_slice(bottom, it["image"], it["pred"], title=f"prediction, Dice {it['dice']:.2f}")
+    for ax in axes.ravel():
+        ax.title.set_fontsize(8)
     fig.suptitle(title)
-    fig.tight_layout()
+    add_contour_key(fig)
     return fig
 
 

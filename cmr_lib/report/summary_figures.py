@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from cmr_lib.core.config import Config
 from cmr_lib.core.errors import CmrError
@@ -18,35 +19,49 @@ from cmr_lib.data.splits import run_split
 from cmr_lib.data.transforms import normalise
 from cmr_lib.evaluation.evaluate import STRUCTURES
 from cmr_lib.evaluation.metrics import histogram, intensity_kl, mean_class_dice, region_values
-from cmr_lib.report.plots import show_slice
-from cmr_lib.report.tables import first_run_per_row, part_of
+from cmr_lib.report.plots import add_contour_key, row_colours, show_slice
+from cmr_lib.report.tables import by_row, first_run_per_row, part_of
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_examples
 from cmr_lib.training.segmenters import load_run_segmenter
 from cmr_lib.training.stylizers import train_stylizer
 
 
 def table2_bars(records: list[dict], rows=None, part: str | None = None):
-    """Dice and HD per structure for each Table 2 row: bars at the mean, one dot per patient."""
-    first, present = first_run_per_row(records, table_rows("table2") if rows is None else rows)   # first seed
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    """Dice and HD per structure for each Table 2 row, every seed used: bar = mean over patients (each patient's
+    value averaged over seeds), black line = 95% t-interval of the row's mean over seeds (two or more seeds),
+    one dot per patient; each row its own colour, the key below the panels."""
+    groups = by_row(records)
+    present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
+    if not present:
+        raise CmrError("no run matches a row of the table")
+    colours = row_colours(len(present))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2 + 0.22 * ((len(present) + 3) // 4)))
     width = 0.8 / len(present)
-    colours = plt.cm.tab10(np.arange(len(present)))
     for ax, metric, name in ((axes[0], "dice", "Dice"), (axes[1], "hd", "Hausdorff distance (mm)")):
         for i, key in enumerate(present):
-            rec = first[key]
-            df = pd.DataFrame(rec["metrics"][part or part_of(rec)])
+            runs = groups[key]
+            per_seed = pd.concat([pd.DataFrame(r["metrics"][part or part_of(r)]).assign(seed=r["seed"]) for r in runs])
             for j, s in enumerate(STRUCTURES):
-                v = df.loc[df["structure"] == s, metric].astype(float).dropna().to_numpy()
+                one = per_seed[per_seed["structure"] == s].dropna(subset=[metric])
+                patients = one.groupby("case")[metric].mean().to_numpy(dtype=float)
+                seed_means = one.groupby("seed")[metric].mean().to_numpy(dtype=float)
                 x = j + (i - (len(present) - 1) / 2) * width
-                ax.bar(x, v.mean() if len(v) else np.nan, width * 0.9, color=colours[i],
+                ax.bar(x, patients.mean() if len(patients) else np.nan, width * 0.9, color=colours[i],
                        label=label(key) if j == 0 else None)
-                ax.plot(np.full(len(v), x), v, ".", color="k", ms=2.5, alpha=0.6)
+                if len(seed_means) >= 2:
+                    half = stats.t.ppf(0.975, len(seed_means) - 1) * seed_means.std(ddof=1) / np.sqrt(len(seed_means))
+                    ax.errorbar(x, seed_means.mean(), yerr=half, color="k", lw=1.0, capsize=1.5)
+                ax.plot(np.full(len(patients), x), patients, ".", color="k", ms=2.5, alpha=0.6)
         ax.set_xticks(range(len(STRUCTURES)), STRUCTURES)
+        ax.set_xlim(-0.5, len(STRUCTURES) - 0.5)
         ax.set_ylabel(name)
     axes[0].set_ylim(0, 1)
-    axes[1].legend(fontsize=7, ncol=2, loc="upper right")
-    fig.suptitle("Table 2 per structure: mean (bar) and each patient (dot)")
-    fig.tight_layout()
+    seeds = sorted({r["seed"] for k in present for r in groups[k]})
+    fig.suptitle(f"Table 2 per structure: mean over patients (bar), each patient (dot), 95% interval over "
+                 f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} (line)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(present), 4), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(present) + 3) // 4), 1, 1))
     return fig
 
 
@@ -66,7 +81,7 @@ def prediction_grid(records: list[dict], source, rows=None, *, patients: int = 3
     pats = pats[:patients]
     if not pats:
         raise CmrError(f"{source.root}: no labelled LGE patient to show")
-    fig, axes = plt.subplots(len(pats), len(present) + 1, figsize=(2.2 * (len(present) + 1), 2.4 * len(pats)),
+    fig, axes = plt.subplots(len(pats), len(present) + 1, figsize=(2.2 * (len(present) + 1), 2.8 * len(pats)),
                              squeeze=False)
     for r, p in enumerate(pats):
         vol = source.load(p, "LGE", label="require")
@@ -84,8 +99,8 @@ def prediction_grid(records: list[dict], source, rows=None, *, patients: int = 3
             show_slice(axes[r, c], img, prd, title=f"{label(key)}\nDice {mean_class_dice(prd, vol.label[..., z]):.2f}")
     for ax in axes.ravel():
         ax.title.set_fontsize(7)
-    fig.suptitle("LGE: ground truth and each setting's prediction (MYO / LV / RV)")
-    fig.tight_layout()
+    fig.suptitle("LGE: ground truth and each setting's prediction")
+    add_contour_key(fig)
     return fig
 
 
@@ -139,6 +154,7 @@ def setting_histograms(records: list[dict], source, rows=None, *, steps=range(6)
     kl_rows = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     centres = (np.arange(bins) + 0.5) / bins
+    colours = dict(zip(shown, row_colours(len(shown))))
     for ax, region, name in ((axes[0], "MYO", "myocardium"), (axes[1], "heart", "LV ∪ MYO ∪ RV")):
         r = region_values(ref_img, ref_lab, region)
         ax.fill_between(centres, histogram(r, bins), color="0.8", label="LGE (validation patients)")
@@ -146,10 +162,11 @@ def setting_histograms(records: list[dict], source, rows=None, *, steps=range(6)
             v = np.clip(region_values(ex.stylized, ex.content_label, region), 0.0, 1.0)
             kl = intensity_kl(v, r, bins)
             kl_rows.append({"row": lbl, "region": region, "kl_to_lge": round(kl, 4)})
-            ax.plot(centres, histogram(v, bins), lw=1.2, label=f"{lbl} (KL {kl:.2f})")
+            ax.plot(centres, histogram(v, bins), lw=1.2, color=colours[lbl], label=f"{lbl} (KL {kl:.2f})")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("normalised intensity")
-        ax.legend(fontsize=6)
+        ax.set_ylabel("density")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.suptitle("What each row's network trained on, against LGE: intensity histograms and KL(training || LGE)")
     fig.tight_layout()
     kl = pd.DataFrame(kl_rows).pivot(index="row", columns="region", values="kl_to_lge")
