@@ -20,7 +20,7 @@ ENGINE ?=
 T2_DIR ?=
 NBVAL := build/nbval
 
-.PHONY: venv reproduce test unit lab real-data nbval sync-check sync bench clean
+.PHONY: venv reproduce test unit lab book real-data nbval sync-check sync bench clean
 
 venv: $(STAMP)
 
@@ -82,6 +82,11 @@ real-data: $(STAMP)
 ## containers and cloud notebooks run as root).
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(PORT),--port=$(PORT)) $(if $(filter 0,$(shell id -u)),--allow-root)
+
+## The executed notebooks of the last make reproduce as a static site in build/book/ (open build/book/index.html):
+## the course read without running it. PROFILE=/DATA= pick the run as for make reproduce.
+book: $(STAMP)
+	$(BIN)/python -m cmr_lib.report.book $(call opt,--profile,PROFILE) $(call opt,--data,DATA)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
