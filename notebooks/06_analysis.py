@@ -57,6 +57,7 @@ from cmr_lib.study.runs import export_test_predictions
 
 cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_spacing=c0_spacing,
                   output_root=output_root, t2_dir=t2_dir)
+print(cfg.summary())
 seeds = check_parameter("seeds", seeds) or [cfg.seed]
 allow_mixed, cross_data = check_parameter("allow_mixed", allow_mixed), check_parameter("cross_data", cross_data)
 source = source_for(cfg)

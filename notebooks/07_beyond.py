@@ -70,6 +70,7 @@ kernels, kinds = check_parameter("kernels", kernels), check_parameter("kinds", k
 max_slices = check_parameter("max_slices", max_slices)
 cfg = make_config(profile=profile, setting=1, stylizer="adaconv-vae", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, t2_dir=t2_dir)
+print(cfg.summary())
 seeds = check_parameter("seeds", seeds) or [cfg.seed]
 where = dict(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root)
 source = source_for(cfg)

@@ -148,3 +148,11 @@ def test_a_config_comes_back_from_its_run_record(tmp_path):
     record["config"]["sizes"]["segmenter"]["iterations"] = 0
     with pytest.raises(CmrError, match="segmenter.iterations"):
         Config.from_record(record)
+
+
+def test_a_smoke_run_says_at_its_top_that_its_numbers_are_not_results():
+    """Issue 36: every notebook prints cfg.summary() first; under smoke it carries a one-line warning."""
+    from cmr_lib.core.config import SMOKE_WARNING, make_config
+    smoke, demo = make_config(profile="smoke").summary(), make_config(profile="demo").summary()
+    assert smoke.splitlines()[-1] == SMOKE_WARNING and "not results" in SMOKE_WARNING
+    assert SMOKE_WARNING not in demo

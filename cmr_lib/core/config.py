@@ -151,7 +151,11 @@ class Config:
             f"seed      {self.seed}",
             f"data      {data}",
             f"outputs   {self.output_root}",
-        ])
+        ] + ([SMOKE_WARNING] if self.profile == "smoke" else []))
+
+
+SMOKE_WARNING = ("WARNING: profile 'smoke' has sizes meant only to test the code (a few steps, tiny networks): its "
+                 "images and numbers are not results")
 
 
 def check_epsilon_iterations(value) -> int:
