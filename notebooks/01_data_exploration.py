@@ -174,3 +174,16 @@ write_text(cfg.results_dir / "fig1_kl.md", kl.to_markdown(index=False, floatfmt=
 write_json(cfg.results_dir / "fig1_kl.json", {"config": cfg.to_dict(), "patients": used,
                                               "kl": kl.to_dict(orient="records")})
 print("wrote", cfg.results_dir / "fig1_kl.csv", "(and .md, .json)")
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Predict first, then check: in the tissue table, which tissue is brightest in LGE, and why does that make
+#    scar easy to see but the myocardium's outline hard? Find the row and explain it from the TI formula.
+# 2. Run the notebook with `-p seed 1` (papermill) or change `seed` in the parameters cell. Which numbers of
+#    `fig1_kl.md` move, and which stay put? What does that tell you about what the phantom's seed controls?
+# 3. If the real sample sets are here, compare the KL from C0 to LGE on the phantom with the KL on MS-CMRSeg. Is
+#    the phantom's shift as large as the real one? What would a too-easy phantom do to the conclusions of
+#    notebook 05?

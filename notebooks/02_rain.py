@@ -154,3 +154,17 @@ content, labels, exploration = stylizers.explore_examples(cfg, source, trained[(
 save_figure(plots.exploration_strip(content, labels, exploration, title="RAIN style exploration (bSSFP -> LGE)"),
             cfg.figures_dir / "fig5_rain_C0-LGE.png")
 print("segmentation loss after 0..5 iterations:", [round(x, 3) for x in exploration.losses])
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Before running: if the style weight in the profile were ten times smaller, would `kl_stylized_to_style` go
+#    up or down? Try it with `overrides` in `make_config` (`{"stylizer.rain.style_weight": 1.0}`) and compare the
+#    table.
+# 2. In the style-exploration figure, the loss rises with each iteration. Change `iterations=5` to 10 in the last
+#    cell. Does the loss keep rising, and do the images still show a heart? Which matters more for training a
+#    segmenter?
+# 3. Open `results/stylizer_quality.csv` (written by notebook 03). Which column would tell you that a stylizer
+#    has simply blurred the image? Which one that it changed nothing?

@@ -147,3 +147,15 @@ display(Image(filename=str(cfg.figures_dir / "quality_adaconv_C0-LGE.png")))
 # AdaConv too), which the quality table of the real run shows kept the heart and its sharpness while the
 # classifier's accuracy fell toward 0.5 (see `docs/findings.md`, section 7, and
 # `benchmarks/results/stylizer_quality.md` for each change measured on its own).
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Predict, then run with `-p kernel_size 5`: will the stylized images keep more of the content's edges or
+#    fewer? Check `edge_overlap_content_stylized` and the contour figure.
+# 2. In the quality table, compare `c2st` with `c2st_raw`. What would a value of 0.5 mean, and why is a value
+#    near 0.5 not enough on its own (think of `dice_kept`)?
+# 3. Read `benchmarks/results/stylizer_quality.md`. Pick one change that fixed sharpness and one that did not,
+#    and explain the difference from how the decoder is built.

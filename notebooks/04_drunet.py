@@ -115,3 +115,13 @@ save_figure(plots.prediction_panels(rows, title="Setting 0: a DRU-Net trained on
 # %% [markdown]
 # Every stylized setting in notebook 05 is measured against this setting-0 row. Table 2 asks how
 # much of the bSSFP → LGE drop each stylizer recovers.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Before running: which structure will lose the most Dice from bSSFP to LGE, MYO, LV or RV? Check the table
+#    and explain it from the intensities of notebook 01.
+# 2. Train longer with `overrides={"segmenter.iterations": 600}` in `make_config`. Does the LGE Dice rise with
+#    the bSSFP Dice, or does the gap widen? What does that say about the domain shift?

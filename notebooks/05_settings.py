@@ -135,3 +135,15 @@ save_figure(plots.prediction_panels(rows, title=f"{rec['run_name']}: LGE ground 
 if rec["test_patients_unlabelled"]:
     print(f"test patients without labels (predicted, not scored): {rec['test_patients_unlabelled']}")
 runs.summary_table(rec)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Run setting 0 and setting 3 with the same seed (`-p setting 0`, `-p setting 3`). Predict which structure
+#    gains most from stylization, then check the per-structure Dice.
+# 2. Set `epsilon_iterations` to 0 and then to 5 (RAIN). Does the adversarial search help on this profile? Run
+#    two seeds each before you decide: how large is the seed-to-seed spread?
+# 3. Try `-p stylizer intensity` (a random intensity curve, no style transfer). If it scores as well as RAIN,
+#    what does that say about what the stylizer contributes?

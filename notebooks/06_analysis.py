@@ -267,3 +267,15 @@ if kl.attrs["skipped"]:
 
 # %%
 save_figure(summary_figures.table2_bars(runs, grid.table_rows("table2")), cfg.figures_dir / "table2_bars.png");
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Open `results/table2_tests.md`. With five test patients, what is the smallest p-value a Wilcoxon test can
+#    reach, and why does that make a 'significant' verdict impossible here?
+# 2. Find a claim in `results/claims.md` that holds on one test set and not on the other. Which would you trust
+#    more, and why (think of how many patients each has and who chose the settings)?
+# 3. In `figures/table2_bars.png`, compare the bar heights with the spread of the dots. For which row would you
+#    want more patients before believing its rank?

@@ -150,3 +150,13 @@ if vae.table3 is not None:
 verdicts = paper.future_work_claims(kernel_verdicts, vae.table, vae.tests)
 write_text(out_dir / "claims.md", paper.claims_markdown(verdicts))
 print(paper.claims_markdown(verdicts))
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to predict first, then run and check.
+#
+# 1. Predict how the kernel size changes `kl_stylized_to_style` and the structure kept, then check
+#    `results/beyond/kernel_ablation.md`. Is there a size that does both well?
+# 2. AdaConv + VAE can search for hard styles as RAIN does. Compare its Table 3 rows with RAIN's: does the search
+#    help it more or less, and what in its latent space could explain that?

@@ -31,3 +31,12 @@ def test_pair_is_in_sync_and_clean(py):
     namespace = {}
     exec(compile(params, "parameters", "exec"), namespace)                 # plain literals that run as-is
     assert namespace["profile"] == "demo"
+
+
+@pytest.mark.parametrize("py", PAIRS, ids=lambda p: p.stem)
+def test_each_notebook_ends_with_two_or_three_exercises(py):
+    """Issue 36: a student finishes each notebook with short exercises (predict, run, check)."""
+    import re
+    last = jupytext.read(py).cells[-1]
+    assert last.cell_type == "markdown" and last.source.splitlines()[0] == "## Exercises", py.name
+    assert len(re.findall(r"^\d\. ", last.source, re.M)) in (2, 3), py.name
