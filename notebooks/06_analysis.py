@@ -48,7 +48,7 @@ cross_data = "auto"     # data sets to test every row's network on besides its o
 
 # %%
 from cmr_lib.core import grid
-from cmr_lib.core.atomic import save_figure, write_text
+from cmr_lib.core.atomic import save_figure, write_json, write_text
 from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.core.paths import display_path
 from cmr_lib.data.sources import source_for
@@ -192,6 +192,9 @@ print(reading)
 
 # %%
 others = cross.cross_sources(cfg, source, cross_data)
+protocol = cross.protocol(runs, source, others)              # who chose, who is reported (a test reads it)
+write_json(cfg.results_dir / "protocol.json", {**protocol, "problems": cross.protocol_problems(protocol)})
+print("protocol:", "; ".join(cross.protocol_problems(protocol)) or "no reported patient helped choose")
 if others:
     table_x = cross.cross_dataset(runs, source, others, grid.table_rows("table2"), output_root=output_root)
     write_text(cfg.results_dir / "cross_dataset.md", cross.cross_markdown(table_x))

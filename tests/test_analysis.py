@@ -448,3 +448,39 @@ def test_the_vae_comparison_and_the_future_work_claims(tmp_path):
     assert claim["verdict"] == "not shown" and claim["holds"] is False        # its way, but 3 patients: p >= 0.25
     worse = paper.future_work_claims(kernel, vae.table.assign(**{"DC AVG": [0.5, 0.7, 0.65, 0.6]}), vae.tests)
     assert worse.iloc[1]["verdict"] == "does not hold"                              # below AdaConv alone
+
+
+def test_the_protocol_summary_names_who_chose_and_who_is_reported_and_flags_each_leak(tmp_path):
+    """Issue 35: results/protocol.json; a checkpoint chosen on reported patients, reported patients used as styles
+    and scored MyoPS patients used as styles are each flagged; every committed protocol.json is clean."""
+    import glob
+    import types
+    from pathlib import Path
+
+    from cmr_lib.core.paths import repo_root
+
+    def stylizer(name, layout, patients):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "meta.json").write_text(json.dumps({"config": {"data": {"style": {
+            "layout": layout, "patients": {"style": ["T2" if layout == "myops" else "LGE", patients]}}}}}))
+        return str(d)
+    clean = _record(1, "rain", 5, select=("source", "C0", [31, 32]))
+    clean["stylizer_run"] = {"checkpoint": stylizer("t2", "myops", [101, 102])}
+    leaky = _record(2, "rain", 5, select=("target", "LGE", [0, 1]))
+    leaky["stylizer_run"] = {"checkpoint": stylizer("lge", "mscmrseg", [1, 6, 7])}
+    own = types.SimpleNamespace(name="mscmrseg")
+    myops = types.SimpleNamespace(name="myops", patients=list(range(101, 121)), has_label=lambda p, s: True)
+    summary = cross.protocol([clean], own, {"MyoPS": myops})
+    assert summary["other_test_sets"]["MyoPS"]["scored"] == list(range(111, 121))
+    assert summary["other_test_sets"]["MyoPS"]["served_as_styles"] == [101, 102]
+    assert cross.protocol_problems(summary) == []
+    problems = cross.protocol_problems(cross.protocol([clean, leaky], own, {"MyoPS": myops}))
+    assert len(problems) == 2 and "chosen on reported patients [0, 1]" in problems[0]
+    assert "reported patients [1] served as styles" in problems[1]
+    late = _record(1, "rain", 5)
+    late["stylizer_run"] = {"checkpoint": stylizer("t2late", "myops", [101, 115])}
+    assert cross.protocol_problems(cross.protocol([late], own, {"MyoPS": myops})) == [
+        "MyoPS: scored patients [115] served as styles"]
+    for committed in glob.glob(str(repo_root() / "**" / "results" / "protocol.json"), recursive=True):
+        assert cross.protocol_problems(json.loads(Path(committed).read_text())) == [], committed

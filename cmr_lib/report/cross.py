@@ -6,16 +6,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cmr_lib.core.atomic import read_json
 from cmr_lib.core.config import Config
 from cmr_lib.core.errors import CmrError
-from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, table_rows, uses_epsilon
+from cmr_lib.core.paths import recorded_path
+from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, row_key, table_rows, uses_epsilon
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.data.splits import external_split
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.report.stats import TEST_COLUMNS, case_means, wilcoxon, with_holm
-from cmr_lib.report.tables import by_row, key_of, part_of
+from cmr_lib.report.tables import by_row, key_of, part_of, reported_patients, selection_of
 from cmr_lib.training.segmenters import load_run_segmenter
 
 DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
@@ -42,6 +44,58 @@ def scored_patients(src) -> list[int]:
     """The patients of a data set beside the runs' own that the cross-dataset table reports: its labelled LGE in
     the test half of data.splits.external_split (the other half may give styles and tune settings)."""
     return [p for p in external_split(src)["test"] if src.has_label(p, "LGE")]
+
+
+def style_patients(record: dict) -> tuple[str, list[int]] | None:
+    """(layout, patients) whose images served as styles for a run's stylizer, from the stylizer checkpoint's
+    meta.json; None for a run without a stylizer or whose checkpoint is gone."""
+    where = (record.get("stylizer_run") or {}).get("checkpoint")
+    meta = recorded_path(where) / "meta.json" if where else None
+    if meta is None or not meta.is_file():
+        return None
+    style = read_json(meta, "stylizer record")["config"]["data"].get("style") or {}
+    if not style:
+        return None
+    return style["layout"], sorted(int(p) for p in next(iter(style["patients"].values()))[1])
+
+
+def protocol(records: list[dict], own, others: dict) -> dict:
+    """Who chose and who is reported, for every run and every other test set (results/protocol.json): each run's
+    checkpoint selection, its reported patients and the patients its stylizer took styles from; for each other
+    data set, the patients scored and those whose images served any run as styles."""
+    rows, served = [], {}
+    for rec in records:
+        style = style_patients(rec)
+        if style:
+            served.setdefault(style[0], set()).update(style[1])
+        rows.append({"row": label(row_key(rec)), "seed": rec["seed"], "selection": selection_of(rec),
+                     "reported": {"layout": own.name, "sequence": "LGE", "patients": reported_patients(rec)},
+                     "styles": None if style is None else {"layout": style[0], "patients": style[1]}})
+    sets = {name: {"layout": src.name, "scored": scored_patients(src),
+                   "served_as_styles": sorted(served.get(src.name, set()))} for name, src in others.items()}
+    return {"runs": rows, "other_test_sets": sets}
+
+
+def protocol_problems(summary: dict) -> list[str]:
+    """What in a protocol summary breaks the rule that nothing reported helped choose: a checkpoint chosen on a
+    reported patient, a reported patient whose images served as styles, a scored patient of another data set
+    that served as a style. Empty when clean."""
+    problems = []
+    for r in summary["runs"]:
+        reported = set(r["reported"]["patients"])
+        sel = r["selection"]
+        if sel["rule"] != "last" and reported & set(sel["patients"]):
+            problems.append(f"{r['row']} seed {r['seed']}: checkpoint chosen on reported patients "
+                            f"{sorted(reported & set(sel['patients']))}")
+        st = r.get("styles")
+        if st and st["layout"] == r["reported"]["layout"] and reported & set(st["patients"]):
+            problems.append(f"{r['row']} seed {r['seed']}: reported patients {sorted(reported & set(st['patients']))} "
+                            f"served as styles")
+    for name, s in summary["other_test_sets"].items():
+        both = set(s["scored"]) & set(s["served_as_styles"])
+        if both:
+            problems.append(f"{name}: scored patients {sorted(both)} served as styles")
+    return problems
 
 
 def cross_sources(cfg, own, cross_data="auto") -> dict:
