@@ -154,8 +154,7 @@ class Config:
         ] + ([SMOKE_WARNING] if self.profile == "smoke" else []))
 
 
-SMOKE_WARNING = ("WARNING: profile 'smoke' has sizes meant only to test the code (a few steps, tiny networks): its "
-                 "images and numbers are not results")
+SMOKE_WARNING = "WARNING: profile 'smoke' has sizes meant only to test the code: its images and numbers are not results"
 
 
 def check_epsilon_iterations(value) -> int:

@@ -343,8 +343,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="cmr-phantom", description=__doc__.split("\n\n")[0],
                                  epilog="example: cmr-phantom data/my_phantom --patients 10 --seed 1")
     ap.add_argument("out_dir", help="folder to write patient{i}_{C0,T2,LGE}[_manual].nii.gz into")
-    ap.add_argument("--patients", type=int, default=45)
-    ap.add_argument("--seed", type=int, default=2019)
+    ap.add_argument("--patients", type=int, default=45), ap.add_argument("--seed", type=int, default=2019)
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--overwrite", action="store_true",
                     help="write into a folder that holds other files, replacing its patient{N}_* files")
