@@ -90,6 +90,10 @@ def _opt_pos_float(name, v):
     return None if v is None else as_float(name, v, minimum=0.0, strict_min=True)
 
 
+def _flag(name, v):
+    return v if isinstance(v, bool) else fail(name, v, "must be true or false")
+
+
 def _nonneg_float(name, v):
     return as_float(name, v, minimum=0.0)
 
@@ -179,15 +183,15 @@ PROFILE_SCHEMA = {
         "checkpoint_every": _pos_int,
         "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
         "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
-        "warm_start": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"),
+        "warm_start": _flag,
         "rain": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
                  "kl_weight": _nonneg_float, "rec_weight": _nonneg_float, "detail_weight": _nonneg_float,
                  "intensity_weight": _nonneg_float,
-                 "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"), "grain": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
+                 "skips": _flag, "grain": _flag},
         "adaconv": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
                     "kernel_size": lambda n, v: _odd_kernel(n, v), "style_dim": _pos_int,
                     "detail_weight": _nonneg_float, "intensity_weight": _nonneg_float,
-                    "skips": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"), "grain": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false")},
+                    "skips": _flag, "grain": _flag},
         "explore": {"step": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
                     "rule": lambda n, v: choice(n, v, ("asm", "sign", "plain"))},
         "autoencoder": {"iterations": _pos_int, "batch": _pos_int,
@@ -196,7 +200,7 @@ PROFILE_SCHEMA = {
     "segmenter": {
         "depth": lambda n, v: as_int(n, v, minimum=2),
         "root": _pos_int,
-        "head_relu": lambda n, v: v if isinstance(v, bool) else fail(n, v, "must be true or false"),
+        "head_relu": _flag,
         "batch": _pos_int,
         "iterations": _pos_int,
         "checkpoint_every": _pos_int,
