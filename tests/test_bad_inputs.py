@@ -586,10 +586,9 @@ def test_voxel_sizes_in_metres_or_microns_are_converted_to_mm(tmp_path):
 
 def test_a_yaml_number_without_a_dot_is_a_number(tmp_path):
     from cmr_lib.core.paths import repo_root
-    text = (repo_root() / "params" / "smoke.yaml").read_text().replace("profile: smoke", "profile: mine")
-    text = text.replace("  lr: ", "  lr: 1e-3 #", 1)                  # YAML 1.1 reads 1e-3 as a string
-    (tmp_path / "mine.yaml").write_text(text)
+    (tmp_path / "mine.yaml").write_text("profile: mine\nextends: smoke\nstylizer:\n  lr: 1e-3\n")   # YAML 1.1: a string
     assert make_config(profile=str(tmp_path / "mine.yaml")).sizes.stylizer.lr == 1e-3
+    assert repo_root().name                                           # the profiles it extends are the repository's
 
 
 def test_myops_label_values_count_as_myocardium_in_myops_files(tmp_path):

@@ -156,3 +156,31 @@ def test_a_smoke_run_says_at_its_top_that_its_numbers_are_not_results():
     smoke, demo = make_config(profile="smoke").summary(), make_config(profile="demo").summary()
     assert smoke.splitlines()[-1] == SMOKE_WARNING and "not results" in SMOKE_WARNING
     assert SMOKE_WARNING not in demo
+
+
+def test_profiles_are_deltas_of_the_default_and_extends_resolves_names_paths_and_cycles(tmp_path):
+    """Issue 37: every profile but demo says `extends:` and only what differs (under 30 lines); a profile of one's
+    own may extend a name or a path beside it; a cycle, an unknown base and a bad key are one-line errors."""
+    from cmr_lib.core.errors import CmrError
+    from cmr_lib.core.paths import repo_root
+    from cmr_lib.core.schema import PROFILES, load_profile
+    for name in PROFILES:
+        text = (repo_root() / "params" / f"{name}.yaml").read_text()
+        if name != "demo":
+            assert "\nextends: " in text and len(text.splitlines()) < 30, name
+    demo = load_profile("demo")[1]
+    (tmp_path / "a.yaml").write_text("profile: a\nextends: demo\nsegmenter: {iterations: 7}\n")
+    (tmp_path / "b.yaml").write_text("profile: b\nextends: a.yaml\nsegmenter: {root: 4}\n")
+    name, tree = load_profile(str(tmp_path / "b.yaml"))
+    assert name == "b" and tree["segmenter"]["iterations"] == 7 and tree["segmenter"]["root"] == 4
+    assert tree["stylizer"] == demo["stylizer"] and tree["segmenter"]["depth"] == demo["segmenter"]["depth"]
+    (tmp_path / "c.yaml").write_text("profile: c\nextends: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("profile: d\nextends: c.yaml\n")
+    with pytest.raises(CmrError, match="a cycle"):
+        load_profile(str(tmp_path / "c.yaml"))
+    (tmp_path / "e.yaml").write_text("profile: e\nextends: nowhere\n")
+    with pytest.raises(CmrError, match="e.yaml: extends.*choose one of"):
+        load_profile(str(tmp_path / "e.yaml"))
+    (tmp_path / "f.yaml").write_text("profile: f\nextends: demo\nsegmenter: {roots: 4}\n")
+    with pytest.raises(CmrError, match=r"f.yaml: unknown key 'segmenter.roots'"):
+        load_profile(str(tmp_path / "f.yaml"))

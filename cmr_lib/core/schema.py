@@ -282,20 +282,50 @@ def load_yaml(path) -> dict:
         raise CmrError(f"{path}: not valid YAML{where} ({why})") from None
 
 
-def load_profile(profile: str) -> tuple[str, dict]:
-    """Return (name, validated sizes) of a profile name in PROFILES or a path to a profile YAML file."""
+def profile_path(profile, name: str = "profile", relative_to: Path | None = None) -> Path:
+    """The YAML file of a profile name in PROFILES or of a path (relative to `relative_to` when given)."""
     if not isinstance(profile, (str, os.PathLike)):
-        fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
+        fail(name, profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
     text = str(profile)
     if text in PROFILES:
-        path = repo_root() / "params" / f"{text}.yaml"
-    elif text.endswith((".yaml", ".yml")):
-        path = Path(text).expanduser().resolve()
-        if not path.is_file():
-            fail("profile", profile, "no such profile file" + (" (it is a folder)" if path.is_dir() else ""))
-    else:
-        fail("profile", profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
-    tree = validate_tree(load_yaml(path), PROFILE_SCHEMA, str(path))
+        return repo_root() / "params" / f"{text}.yaml"
+    if not text.endswith((".yaml", ".yml")):
+        fail(name, profile, "choose one of " + ", ".join(map(repr, PROFILES)) + " or a .yaml path")
+    path = Path(text).expanduser()
+    path = (relative_to / path if relative_to is not None and not path.is_absolute() else path).resolve()
+    if not path.is_file():
+        fail(name, profile, "no such profile file" + (" (it is a folder)" if path.is_dir() else ""))
+    return path
+
+
+def merged(base: Mapping, delta: Mapping) -> dict:
+    """`base` with `delta` laid over it: mappings merged key by key, any other value replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in delta.items():
+        out[key] = merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) \
+            else copy.deepcopy(value)
+    return out
+
+
+def profile_tree(path: Path, seen=()) -> dict:
+    """A profile file's keys with those of the profile it `extends` (a name or a path beside it) beneath them."""
+    raw = load_yaml(path)
+    if not isinstance(raw, Mapping):
+        raise CmrError(f"{path}: a profile must be a mapping of keys")
+    raw = dict(raw)
+    if "extends" not in raw:
+        return raw
+    base = profile_path(raw.pop("extends"), f"{path}: extends", path.parent)
+    if base in seen or base == path:
+        raise CmrError(f"{path}: extends {base.name}, which extends it back (a cycle)")
+    return merged(profile_tree(base, (*seen, path)), raw)
+
+
+def load_profile(profile: str) -> tuple[str, dict]:
+    """Return (name, validated sizes) of a profile name in PROFILES or a path to a profile YAML file; a profile may
+    say `extends: <name or path>` and give only the keys that differ."""
+    path = profile_path(profile)
+    tree = validate_tree(profile_tree(path), PROFILE_SCHEMA, str(path))
     return tree["profile"], tree
 
 
