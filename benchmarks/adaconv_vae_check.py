@@ -68,7 +68,7 @@ def run(*, data=None, profile=None, kernel=3, seed=0, work=None, out_dir=OUT, sl
             with torch.no_grad():
                 z0 = m.style_code(st.style[:search])[0]
             ex = m.explore(st.content[:search], z0, lambda img: segmentation_loss(seg(img), st.content_label[:search]),
-                           iterations=5, step=cfg.sizes.stylizer.explore.step, rule=cfg.sizes.stylizer.explore.rule)
+                           iterations=5, **cfg.sizes.stylizer.explore.to_dict())
             row["search"] = {"rule": cfg.sizes.stylizer.explore.rule, "step": cfg.sizes.stylizer.explore.step,
                              "losses": [float(v) for v in ex.losses],
                              "image_change": float((ex.images[-1] - ex.images[0]).abs().mean())}

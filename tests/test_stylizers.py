@@ -292,7 +292,7 @@ def test_exploration_raises_the_loss_it_follows(trained_searcher):
         assert all(0.0 <= float(im.min()) and float(im.max()) <= 1.0 for im in ex.images)   # clipped
     assert all(p.grad is None for p in list(seg.parameters()) + list(ts.model.parameters()))   # only z moved
     with pytest.raises(CmrError, match="iterations"):
-        ts.model.explore(st.content, z0, loss_fn, iterations=1.5)
+        ts.model.explore(st.content, z0, loss_fn, iterations=1.5, step=0.1, rule="sign")
 
 
 def test_setting_mining_raises_the_segmentation_loss_before_each_update(trained_searcher, tmp_path):
@@ -446,7 +446,7 @@ def test_the_skip_decoder_starts_as_the_plain_one_and_the_detail_loss_sees_blur(
     assert out["detail"] >= 0 and torch.isfinite(out["total"])
     feats = model.content_features(x)
     assert isinstance(feats, list) and len(feats) == 4
-    found = model.explore(x, model.style_code(x)[0], lambda img: img.mean(), iterations=2, step=1.0)
+    found = model.explore(x, model.style_code(x)[0], lambda img: img.mean(), iterations=2, step=1.0, rule="asm")
     assert len(found.images) == 3 and found.images[-1].shape == x.shape
 
 

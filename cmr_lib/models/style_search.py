@@ -41,8 +41,8 @@ class LatentStyleSearch:
         """What `render` needs of the content (relu4_1 features; a model with skips returns every level)."""
         return content_features(self.encoder, content, getattr(self, "skips", False))
 
-    def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int = 1, step: float = 20.0,
-                rule: str = "asm", content_feat: torch.Tensor | None = None, noise=None) -> Exploration:
+    def explore(self, content: torch.Tensor, z: torch.Tensor, loss_fn, *, iterations: int, step: float, rule: str,
+                content_feat: torch.Tensor | None = None, noise=None) -> Exploration:
         """Adversarial style search: move z up the gradient of `loss_fn(stylized)` `iterations` times.
 
         rule 'asm': z <- z + (step / loss) * dL/dz (the ASM reference, step 20); 'sign': z <- z + step *

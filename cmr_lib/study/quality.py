@@ -89,7 +89,7 @@ def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices
     dev = device()
     model = ts.model.to(dev).eval()
     outs, searched = [], []
-    sg, ex = cfg.sizes.segmenter, cfg.sizes.stylizer.explore
+    sg = cfg.sizes.segmenter
     net = judge_net.to(dev).eval()
     for k in range(0, n, batch):
         c, s = content[k:k + batch].to(dev), styles[k:k + batch].to(dev)
@@ -102,7 +102,7 @@ def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices
 
             def loss_fn(images, lab=lab):
                 return segmentation_loss(net(images), lab, ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
-            found = model.explore(c, z0, loss_fn, iterations=iterations, step=ex.step, rule=ex.rule)
+            found = model.explore(c, z0, loss_fn, iterations=iterations, **cfg.sizes.stylizer.explore.to_dict())
             searched.append(found.images[-1].float().cpu())
     return QualitySample(content, content_label, styles, target, target_label, torch.cat(outs),
                          torch.cat(searched) if searched else None)

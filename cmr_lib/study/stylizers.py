@@ -187,7 +187,6 @@ def explore_examples(cfg, source: CMRSource, ts: TrainedStylizer, segmenter, *, 
     def loss_fn(images):
         return segmentation_loss(seg(images), label.to(dev), ce_weight=sg.ce_weight, dice_weight=sg.dice_weight)
 
-    ex = model.explore(content.to(dev), z0, loss_fn, iterations=iterations, step=cfg.sizes.stylizer.explore.step,
-                       rule=cfg.sizes.stylizer.explore.rule)
+    ex = model.explore(content.to(dev), z0, loss_fn, iterations=iterations, **cfg.sizes.stylizer.explore.to_dict())
     ex.images = [im.cpu() for im in ex.images]
     return content, label, ex
