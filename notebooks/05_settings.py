@@ -66,7 +66,7 @@ from cmr_lib.core.atomic import save_figure
 from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.data.sources import source_for
 from cmr_lib.report import plots
-from cmr_lib.report.summary_figures import run_training_examples
+from cmr_lib.study.rebuild import run_training_examples
 from cmr_lib.study import runs
 
 cfg = make_config(profile=profile, setting=setting, stylizer=stylizer, seed=seed, data_dir=data_dir,

@@ -53,6 +53,7 @@ from cmr_lib.core.config import check_parameter, make_config
 from cmr_lib.core.paths import display_path
 from cmr_lib.data.sources import source_for
 from cmr_lib.report import cross, paper, stats, summary_figures, tables
+from cmr_lib.study.rebuild import cross_dataset, setting_histograms
 from cmr_lib.study.runs import export_test_predictions
 
 cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_spacing=c0_spacing,
@@ -196,7 +197,7 @@ protocol = cross.protocol(runs, source, others)              # who chose, who is
 write_json(cfg.results_dir / "protocol.json", {**protocol, "problems": cross.protocol_problems(protocol)})
 print("protocol:", "; ".join(cross.protocol_problems(protocol)) or "no reported patient helped choose")
 if others:
-    table_x = cross.cross_dataset(runs, source, others, grid.table_rows("table2"), output_root=output_root)
+    table_x = cross_dataset(runs, source, others, grid.table_rows("table2"), output_root=output_root)
     write_text(cfg.results_dir / "cross_dataset.md", cross.cross_markdown(table_x))
     write_text(cfg.results_dir / "cross_dataset.csv", table_x.to_csv(index=False, float_format="%.4f"))
     print(cross.cross_markdown(table_x))
@@ -260,7 +261,7 @@ save_figure(summary_figures.prediction_grid(first_seed, source, grid.table_rows(
             cfg.figures_dir / "fig6_predictions.png")
 
 # %%
-fig, kl = summary_figures.setting_histograms(first_seed, source, grid.table_rows("table2", "paper"),
+fig, kl = setting_histograms(first_seed, source, grid.table_rows("table2", "paper"),
                                              output_root=output_root)
 save_figure(fig, cfg.figures_dir / "fig8_histograms.png")
 write_text(cfg.results_dir / "fig8_kl.csv", kl.to_csv())

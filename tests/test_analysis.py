@@ -335,6 +335,7 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     from cmr_lib.core.config import make_config
     from cmr_lib.data import phantom
     from cmr_lib.data.sources import open_source
+    from cmr_lib.study import rebuild
     from cmr_lib.study.runs import run_setting
 
     cfg = make_config(profile="smoke", setting=0, data_dir=tiny_phantom, output_root=tmp_path)
@@ -346,7 +347,7 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     others = cross.other_sources(own, real={"x": other_dir})
     assert list(others) == ["phantom"] and len(others["phantom"].patients_with("LGE", labelled=True)) == 4
     assert cross.scored_patients(others["phantom"]) == [3, 4]       # the half that could never serve a run
-    df = cross.cross_dataset([run.record], own, others, output_root=tmp_path)
+    df = rebuild.cross_dataset([run.record], own, others, output_root=tmp_path)
     assert df.attrs["patients"] == {"phantom (own test)": 1, "phantom": 2}
     assert df["phantom (own test) DC"].iloc[0] == run.record["summary"]["test"]["dice"]["AVG"]
     assert 0.0 <= df["phantom DC"].iloc[0] <= 1.0
@@ -356,7 +357,7 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     other_seed = copy.deepcopy(run.record)
     other_seed["seed"] = 1
     other_seed["summary"]["test"]["dice"]["AVG"] = run.record["summary"]["test"]["dice"]["AVG"] - 0.1
-    df2 = cross.cross_dataset([run.record, other_seed], own, others, output_root=tmp_path)
+    df2 = rebuild.cross_dataset([run.record, other_seed], own, others, output_root=tmp_path)
     assert df2["seeds"].iloc[0] == 2
     assert df2["phantom (own test) DC"].iloc[0] == pytest.approx(df["phantom (own test) DC"].iloc[0] - 0.05)
     assert df2["phantom DC"].iloc[0] == pytest.approx(df["phantom DC"].iloc[0])     # the same network twice

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import run_row
 
-from cmr_lib.report.summary_figures import run_training_examples
+from cmr_lib.study.rebuild import run_training_examples
 from cmr_lib.training import segmenters
 
 CASES = [(1, "rain", 0), (1, "rain", 2), (3, "rain", 1), (2, "adaconv", 0), (2, "histmatch", 0), (0, "intensity", 0),

@@ -10,7 +10,7 @@ from cmr_lib.core.config import make_config
 from cmr_lib.core.device import device, precision_used
 from cmr_lib.data.sources import open_source
 from cmr_lib.evaluation.inference import predict
-from cmr_lib.report.summary_figures import run_training_examples
+from cmr_lib.study.rebuild import run_training_examples
 from cmr_lib.training import segmenters
 from cmr_lib.training.stylizers import train_stylizer
 from test_augment import CASES

@@ -54,6 +54,14 @@ def test_library_imports_sit_at_the_top_of_each_file():
     assert inside == [], "\n".join(inside)
 
 
+def test_the_report_only_reads():
+    """Issue 37: the report layer trains and infers nothing: it imports nothing from training/ (what must be
+    computed from networks for a figure or a table lives in study.rebuild)."""
+    found = [(str(p.relative_to(LIB)), name) for p in MODULES if p.parent.name == "report"
+             for name, _ in _imports(ast.parse(p.read_text())) if name.startswith("cmr_lib.training")]
+    assert found == []
+
+
 def test_no_module_is_a_grab_bag():
     long = {str(p.relative_to(LIB)): n for p in MODULES if (n := len(p.read_text().splitlines())) > 360}
     assert long == {}, f"split these by job: {long}"

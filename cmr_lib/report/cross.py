@@ -1,4 +1,5 @@
-"""The cross-dataset table: each Table 2 row's network, trained on one data set, scored on the others' LGE."""
+"""The cross-dataset table, read: each Table 2 row's networks (trained on one data set, scored on the others' LGE by
+study.rebuild.cross_dataset) in markdown, paired tests and verdicts; which patients are scored; the protocol."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,18 +8,14 @@ import numpy as np
 import pandas as pd
 
 from cmr_lib.core.atomic import read_json
-from cmr_lib.core.config import Config
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.grid import STYLE_TRANSFER, label, row_key
 from cmr_lib.core.paths import recorded_path
-from cmr_lib.core.grid import STYLE_TRANSFER, STYLIZER_NAMES, label, row_key, table_rows, uses_epsilon
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.data.splits import external_split
-from cmr_lib.evaluation.evaluate import summarize
-from cmr_lib.evaluation.inference import score_volumes
-from cmr_lib.report.stats import TEST_COLUMNS, case_means, wilcoxon, with_holm
-from cmr_lib.report.tables import by_row, key_of, part_of, reported_patients, selection_of
-from cmr_lib.training.segmenters import load_run_segmenter
+from cmr_lib.report.stats import TEST_COLUMNS, wilcoxon, with_holm
+from cmr_lib.report.tables import key_of, reported_patients, selection_of
 
 DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
 
@@ -108,50 +105,6 @@ def cross_sources(cfg, own, cross_data="auto") -> dict:
     return other_sources(own, real={str(d): d for d in cross_data})
 
 
-def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_root=None) -> pd.DataFrame:
-    """Each row's DRU-Nets (one per seed), trained on `own`, scored on the labelled LGE of each data set in
-    `others` that no run used (scored_patients); its own data set's column is its table value. A cell is the
-    mean over the row's seeds, as in Table 2. Columns: setting, key, stylizer, epsilon, seeds, then
-    '<data> DC' and '<data> HD' (AVG over MYO, LV, RV), with the patient counts in df.attrs['patients'] and
-    each row's per-patient Dice AVG (averaged over seeds) in df.attrs['per_patient']."""
-    groups = by_row(records)
-    present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
-    if not present:
-        raise CmrError("no run matches a row of the table")
-    volumes = {name: [src.load(p, "LGE", label="require") for p in scored_patients(src)]
-               for name, src in others.items()}                     # read once, scored by every network
-    own_name = DATA_NAMES.get(own.name, own.name)
-    counts, out, per_patient = {}, [], {}
-    for key in present:
-        recs = groups[key]
-        part = part_of(recs[0])
-        own_col = f"{own_name} ({'own ' + part})"
-        counts[own_col] = recs[0]["summary"][part]["dice"]["cases"]
-        row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],
-               "epsilon": key[2] if uses_epsilon(key[1]) else None, "seeds": len(recs),
-               f"{own_col} DC": np.mean([_num(r["summary"][part]["dice"]["AVG"]) for r in recs]),
-               f"{own_col} HD": np.mean([_num(r["summary"][part]["hd"]["AVG"]) for r in recs])}
-        scored = {name: [] for name in volumes}
-        for rec in recs:
-            cfg = Config.from_record(rec, output_root=output_root)
-            model = load_run_segmenter(rec, cfg)
-            for name, vols in volumes.items():
-                df, _ = score_volumes(model, vols, cfg)
-                counts[name] = int(df["case"].nunique())
-                m = summarize(df)
-                scored[name].append((float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"]), case_means(df)))
-        for name, runs in scored.items():
-            row[f"{name} DC"] = float(np.mean([dc for dc, _, _ in runs]))
-            row[f"{name} HD"] = float(np.mean([hd for _, hd, _ in runs]))
-            per_patient.setdefault(name, {})[key] = pd.concat([c for _, _, c in runs], axis=1).mean(axis=1,
-                                                                                                 skipna=False)
-        out.append(row)
-    df = pd.DataFrame(out)
-    df.attrs["patients"] = counts
-    df.attrs["per_patient"] = per_patient          # {data set: {row key: Dice AVG per patient}} for cross_tests
-    return df
-
-
 def as_table(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """One data set's column of a cross-dataset table in Table 2's form (setting, key, stylizer, epsilon, cases,
     DC AVG, HD AVG), for what reads Table 2 (the paper's claims)."""
@@ -178,10 +131,6 @@ def cross_tests(df: pd.DataFrame) -> pd.DataFrame:
                 out.append({"row": label(key), "against": label(against), "metric": f"{name} DC AVG",
                             **wilcoxon(scores[key], scores[against])})
     return with_holm(pd.DataFrame(out, columns=TEST_COLUMNS[:6]))[TEST_COLUMNS]
-
-
-def _num(v) -> float:
-    return float("nan") if v is None else float(v)
 
 
 def _names(df: pd.DataFrame) -> list[str]:
