@@ -249,7 +249,7 @@ def _no_c0_labels(d):
 
 def _manifest(d, dest):
     path = d / "manifest.tsv"
-    path.write_text(f"dest\trepository\tpath\tsha256\n{dest}\towner/repo\tx.nii.gz\t{'0' * 64}\n")
+    path.write_text(f"dest\trepository\tpath\tsha256\tcommit\n{dest}\towner/repo\tx.nii.gz\t{'0' * 64}\t\n")
     return path
 
 
@@ -260,8 +260,8 @@ def _set_for_download(d):
     (mirror / "myops2020").mkdir(parents=True)
     write_nifti(mirror / "myops2020" / "myops_training_101_C0.nii.gz", _img())
     write_nifti(mirror / "myops2020" / "myops_training_101_gd.nii.gz", heart_label())
-    lines = ["dest\trepository\tpath\tsha256"] + [
-        f"myops2020/{f.name}\towner/repo\t{f.name}\t{file_digest(f)}" for f in sorted((mirror / "myops2020").iterdir())]
+    lines = ["dest\trepository\tpath\tsha256\tcommit"] + [
+        f"myops2020/{f.name}\towner/repo\t{f.name}\t{file_digest(f)}\t" for f in sorted((mirror / "myops2020").iterdir())]
     (d / "manifest.tsv").write_text("\n".join(lines) + "\n")
     return mirror, d / "manifest.tsv", d / "dest"
 

@@ -20,7 +20,19 @@ def test_the_manifest_lists_both_sets_as_the_data_readme_says():
     assert sorted(labels) == sorted(f"mscmrseg2019/patient{n}_LGE_manual.nii.gz" for n in range(1, 6))
     e = next(e for e in entries if e.dest == "myops2020/myops_training_101_DE.nii.gz")
     assert (e.repository, e.path) == ("Tengjia-Kang/MyoPS", "datasets/Competition_Dataset/Train/Case3001/Case3001_LGE.nii.gz")
-    assert url_of(e).startswith("https://raw.githubusercontent.com/Tengjia-Kang/MyoPS/HEAD/datasets/")
+    assert url_of(e).startswith("https://raw.githubusercontent.com/Tengjia-Kang/MyoPS/HEAD/datasets/")   # no commit known
+    lge = next(e for e in entries if e.dest == "mscmrseg2019/patient6_LGE.nii.gz")
+    assert url_of(lge) == ("https://raw.githubusercontent.com/FupingWu90/VarDA/440f749db2dd83a1728cc66c5c5a2db2879fe99d/"
+                           "Dataset/Patch192/LGE/patient6_LGE.nii.gz")                  # pinned: upstream cannot move it
+    assert all(len(e.ref) == 40 for e in entries if e.repository == "FupingWu90/VarDA")
+
+
+def test_a_manifest_line_with_a_bad_commit_is_refused(tmp_path):
+    from cmr_lib.core.errors import CmrError
+    bad = tmp_path / "m.tsv"
+    bad.write_text(f"dest\trepository\tpath\tsha256\tcommit\nmyops2020/a.nii.gz\to/r\ta.nii.gz\t{'0' * 64}\tmain\n")
+    with pytest.raises(CmrError, match="line 2 .* a 40-hex commit or none"):
+        load_manifest(bad)
 
 
 @needs_real

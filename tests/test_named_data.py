@@ -31,8 +31,8 @@ def _manifest_of(monkeypatch, tmp_path, base):
     from cmr_lib.core.digests import file_digest
     from cmr_lib.data import download, real
     path = tmp_path / "manifest.tsv"
-    lines = ["dest\trepository\tpath\tsha256"] + [
-        f"{f.relative_to(base)}\tnobody/none\t{f.name}\t{file_digest(f)}" for f in sorted(base.rglob("*.nii.gz"))]
+    lines = ["dest\trepository\tpath\tsha256\tcommit"] + [
+        f"{f.relative_to(base)}\tnobody/none\t{f.name}\t{file_digest(f)}\t" for f in sorted(base.rglob("*.nii.gz"))]
     path.write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(real, "check_set", lambda folder, name: download.check_set(folder, name, manifest=path))
     return path

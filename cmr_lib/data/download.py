@@ -3,7 +3,8 @@
     python -m cmr_lib.data.download DEST [--mirror DIR] [--only mscmrseg2019|myops2020]
 
 `params/real_data.tsv` lists each file: where it goes under DEST, the GitHub repository and path it comes
-from, and its SHA-256. Online, files come raw from the repositories' default branches; `--mirror DIR`
+from, its SHA-256 and the commit it is fetched at (blank: the default branch, where no commit is known). Online,
+files come raw from GitHub at that commit, so a later upstream commit cannot change them; `--mirror DIR`
 copies them from a folder already laid out like DEST instead (e.g. ../shared/data). A file already in
 DEST with the right hash is kept; a source whose hash differs is never written, and a file in DEST that is not
 the manifest's (a user's own, of the same name) is never replaced without --force (one-line errors). Afterwards
@@ -38,21 +39,24 @@ class Entry:
     repository: str         # owner/name on GitHub
     path: str               # path in that repository
     sha256: str
+    ref: str = "HEAD"       # the commit it is fetched at (HEAD: the default branch)
 
 
 def load_manifest(path=None) -> list[Entry]:
-    """The manifest's entries (params/real_data.tsv), checked: four columns, a 64-hex SHA-256, no duplicate."""
+    """The manifest's entries (params/real_data.tsv), checked: five columns, a 64-hex SHA-256, a 40-hex commit or
+    nothing (the default branch), no duplicate."""
     path = Path(path) if path else repo_root() / "params" / "real_data.tsv"
     check_file(path, "manifest")
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    if not lines or lines[0].split("\t") != ["dest", "repository", "path", "sha256"]:
-        raise CmrError(f"{path}: needs the header line dest, repository, path, sha256 (tab-separated)")
+    if not lines or lines[0].split("\t") != ["dest", "repository", "path", "sha256", "commit"]:
+        raise CmrError(f"{path}: needs the header line dest, repository, path, sha256, commit (tab-separated)")
     out = []
     for n, ln in enumerate(lines[1:], 2):
         cells = ln.split("\t")
-        if len(cells) != 4 or len(cells[3]) != 64 or any(c not in "0123456789abcdef" for c in cells[3]):
-            raise CmrError(f"{path}: line {n} is not 'dest, repository, path, sha256' with a 64-hex SHA-256")
-        entry = Entry(*cells)
+        if (len(cells) != 5 or not _hex(cells[3], 64) or not (cells[4] == "" or _hex(cells[4], 40))):
+            raise CmrError(f"{path}: line {n} is not 'dest, repository, path, sha256, commit' with a 64-hex SHA-256 "
+                           f"and a 40-hex commit or none")
+        entry = Entry(*cells[:4], ref=cells[4] or "HEAD")
         parts = entry.dest.split("/")
         if (entry.dest.startswith("/") or "\\" in entry.dest or any(p in ("", ".", "..") for p in parts)
                 or parts[0] not in SETS or len(parts) < 2):
@@ -64,14 +68,18 @@ def load_manifest(path=None) -> list[Entry]:
     return out
 
 
+def _hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
 def sha256_of(data: bytes) -> str:
     """SHA-256 (hex) of bytes in memory (files on disk: core.digests.file_digest)."""
     return hashlib.sha256(data).hexdigest()
 
 
 def url_of(entry: Entry, base_url: str = RAW) -> str:
-    """Where the file is served raw: <base>/<repository>/HEAD/<path> (HEAD: the default branch)."""
-    return f"{base_url.rstrip('/')}/{entry.repository}/HEAD/{entry.path}"
+    """Where the file is served raw: <base>/<repository>/<commit>/<path> (HEAD where no commit is pinned)."""
+    return f"{base_url.rstrip('/')}/{entry.repository}/{entry.ref}/{entry.path}"
 
 
 def _fetch(source: str, *, timeout: float) -> bytes:
