@@ -131,6 +131,15 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CmrError(f"{root}: data folder not found")
+    layout, hits = _named_files(root)
+    images, labels = _index_files(root, layout, hits)
+    check_distinct_patients(images)
+    return CMRSource(root.resolve(), layout, images, labels, c0_spacing=c0_spacing)
+
+
+def _named_files(root: Path) -> tuple[str, list]:
+    """The folder's layout and its files named as that layout names them ((name, match) pairs); near-miss names,
+    folders under case names and mixed layouts are one-line errors."""
     names = sorted(os.listdir(root))
     if not names:
         raise CmrError(f"{root}: data folder is empty")
@@ -144,34 +153,32 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
                     raise CmrError(f"{root / name}: is a folder (or not a regular file), not a NIfTI file")
                 hits[layout].append((name, m))
                 matched = True
-        if not matched:
-            expected = near_miss(name)
-            if expected:
-                raise CmrError(f"{root / name}: named almost as the layout names a case, which would leave it unread; "
-                               f"rename it {expected}")
+        if not matched and near_miss(name):
+            raise CmrError(f"{root / name}: named almost as the layout names a case, which would leave it unread; "
+                           f"rename it {near_miss(name)}")
     if hits["mscmrseg"] and hits["myops"]:
         raise CmrError(f"{root}: mixes MS-CMRSeg files ({hits['mscmrseg'][0][0]}) and MyoPS files "
                        f"({hits['myops'][0][0]}); use one layout per folder")
     layout = "mscmrseg" if hits["mscmrseg"] else "myops" if hits["myops"] else None
     if layout is None:
         raise CmrError(f"{root}: no {LAYOUTS['mscmrseg']} or {LAYOUTS['myops']} files found")
+    return layout, hits[layout]
+
+
+def _index_files(root: Path, layout: str, hits: list) -> tuple[dict, dict]:
+    """{(patient, sequence): image path} and {(patient, sequence): label path} of a layout's files (MyoPS: one
+    co-registered label for all three sequences); duplicates and labels without images are one-line errors."""
     images, labels = {}, {}
-    for name, m in hits[layout]:
+    for name, m in hits:
         patient, token = int(m.group(1)), m.group(2)
         path = root / name
-        if layout == "mscmrseg":
-            seq = _CANONICAL[token]
-            table = labels if m.group(3) else images
-            if (patient, seq) in table:
-                raise CmrError(f"{path}: duplicate {seq} file for patient {patient} ({table[(patient, seq)].name})")
-            table[(patient, seq)] = path
-        else:
-            key = (patient, "gd") if token == "gd" else (patient, _CANONICAL[token])
-            table = labels if token == "gd" else images
-            if key in table:
-                raise CmrError(f"{path}: duplicate {key[1]} file for patient {patient} ({table[key].name})")
-            table[key] = path
-    if layout == "myops":   # one co-registered label for all three sequences
+        is_label = bool(m.group(3)) if layout == "mscmrseg" else token == "gd"
+        key = (patient, "gd") if layout == "myops" and is_label else (patient, _CANONICAL[token])
+        table = labels if is_label else images
+        if key in table:
+            raise CmrError(f"{path}: duplicate {key[1]} file for patient {patient} ({table[key].name})")
+        table[key] = path
+    if layout == "myops":
         gd = {p: path for (p, _), path in labels.items()}
         no_image = [path for p, path in gd.items() if not any(q == p for q, _ in images)]
         if no_image:
@@ -180,8 +187,7 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
     orphans = [lab for key, lab in labels.items() if key not in images]
     if orphans:
         raise CmrError(f"{orphans[0]}: label file without its image")
-    check_distinct_patients(images)
-    return CMRSource(root.resolve(), layout, images, labels, c0_spacing=c0_spacing)
+    return images, labels
 
 
 # A file name that a case's name was meant to be (other case, '-', '.' or ' ' for '_', a missing '_'):
