@@ -89,67 +89,81 @@ def claims(t2: pd.DataFrame, t3: pd.DataFrame | None = None, *, scores=None, cen
     metric), by paired Wilcoxon tests over patients, Holm-corrected within the claim. Columns: claim, verdict
     (VERDICTS), holds (True only for 'holds'; None for 'cannot tell'), evidence. "Far below" means at least
     `hd_margin` (relative) below, in every setting where both HDs are defined."""
-    rows = []
+    found = [_hd_claim(t2, scores, hd_margin), _adaconv_claim(t2, scores), _epsilon_claim(t3, scores),
+             _gain_claim(t2, scores, central_margin)]
+    return pd.DataFrame([_verdict(*c, tested=scores is not None, alpha=alpha) for c in found], dtype=object)
 
-    def add(claim, direction, tests, evidence):
-        tests = [t for t in tests if t is not None]
-        tested = scores is not None
-        if tested and direction and not tests:
-            verdict = "cannot tell"                                  # means there, no per-patient scores
-            evidence += "; no per-patient scores to test"
-        else:
-            verdict = judge(direction, [t["p (Wilcoxon)"] for t in tests], alpha=alpha, tested=tested)
-        if not tested and verdict == "holds":
-            evidence += "; means only, not tested"
-        rows.append({"claim": claim, "verdict": verdict,
-                     "holds": None if verdict == "cannot tell" else verdict == "holds", "evidence": evidence})
 
+def _verdict(claim: str, direction, tests, evidence: str, *, tested: bool, alpha: float) -> dict:
+    """One claim's row: its verdict from the means' direction and its paired tests (judge)."""
+    tests = [t for t in tests if t is not None]
+    if tested and direction and not tests:
+        verdict = "cannot tell"                                      # means there, no per-patient scores
+        evidence += "; no per-patient scores to test"
+    else:
+        verdict = judge(direction, [t["p (Wilcoxon)"] for t in tests], alpha=alpha, tested=tested)
+    if not tested and verdict == "holds":
+        evidence += "; means only, not tested"
+    return {"claim": claim, "verdict": verdict, "holds": None if verdict == "cannot tell" else verdict == "holds",
+            "evidence": evidence}
+
+
+def _hd_claim(t2, scores, hd_margin):
+    """RAIN's HD far below AdaConv's in every stylized setting: (claim, direction, tests, evidence)."""
     claim = f"RAIN's HD is far (at least {hd_margin:.0%}) below AdaConv's in every stylized setting"
     hd = {s: (value(t2, _rain(t2, s), "HD AVG"), value(t2, (s, "adaconv", 0), "HD AVG")) for s in (1, 2, 3)}
     settings = [s for s, (r, a) in hd.items() if np.isfinite(r) and np.isfinite(a)]
     both = {s: len(t2[(t2["setting"] == s) & t2["key"].isin(STYLE_TRANSFER)]) == 2 for s in (1, 2, 3)}
     undefined = [s for s in (1, 2, 3) if s not in settings and both[s]]
     note = "".join(f"; setting {s}: HD undefined (a structure never predicted)" for s in undefined)
-    if settings:
-        rel = {s: 1 - hd[s][0] / hd[s][1] for s in settings}
-        tests = {s: _tested(scores, (s, "adaconv", 0), _rain(t2, s), "hd") for s in settings}
-        add(claim, all(r >= hd_margin for r in rel.values()), tests.values(),
+    if not settings:
+        return claim, None, [], "no setting has both stylizers' HD" + note
+    rel = {s: 1 - hd[s][0] / hd[s][1] for s in settings}
+    tests = {s: _tested(scores, (s, "adaconv", 0), _rain(t2, s), "hd") for s in settings}
+    return (claim, all(r >= hd_margin for r in rel.values()), tests.values(),
             "; ".join(f"setting {s}: RAIN {hd[s][0]:.1f} mm vs AdaConv {hd[s][1]:.1f} mm "
                       f"({abs(r):.0%} {'below' if r >= 0 else 'above'}{_pfmt(tests[s])})" for s, r in rel.items())
             + note)
-    else:
-        add(claim, None, [], "no setting has both stylizers' HD" + note)
+
+
+def _adaconv_claim(t2, scores):
+    """AdaConv improves from setting 1 to settings 2 and 3 (Dice)."""
     a = {s: value(t2, (s, "adaconv", 0), "DC AVG") for s in (1, 2, 3)}
     ok = all(np.isfinite(v) for v in a.values())
     tests = {s: _tested(scores, (s, "adaconv", 0), (1, "adaconv", 0), "dice") for s in (2, 3)} if ok else {}
-    add("AdaConv improves from setting 1 to settings 2 and 3 (Dice)", (a[2] > a[1] and a[3] > a[1]) if ok else None,
-        tests.values(), ", ".join(f"setting {s}: {v:.3f}" + (_pfmt(tests.get(s)) if s in tests else "")
-                                  for s, v in a.items()) if ok else "rows missing")
+    return ("AdaConv improves from setting 1 to settings 2 and 3 (Dice)", (a[2] > a[1] and a[3] > a[1]) if ok else None,
+            tests.values(), ", ".join(f"setting {s}: {v:.3f}" + (_pfmt(tests.get(s)) if s in tests else "")
+                                      for s, v in a.items()) if ok else "rows missing")
+
+
+def _epsilon_claim(t3, scores):
+    """RAIN improves with more epsilon iterations (Table 3; ε 0 is the no-search control, not part of it)."""
     claim = "RAIN improves with more epsilon iterations (Table 3, Dice)"
-    t3 = None if t3 is None else t3[(t3["key"] == "rain") & (t3["epsilon"] > 0)]   # ε 0 is the no-search control
-    if t3 is not None and len(t3) >= 2:
-        t3s = t3.sort_values("epsilon")
-        dc = t3s["DC AVG"].to_numpy()
-        lo, hi = key_of(t3s.iloc[0]), key_of(t3s.iloc[-1])
-        test = _tested(scores, hi, lo, "dice")
-        add(claim, bool(np.all(np.diff(dc) >= 0)), [test],
+    t3 = None if t3 is None else t3[(t3["key"] == "rain") & (t3["epsilon"] > 0)]
+    if t3 is None or len(t3) < 2:
+        return claim, None, [], "Table 3 rows missing"
+    t3s = t3.sort_values("epsilon")
+    dc = t3s["DC AVG"].to_numpy()
+    lo, hi = key_of(t3s.iloc[0]), key_of(t3s.iloc[-1])
+    test = _tested(scores, hi, lo, "dice")
+    return (claim, bool(np.all(np.diff(dc) >= 0)), [test],
             ", ".join(f"ε {int(e)}: {v:.3f}" for e, v in zip(t3s["epsilon"], dc))
             + (f"; ε {hi[2]} against ε {lo[2]}{_pfmt(test)}" if test else ""))
-    else:
-        add(claim, None, [], "Table 3 rows missing")
+
+
+def _gain_claim(t2, scores, central_margin):
+    """Stylization beats no stylization by at least `central_margin` Dice (the best stylized row)."""
     base = value(t2, (0, "none", 0), "DC AVG")
     stylized = t2[t2["key"].isin(STYLE_TRANSFER)]
     claim = f"stylization beats no stylization by at least {central_margin:.2f} Dice (best row)"
-    if np.isfinite(base) and len(stylized):
-        best = stylized.loc[stylized["DC AVG"].idxmax()]
-        gain = float(best["DC AVG"]) - base
-        test = _tested(scores, key_of(best), (0, "none", 0), "dice")
-        add(claim, bool(gain >= central_margin), [test],
+    if not (np.isfinite(base) and len(stylized)):
+        return claim, None, [], "rows missing"
+    best = stylized.loc[stylized["DC AVG"].idxmax()]
+    gain = float(best["DC AVG"]) - base
+    test = _tested(scores, key_of(best), (0, "none", 0), "dice")
+    return (claim, bool(gain >= central_margin), [test],
             f"setting 0: {base:.3f}; best: setting {int(best['setting'])} {best['stylizer']} "
             f"{float(best['DC AVG']):.3f} ({gain:+.3f}{_pfmt(test)}; the best row picked on these patients)")
-    else:
-        add(claim, None, [], "rows missing")
-    return pd.DataFrame(rows, dtype=object)
 
 
 def record_scores(records: list[dict]):
