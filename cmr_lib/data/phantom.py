@@ -32,8 +32,8 @@ from scipy import ndimage
 from cmr_lib.core.atomic import atomic_path, write_json
 from cmr_lib.core.errors import CmrError, check_int, cli_main
 
-from cmr_lib.data.phantom_anatomy import (HEART_BOX_MM, REGION_CLASS, REGION_INDEX, REGION_TISSUE, draw_chest,
-                                          along, directions, draw_heart, sample_anatomy, tissue_signals, uniform)
+from cmr_lib.data.phantom_anatomy import (HEART_BOX_MM, along, directions, render_slices, sample_anatomy,
+                                          tissue_signals, uniform)
 
 PHANTOM_VERSION = 4
 
@@ -110,8 +110,30 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
     """Simulate one sequence of one patient. Returns (image float32, label classes uint8, spacing, info).
 
     track: region names (see REGIONS) whose per-voxel volume fraction is returned in info['fractions'].
+    The random draws come in a fixed order (geometry, sequence parameters, corruption): the phantom of a seed
+    never changes.
     """
     acq = ACQUISITIONS[sequence]
+    grid = _slice_grid(a, acq, rng, supersample)
+    # TI is set on a TI scout minutes before the LGE acquisition; gadolinium washes out meanwhile and T1
+    # rises, so the TI falls 3-14 % short of the myocardial null: healthy myocardium is dark, not black.
+    params = dict(flip_deg=uniform(rng, 50.0, 70.0), ti_factor=uniform(rng, 0.86, 0.97), te=uniform(rng, 60.0, 80.0),
+                  t1_post_scale=uniform(rng, 0.9, 1.1), blood_t1_post_scale=uniform(rng, 0.75, 1.0),
+                  blood_flow=uniform(rng, 0.85, 1.15))
+    signals = tissue_signals(sequence, **params)
+    signal, label, fractions = render_slices(a, grid, signals, sub_slice_mm, track)
+    signal, snr = _corrupt(signal, a, acq, grid, signals[acq.ref], rng, noise=noise, bias=bias)
+    ds, dz = grid["ds"], grid["dz"]
+    info = dict(spacing=(ds, ds, dz), slices=len(grid["z"]), snr=snr, z_centres=[float(z) for z in grid["z"]], **params)
+    if track:
+        info["fractions"] = fractions
+    return signal, label, (ds, ds, dz), info
+
+
+def _slice_grid(a: dict, acq, rng: np.random.Generator, k: int) -> dict:
+    """A sequence's geometry: voxel size and slice thickness, slice heights (apex first, as stored), and the
+    in-plane sub-sample coordinates (k x k per voxel) after the sequence's own pose (the sequences of one patient
+    are not co-registered), with the box around the LV axis that the heart can lie in."""
     n = acq.matrix
     ds = uniform(rng, *acq.spacing)
     dz = uniform(rng, *acq.thickness)
@@ -119,74 +141,35 @@ def acquire(a: dict, sequence: str, rng: np.random.Generator, *, noise=True, bia
     top, bottom = L + uniform(rng, -5.0, 12.0), uniform(rng, -8.0, 8.0)
     nz = int(np.clip(round((top - bottom) / dz) + 1, *acq.slices))
     z_centres = top - dz * np.arange(nz) + uniform(rng, -dz / 4, dz / 4)   # base first, as stored slices go
-    z_centres = z_centres[::-1].copy()                                  # store apex -> base along axis 2
-    # per-sequence pose: the sequences of one patient are not co-registered
     shift = rng.uniform(-12.0, 12.0, 2)
     rot = uniform(rng, -0.08, 0.08)
-    # sub-sample grid (supersample x supersample per voxel, n_sub sub-slices per slice)
-    k = supersample
     g = ((np.arange(n * k, dtype=np.float32) + 0.5) / k - n / 2) * ds
     gx, gy = np.meshgrid(g, g, indexing="ij")
     cr, sr = np.cos(rot), np.sin(rot)
     x = (cr * gx - sr * gy + shift[0]).astype(np.float32)
     y = (sr * gx + cr * gy + shift[1]).astype(np.float32)
-    n_sub = max(2, int(np.ceil(dz / sub_slice_mm)))
-    offsets = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * dz
-    # the heart can only be inside a box around the LV axis: draw it there, per sub-slice
     inside = (np.abs(x) < HEART_BOX_MM + 0.15 * L) & (np.abs(y) < HEART_BOX_MM + 0.15 * L)
     rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
     box = (slice(rows[0] // k * k, (rows[-1] // k + 1) * k), slice(cols[0] // k * k, (cols[-1] // k + 1) * k))
-    xb, yb = x[box], y[box]
+    return {"n": n, "k": k, "ds": ds, "dz": dz, "z": z_centres[::-1].copy(), "x": x, "y": y, "box": box}
 
-    # TI is set on a TI scout minutes before the LGE acquisition; gadolinium washes out meanwhile and T1
-    # rises, so the TI falls 3-14 % short of the myocardial null: healthy myocardium is dark, not black.
-    params = dict(flip_deg=uniform(rng, 50.0, 70.0), ti_factor=uniform(rng, 0.86, 0.97), te=uniform(rng, 60.0, 80.0),
-                  t1_post_scale=uniform(rng, 0.9, 1.1), blood_t1_post_scale=uniform(rng, 0.75, 1.0),
-                  blood_flow=uniform(rng, 0.85, 1.15))
-    signals = tissue_signals(sequence, **params)
-    signal_lut = np.array(list(signals.values()), dtype=np.float32)[REGION_TISSUE]
-    class_lut = REGION_CLASS.astype(np.int64)
-    pixel = (np.arange(n)[:, None, None, None] * n + np.arange(n)[None, None, :, None]).repeat(k, 1).repeat(k, 3)
-    pixel = pixel.reshape(n * k, n * k) * 4                        # sub-sample -> 4 * its voxel index
-    signal = np.zeros((n, n, nz), dtype=np.float32)
-    label = np.zeros((n, n, nz), dtype=np.uint8)
-    fractions = {name: np.zeros((n, n, nz), dtype=np.float32) for name in track}
-    for iz, zc in enumerate(z_centres):
-        chest = np.zeros(x.shape, dtype=np.int8)
-        draw_chest(chest, a, x, y, float(zc))                       # the chest barely changes within a slice
-        acc = np.zeros((n * k, n * k), dtype=np.float32)
-        votes = np.zeros(4 * n * n, dtype=np.int64)
-        for off in offsets:
-            reg = chest.copy()
-            sub = reg[box]
-            # each in-plane sub-sample phase gets its own height (stratified within the sub-slice), so a thick
-            # slice integrates over k*k*n_sub heights: smooth partial volume, no discrete rings at the apex
-            for q in range(k * k):
-                qi, qj = divmod(q, k)
-                dzq = ((q + 0.5) / (k * k) - 0.5) * dz / n_sub
-                draw_heart(sub[qi::k, qj::k], a, xb[qi::k, qj::k], yb[qi::k, qj::k], float(zc + off + dzq))
-            acc += signal_lut[reg]
-            votes += np.bincount((pixel + class_lut[reg]).ravel(), minlength=4 * n * n)
-            for name, frac in fractions.items():
-                frac[:, :, iz] += (reg == REGION_INDEX[name]).reshape(n, k, n, k).mean(axis=(1, 3)) / n_sub
-        signal[:, :, iz] = acc.reshape(n, k, n, k).sum(axis=(1, 3)) / (k * k * n_sub)
-        label[:, :, iz] = votes.reshape(n, n, 4).argmax(axis=2)
-    ref = signals[acq.ref]
+
+def _corrupt(signal, a: dict, acq, grid: dict, ref: float, rng: np.random.Generator, *, noise: bool, bias: bool):
+    """The signal as acquired: coil profile, bias field and texture (bias), then Rician noise at the sequence's
+    SNR relative to its reference tissue (noise). Returns (signal, snr)."""
+    n, k = grid["n"], grid["k"]
     if bias:
-        xv, yv = (g.reshape(n, k, n, k).mean(axis=(1, 3)) for g in (x, y))      # voxel centres (mm)
-        signal *= _coil_profile(rng, a, xv, yv, acq.coil_gain)[:, :, None]
+        xv, yv = (g.reshape(n, k, n, k).mean(axis=(1, 3)) for g in (grid["x"], grid["y"]))      # voxel centres (mm)
+        signal = signal * _coil_profile(rng, a, xv, yv, acq.coil_gain)[:, :, None]
         signal *= _bias_field(rng, signal.shape, amplitude=0.5)
-        signal *= _texture(rng, signal.shape, sigma_px=2.0 / ds, amplitude=0.1)
+        signal *= _texture(rng, signal.shape, sigma_px=2.0 / grid["ds"], amplitude=0.1)
     snr = uniform(rng, *acq.snr)
     if noise:
         sigma = ref / snr
         re = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
         im = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
         signal = np.hypot(re, im)                                   # Rician magnitude
-    info = dict(spacing=(ds, ds, dz), slices=nz, snr=snr, z_centres=[float(z) for z in z_centres], **params)
-    if track:
-        info["fractions"] = fractions
-    return signal, label, (ds, ds, dz), info
+    return signal, snr
 
 
 def simulate_patient(seed_seq, *, noise=True, bias=True, infarct_probability=0.5, track=()) -> dict:
