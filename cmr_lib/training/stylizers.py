@@ -199,7 +199,6 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     stop_after: end the run after this many steps of this call (tests use it to simulate a kill);
     reuse_only: never train, raise a one-line error when no finished stylizer matches (analysis).
     """
-    st = cfg.sizes.stylizer
     split = split or run_split(cfg, source)
     content_seq, style_seq = pretrain
     # AdaConv + VAE is the trained AdaConv of this configuration with a style VAE fitted on its W
@@ -210,16 +209,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         raise CmrError(f"{style_src.root}: no {style_seq} images to train a {content_seq}->{style_seq} stylizer "
                        f"(for T2 with MS-CMRSeg, pass t2_dir pointing at MyoPS 2020 data)")
     encoder, enc_record = resolve_encoder(cfg, source, split=split, progress=progress)
-    crop = cfg.crop_for(kind)
-    fingerprint = data_fingerprint(source, {"content": (content_seq, split["train"])})
-    fingerprint["style"] = data_fingerprint(style_src, {"style": (style_seq, style_patients)})
-    sub = stylizer_parameters(cfg, kind)
-    config = {"version": VERSION, "kind": kind, "pretrain": list(pretrain), "crop": crop,
-              "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
-              "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: sub, "precision": st.precision,
-              "warm_start": st.warm_start,
-              "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
-              "data": fingerprint, **({"base": base.run_dir.name} if base is not None else {})}
+    config = stylizer_config(cfg, source, kind, pretrain, split, (style_src, style_patients), enc_record, base)
     run_dir = checkpoint_root(cfg) / "stylizers" / f"{kind}_{content_seq}-{style_seq}_{config_key(config)}"
     if reuse_only and not finished(run_dir):
         raise CmrError(f"{run_dir}: no finished {STYLIZERS[kind]} {'->'.join(pretrain)} stylizer for this "
@@ -227,14 +217,7 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     dev = device()
     torch.manual_seed(cfg.seed)
     model = build_stylizer(kind, encoder, cfg)
-    if base is not None:
-        take_trained(model, base)
-    elif st.warm_start:
-        path = (checkpoint_root(cfg) / "autoencoders" / enc_record["source"] if enc_record["weights"] == "mr"
-                else pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=enc_record, split=split,
-                                          progress=progress))
-        warm_start(model, path)
-        enc_record = {**enc_record, "decoder_warm_start": path.name}
+    enc_record = _initialise(cfg, source, model, base, encoder, enc_record, split, progress)
     if finished(run_dir):
         state, meta = reuse_run(run_dir, model=model, config=config)
         return TrainedStylizer(model.to(dev).eval(), kind, tuple(pretrain), run_dir, state["history"],
@@ -242,15 +225,51 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     if base is not None:
         return fit_style_vae(cfg, model, base, style_src, style_patients, config, run_dir, enc_record,
                              progress=progress, stop_after=stop_after)
+    return _fit(cfg, source, kind, tuple(pretrain), model, split, (style_src, style_patients), config, run_dir,
+                enc_record, progress=progress, stop_after=stop_after)
+
+
+def stylizer_config(cfg, source: CMRSource, kind: str, pretrain, split: dict, pool, enc_record: dict, base) -> dict:
+    """What identifies a stylizer run (its checkpoint folder's hash): kind, direction, sizes, its parameters, the
+    encoder, the seed and the content and style data by content; AdaConv + VAE also names its AdaConv."""
+    st = cfg.sizes.stylizer
+    fingerprint = data_fingerprint(source, {"content": (pretrain[0], split["train"])})
+    fingerprint["style"] = data_fingerprint(pool[0], {"style": (pretrain[1], pool[1])})
+    return {"version": VERSION, "kind": kind, "pretrain": list(pretrain), "crop": cfg.crop_for(kind),
+            "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
+            "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: stylizer_parameters(cfg, kind),
+            "precision": st.precision, "warm_start": st.warm_start,
+            "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
+            "data": fingerprint, **({"base": base.run_dir.name} if base is not None else {})}
+
+
+def _initialise(cfg, source: CMRSource, model, base, encoder, enc_record: dict, split: dict, progress) -> dict:
+    """Start a stylizer from its trained AdaConv (AdaConv + VAE) or from the MR autoencoder's decoder (warm start);
+    returns the encoder record, naming the decoder it started from."""
+    if base is not None:
+        take_trained(model, base)
+    elif cfg.sizes.stylizer.warm_start:
+        path = (checkpoint_root(cfg) / "autoencoders" / enc_record["source"] if enc_record["weights"] == "mr"
+                else pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=enc_record, split=split,
+                                          progress=progress))
+        warm_start(model, path)
+        enc_record = {**enc_record, "decoder_warm_start": path.name}
+    return enc_record
+
+
+def _fit(cfg, source: CMRSource, kind: str, pretrain: tuple, model, split: dict, pool, config: dict, run_dir,
+         enc_record: dict, *, progress, stop_after) -> TrainedStylizer:
+    """The training loop of RAIN or AdaConv on random content and style batches, checkpointed and resumable."""
+    st, dev = cfg.sizes.stylizer, device()
     t0 = time.perf_counter()
-    content = SliceDataset.from_source(source, split["train"], content_seq, cfg, train=True,
+    crop = cfg.crop_for(kind)
+    content = SliceDataset.from_source(source, split["train"], pretrain[0], cfg, train=True,
                                        heart_only=True, label="require", crop=crop)
-    style = SliceDataset.from_source(style_src, style_patients, style_seq, cfg, train=True, label="skip", crop=crop)
+    style = SliceDataset.from_source(pool[0], pool[1], pretrain[1], cfg, train=True, label="skip", crop=crop)
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
     if hasattr(model, "calibrate"):          # a style VAE: standardise its inputs on 64 training styles (seeded)
         model.calibrate(draw_images(style, np.random.default_rng([cfg.seed, 7]), 64, 0))
-
     fmt = memory_format(st.precision, dev)
 
     def step_fn(step):
@@ -260,16 +279,16 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
         return optimise_stylizer(cfg, kind, model, optimizer, c, s, step, dev)
 
     keys = ("total", "content", "style", "kl", "rec") if hasattr(model, "vae") else ("total", "content", "style")
-    keys += ("detail",) if getattr(model, "weights", {}).get("detail", 0) > 0 else ()
+    keys += tuple(k for k in ("detail", "intensity") if getattr(model, "weights", {}).get(k, 0) > 0)
     model.to(dev).to(memory_format=fmt).train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=keys, iterations=st.iterations,
-                             checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {content_seq}->{style_seq}",
+                             checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {'->'.join(pretrain)}",
                              progress=progress, stop_after=stop_after)
     meta.update({"seconds_data": round(t_data, 2), "device": str(dev), "precision": precision_used(st.precision, dev),
                  "channels_last": fmt == torch.channels_last, "content_slices": len(content), "style_slices": len(style)})
     finish_run(run_dir, model=model, config=config, history=history,
                meta={**meta, "config": config, "encoder": enc_record}, iterations=st.iterations)
-    return TrainedStylizer(model.eval(), kind, tuple(pretrain), run_dir, history,
+    return TrainedStylizer(model.eval(), kind, pretrain, run_dir, history,
                            {"config": config, "encoder": enc_record, "reused": False, **meta})
 
 
