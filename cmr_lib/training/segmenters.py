@@ -136,27 +136,48 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     """Train a DRU-Net for cfg.setting (Table 1) on bSSFP batches augmented by BatchAugmenter (the network
     learns from the augmented batch, and from the unaugmented one too if `include_original`); keep the
     weights that selection_set picks (best Dice on its patients, or the last)."""
-    spec, sg = cfg.setting_spec, cfg.sizes.segmenter
-    network = cfg.network
+    _check_stylizer(cfg, stylizer)
+    epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
+    split = split or run_split(cfg, source)
+    chooser = selection_set(cfg, source, split)
+    dev = device()
+    pool = style_pool(cfg, source, split, "LGE") if uses_styles(cfg) else None
+    config = setting_config(cfg, source, split, chooser, pool, stylizer=stylizer,
+                            epsilon_iterations=epsilon_iterations, include_original=include_original)
+    run_dir = setting_run_dir(cfg, config, epsilon_iterations)
+    torch.manual_seed(cfg.seed)
+    model = segmenter_for_training(cfg, dev)
+    if finished(run_dir):
+        state, meta = reuse_run(run_dir, model=model, config=config)
+        return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
+    return _fit_setting(cfg, source, model, split, chooser, pool, config, run_dir, stylizer=stylizer,
+                        epsilon_iterations=epsilon_iterations, include_original=include_original, progress=progress,
+                        stop_after=stop_after)
+
+
+def _check_stylizer(cfg, stylizer) -> None:
+    """A stylizing setting needs a stylizer trained in its direction (Table 1's pretrain)."""
+    spec, network = cfg.setting_spec, cfg.network
     if network and stylizer is None:
         raise CmrError(f"setting {cfg.setting} stylizes: pass a {network} stylizer pre-trained on "
                        f"{spec.pretrain.content}->{spec.pretrain.style}")
     if network and tuple(stylizer.pretrain) != (spec.pretrain.content, spec.pretrain.style):
         raise CmrError(f"setting {cfg.setting} needs a {spec.pretrain.content}->{spec.pretrain.style} stylizer, "
                        f"got {'->'.join(stylizer.pretrain)}")
-    epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
-    augmenting = bool(network or cfg.baseline)
-    split = split or run_split(cfg, source)
-    chooser = selection_set(cfg, source, split)
-    dev = device()
-    pool = style_pool(cfg, source, split, "LGE") if uses_styles(cfg) else None
+
+
+def setting_config(cfg, source: CMRSource, split: dict, chooser: dict, pool, *, stylizer, epsilon_iterations: int,
+                   include_original: bool) -> dict:
+    """What identifies a setting run (its checkpoint folder's hash): setting, stylizer run, search rounds, sizes,
+    seed, the checkpoint rule and its patients, and the training, selection and style data by content."""
+    augmenting = bool(cfg.network or cfg.baseline)
     config = {"version": VERSION, "kind": "setting", "setting": cfg.setting, "stylizer": cfg.stylizer,
-              "stylizer_run": stylizer.run_dir.name if network else None,
+              "stylizer_run": stylizer.run_dir.name if cfg.network else None,
               "epsilon_iterations": epsilon_iterations if cfg.searches else 0,
               "include_original": include_original if augmenting else False, "crop": cfg.crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
-              "segmenter": sg.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(), "seed": cfg.seed,
-              "selection": chooser,
+              "segmenter": cfg.sizes.segmenter.to_dict(), "explore": cfg.sizes.stylizer.explore.to_dict(),
+              "seed": cfg.seed, "selection": chooser,
               "data": data_fingerprint(source, {"train": ("C0", split["train"]),
                                                 **({"select": (chooser["sequence"], chooser["patients"])}
                                                    if chooser["patients"] else {})})}
@@ -164,18 +185,21 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         config["baseline"] = cfg.sizes.baselines[cfg.baseline].to_dict()
     if pool:
         config["data"]["style"] = data_fingerprint(pool[0], {"style": ("LGE", pool[1])})
-    run_dir = setting_run_dir(cfg, config, epsilon_iterations)
-    torch.manual_seed(cfg.seed)
-    model = segmenter_for_training(cfg, dev)
-    if finished(run_dir):
-        state, meta = reuse_run(run_dir, model=model, config=config)
-        return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
+    return config
+
+
+def _fit_setting(cfg, source: CMRSource, model, split: dict, chooser: dict, pool, config: dict, run_dir, *,
+                 stylizer, epsilon_iterations: int, include_original: bool, progress, stop_after) -> TrainedSegmenter:
+    """The training loop of a setting run: augmented batches, validation on the selection patients every
+    val_every steps (best.pt), and final.pt holding the weights the rule picks."""
+    sg, dev = cfg.sizes.segmenter, device()
+    augmenting = bool(cfg.network or cfg.baseline)
     t0 = time.perf_counter()
     content, styles = setting_data(cfg, source, split, pool)
     val_volumes = [source.load(p, chooser["sequence"], label="require") for p in chooser["patients"]]
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
-    augmenter = BatchAugmenter(cfg, stylizer=stylizer.model if network else None, styles=styles,
+    augmenter = BatchAugmenter(cfg, stylizer=stylizer.model if cfg.network else None, styles=styles,
                                epsilon_iterations=epsilon_iterations)
     stats = {"seconds_stylize": 0.0, "seconds_validate": 0.0}
 
@@ -190,6 +214,32 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         loss = _optimise(cfg, model, optimizer, x, y, step, dev)
         return {"loss": loss, **({"explore_gain": augmenter.last_gain} if augmenter.mining else {})}
 
+    if not (run_dir / "last.pt").is_file():                 # a fresh start (or FORCE): no best of an older run
+        (run_dir / "best.pt").unlink(missing_ok=True)
+    model.train()
+    history, meta = run_loop(run_dir, config, model, optimizer, step_fn,
+                             keys=("loss", "explore_gain") if augmenter.mining else ("loss",),
+                             iterations=sg.iterations, checkpoint_every=sg.checkpoint_every,
+                             desc=f"DRU-Net {run_dir.name}", progress=progress, stop_after=stop_after,
+                             after_step=_validator(cfg, model, val_volumes, run_dir, config, stats))
+    best = None
+    if (run_dir / "best.pt").is_file():                     # final.pt holds the best weights, as its record says
+        best = load_checkpoint(run_dir / "best.pt", model=model, config=config)["step"]
+    meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
+                 "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
+                 "style_fallbacks": augmenter.picker.fallbacks if augmenter.picker else 0, "device": str(dev),
+                 "precision": precision_used(sg.precision, dev), "selection": chooser,
+                 "channels_last": memory_format(sg.precision, dev) == torch.channels_last})
+    finish_run(run_dir, model=model, config=config, history=history, meta={**meta, "config": config},
+               iterations=sg.iterations)
+    return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
+
+
+def _validator(cfg, model, val_volumes: list, run_dir, config: dict, stats: dict):
+    """run_loop's after_step: every val_every steps (and at the last), the Dice on the selection patients; the
+    best so far goes to best.pt."""
+    sg = cfg.sizes.segmenter
+
     def after_step(step, history):
         if not val_volumes or ((step + 1) % sg.val_every and step + 1 != sg.iterations):
             return
@@ -202,26 +252,8 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
         if dice >= max(history["val_dice"]):
             save_checkpoint(run_dir / "best.pt", model=model, optimizer=None, step=step + 1, config=config,
                             history={"val_dice": dice})
+    return after_step
 
-    if not (run_dir / "last.pt").is_file():                 # a fresh start (or FORCE): no best of an older run
-        (run_dir / "best.pt").unlink(missing_ok=True)
-    model.train()
-    history, meta = run_loop(run_dir, config, model, optimizer, step_fn,
-                             keys=("loss", "explore_gain") if augmenter.mining else ("loss",),
-                             iterations=sg.iterations, checkpoint_every=sg.checkpoint_every,
-                             desc=f"DRU-Net {run_dir.name}", progress=progress, stop_after=stop_after,
-                             after_step=after_step)
-    best = None
-    if (run_dir / "best.pt").is_file():                     # final.pt holds the best weights, as its record says
-        best = load_checkpoint(run_dir / "best.pt", model=model, config=config)["step"]
-    meta.update({"seconds_data": round(t_data, 2), "seconds_stylize": round(stats["seconds_stylize"], 2),
-                 "seconds_validate": round(stats["seconds_validate"], 2), "best_step": best,
-                 "style_fallbacks": augmenter.picker.fallbacks if augmenter.picker else 0, "device": str(dev),
-                 "precision": precision_used(sg.precision, dev), "selection": chooser,
-                 "channels_last": memory_format(sg.precision, dev) == torch.channels_last})
-    finish_run(run_dir, model=model, config=config, history=history, meta={**meta, "config": config},
-               iterations=sg.iterations)
-    return TrainedSegmenter(model.eval(), run_dir, history, {"config": config, "reused": False, **meta})
 
 
 def load_run_segmenter(record: dict, cfg) -> torch.nn.Module:
