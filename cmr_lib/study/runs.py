@@ -98,25 +98,49 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     timings = {}
     source = source or source_for(cfg, progress=progress)
     timings["data"] = time.perf_counter() - t_start
-    spec = cfg.setting_spec
     eps = check_epsilon_iterations(epsilon_iterations) if cfg.searches else 0
-    augmenting = bool(cfg.network or cfg.baseline)
-    include_original = include_original if augmenting else False
+    include_original = include_original if (cfg.network or cfg.baseline) else False
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name
     split = run_split(cfg, source)                    # once per run, passed down
-    config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
-    uses_t2 = bool(cfg.network) and spec.pretrain.style == "T2"
-    # unset notebook options, and the T2 folder where no T2 stylizer runs, are not part of what the run is
-    config["extra"] = {k: v for k, v in config["extra"].items() if v is not None and (k != "t2_dir" or uses_t2)}
-    described = {"config": config, "epsilon_iterations": eps, "include_original": include_original,
-                 "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
-                          "split": split}}
+    described = _described(cfg, source, split, eps, include_original)
     record_path = run_dir / "run.json"
     old = read_json(record_path, "run record") if record_path.is_file() else None
     for part in ("test", "val"):
         source.check(split[part], "LGE")                    # a bad LGE volume stops the run before training
-    ts = None
+    ts, seg = _trained(cfg, source, split, eps, include_original, timings, progress)
+    inputs = run_inputs(cfg, source, split, seg, ts, eps=eps, include_original=include_original)
+    if _still_valid(old, inputs, record_path):
+        note_step_file(record_path)
+        return SettingRun(run_dir, old, seg, ts)            # the same networks scored on the same files
+    t = time.perf_counter()
+    predicted = {part: list(predict_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split[part]),
+                                            cfg, pred_dir=run_dir / "predictions" / ("" if part == "test" else part),
+                                            progress=progress and part == "test"))
+                 for part in ("test", "val")}                  # val too: for figures when test labels are withheld
+    scored = {(part, pp): score_predictions(pairs, postprocess=pp) for part, pairs in predicted.items()
+              for pp in POSTPROCESS}
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    record = _record(cfg, name, described, inputs, split, seg, ts, scored, timings, run_dir)
+    write_json(record_path, record)
+    return SettingRun(run_dir, record, seg, ts)
+
+
+def _described(cfg, source: CMRSource, split: dict, eps: int, include_original: bool) -> dict:
+    """What a run is, for its record: its configuration (unset notebook options, and the T2 folder where no T2
+    stylizer runs, left out), its search rounds and the data with its split."""
+    config = {k: v for k, v in cfg.to_dict().items() if k != "output_root"}
+    uses_t2 = bool(cfg.network) and cfg.setting_spec.pretrain.style == "T2"
+    config["extra"] = {k: v for k, v in config["extra"].items() if v is not None and (k != "t2_dir" or uses_t2)}
+    return {"config": config, "epsilon_iterations": eps, "include_original": include_original,
+            "data": {"source": source.name, "root": display_path(source.root), "layout": source.layout,
+                     "split": split}}
+
+
+def _trained(cfg, source: CMRSource, split: dict, eps: int, include_original: bool, timings: dict, progress):
+    """The row's stylizer (if it has one) and DRU-Net, trained or reused; their times go into `timings`."""
+    spec, ts = cfg.setting_spec, None
     t = time.perf_counter()
     if cfg.network:
         ts = train_stylizer(cfg, source, cfg.network, (spec.pretrain.content, spec.pretrain.style), split=split,
@@ -126,31 +150,33 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     seg = train_setting(cfg, source, stylizer=ts, split=split, epsilon_iterations=eps,
                         include_original=include_original, progress=progress)
     timings["segmenter"] = time.perf_counter() - t
-    inputs = run_inputs(cfg, source, split, seg, ts, eps=eps, include_original=include_original)
+    return ts, seg
+
+
+def _still_valid(old: dict | None, inputs: dict, record_path: Path) -> bool:
+    """Whether an existing record describes these networks scored on these files (then it is reused); a record
+    made from other inputs is announced as replaced."""
     if old is not None and old.get("inputs") == inputs and reusable(record_path) \
             and (recorded_path(old["segmenter"]["checkpoint"]) / "final.pt").is_file():
-        note_step_file(record_path)
-        return SettingRun(run_dir, old, seg, ts)            # the same networks scored on the same files
+        return True
     if old is not None:
         changed = sorted(k for k in set(inputs) | set(old.get("inputs") or {})
                          if inputs.get(k) != (old.get("inputs") or {}).get(k))
         print(f"{display_path(record_path)}: made from other inputs ({', '.join(changed) or 'an older record'}); "
               f"scored again, the record is replaced")
-    t = time.perf_counter()
-    predicted = {part: list(predict_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split[part]),
-                                            cfg, pred_dir=run_dir / "predictions" / ("" if part == "test" else part),
-                                            progress=progress and part == "test"))
-                 for part in ("test", "val")}                  # val too: for figures when test labels are withheld
-    scored = {(part, pp): score_predictions(pairs, postprocess=pp) for part, pairs in predicted.items()
-              for pp in POSTPROCESS}
+    return False
+
+
+def _record(cfg, name: str, described: dict, inputs: dict, split: dict, seg, ts, scored: dict, timings: dict,
+            run_dir: Path) -> dict:
+    """run.json: what the run is, how its networks were trained and chosen, and its scores per part."""
     test_df, unlabelled = scored[("test", "none")]
     val_df = scored[("val", "none")][0]
-    timings["evaluate"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_start
+    parts = sorted({part for part, _ in scored}, key=("test", "val").index)
     hist, info = seg.history, seg.info
-    record = {
+    return {
         "run_name": name, **described, "inputs": inputs, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
-        "setting_name": spec.name, "stylizer": cfg.stylizer, "baseline": cfg.baseline,
+        "setting_name": cfg.setting_spec.name, "stylizer": cfg.stylizer, "baseline": cfg.baseline,
         "git": _git_commit(), "versions": _versions(),
         "encoder": ts.info["encoder"] if ts else None,
         "stylizer_run": {"checkpoint": display_path(ts.run_dir), "reused": ts.info.get("reused"),
@@ -175,11 +201,9 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
         "metrics": {"test": test_df.to_dict("records"), "val": val_df.to_dict("records")},   # NaN -> null
         "summary": {"test": table2_summary(test_df), "val": table2_summary(val_df)},
         # the same predictions with each structure reduced to its largest connected component (nnU-Net's)
-        "metrics_largest_component": {p: scored[(p, "largest_component")][0].to_dict("records") for p in predicted},
-        "summary_largest_component": {p: table2_summary(scored[(p, "largest_component")][0]) for p in predicted},
+        "metrics_largest_component": {p: scored[(p, "largest_component")][0].to_dict("records") for p in parts},
+        "summary_largest_component": {p: table2_summary(scored[(p, "largest_component")][0]) for p in parts},
     }
-    write_json(record_path, record)
-    return SettingRun(run_dir, record, seg, ts)
 
 
 def run_inputs(cfg, source: CMRSource, split: dict, seg: TrainedSegmenter, ts: TrainedStylizer | None, *, eps: int,
