@@ -162,72 +162,93 @@ def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, forc
 
 
 def _run_plan(made: dict, *, force: bool) -> int:
-    """The built-in engine's loop over a plan (reproduce holds the output folder's lock)."""
-    cfg, plan, gpus, out_dir, threads = made["cfg"], made["steps"], made["gpus"], made["out_dir"], made["threads"]
-    jobs, seed_list = made["jobs"], made["seeds"]
+    """The built-in engine's loop over a plan (reproduce holds the output folder's lock): each group of steps that
+    may run side by side, up to `jobs` at a time, the others one by one; finished steps are reused."""
+    cfg, plan, out_dir = made["cfg"], made["steps"], made["out_dir"]
     os.environ.setdefault("TQDM_DISABLE", "1")   # the kernels' progress bars would only clutter saved notebooks
     t_all = time.perf_counter()
-    ledger_path = out_dir / "steps.json"                  # fingerprints of the finished steps
-    ledger = read_ledger(ledger_path) if not force else {}
-    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, seeds {seed_list}, "
-          f"{len(plan)} steps, {jobs} at a time where they may ({threads} threads each)")
-    results: dict[int, dict] = {}
-
-    placement: dict[int, str | None] = {}
-
-    def pick_gpu(running=()):
-        """The GPU with the fewest notebooks running on it (None without GPUS)."""
-        if not gpus:
-            return None
-        load = {g: sum(placement.get(i) == g for i in running) for g in gpus}
-        return min(gpus, key=lambda g: load[g])
-
-    def record(p, dt, reused, ran_parallel):
-        done = ledger.get(p["dst"].name, {})
-        if not reused:               # the kernel has exited: its peak is in RUSAGE_CHILDREN (a running max)
-            done = ledger[p["dst"].name] = update_ledger(ledger_path, p["dst"].name, {
-                "key": p["key"], "seconds": round(dt, 1), "peak_memory_mb_so_far": peak_memory_mb(),
-                "parallel": ran_parallel, "files": finished_step_files(p)})
-        results[p["i"]] = step_result(p, dt, reused, done, placement.get(p["i"]) if gpus and not reused else None)
-        print(f"[{p['i']}/{len(plan)}] {p['name']}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"), flush=True)
-
-    def is_done(p):
-        return step_done(p, ledger)
-
-    k = 0
-    while k < len(plan):
-        group = [plan[k]]
-        while group[0]["parallel"] and k + len(group) < len(plan) and plan[k + len(group)]["parallel"]:
-            group.append(plan[k + len(group)])
-        k += len(group)
+    run = _BuiltinRun(made, ledger_path=out_dir / "steps.json", force=force)
+    print(f"reproduce: profile {cfg.profile}, data {cfg.data_dir or 'built-in phantom'}, seeds {made['seeds']}, "
+          f"{len(plan)} steps, {made['jobs']} at a time where they may ({made['threads']} threads each)")
+    for group in _groups(plan):
         todo = []
         for p in group:
-            if is_done(p):
-                record(p, 0.0, True, False)
+            if step_done(p, run.ledger):
+                run.record(p, 0.0, True, False)
             else:
                 todo.append(p)
         if len(todo) <= 1 or not group[0]["parallel"]:
             for p in todo:
                 t0 = time.perf_counter()
                 if p["src"] is not None:
-                    placement[p["i"]] = pick_gpu()
-                execute_step(p, gpu=placement.get(p["i"]))
-                record(p, time.perf_counter() - t0, False, False)
-            continue
-        queue = sorted(todo, key=lambda p: -cost_hint(p["extra"]))        # longest first
+                    run.placement[p["i"]] = run.pick_gpu()
+                execute_step(p, gpu=run.placement.get(p["i"]))
+                run.record(p, time.perf_counter() - t0, False, False)
+        else:
+            run.side_by_side(todo)
+    total = time.perf_counter() - t_all
+    write_summary(made, [run.results[i] for i in sorted(run.results)], total, peak_memory_mb(), engine="built-in")
+    print(f"done in {total:.1f} s ({total / 60:.1f} min); executed notebooks in {out_dir}")
+    return 0
+
+
+def _groups(plan: list):
+    """The plan cut into groups: each run of consecutive steps that may run side by side, and each other step."""
+    k = 0
+    while k < len(plan):
+        group = [plan[k]]
+        while group[0]["parallel"] and k + len(group) < len(plan) and plan[k + len(group)]["parallel"]:
+            group.append(plan[k + len(group)])
+        k += len(group)
+        yield group
+
+
+class _BuiltinRun:
+    """The built-in engine's state over one plan: the ledger of finished steps, each step's result, which GPU
+    each notebook ran on."""
+
+    def __init__(self, made: dict, *, ledger_path: Path, force: bool):
+        self.made, self.ledger_path = made, ledger_path
+        self.ledger = read_ledger(ledger_path) if not force else {}        # fingerprints of the finished steps
+        self.results: dict[int, dict] = {}
+        self.placement: dict[int, str | None] = {}
+
+    def pick_gpu(self, running=()):
+        """The GPU with the fewest notebooks running on it (None without GPUS)."""
+        gpus = self.made["gpus"]
+        if not gpus:
+            return None
+        load = {g: sum(self.placement.get(i) == g for i in running) for g in gpus}
+        return min(gpus, key=lambda g: load[g])
+
+    def record(self, p: dict, dt: float, reused: bool, ran_parallel: bool) -> None:
+        """A step's result, and for a step that ran, its ledger entry (the kernel has exited: its peak memory is in
+        RUSAGE_CHILDREN, a running max)."""
+        done = self.ledger.get(p["dst"].name, {})
+        if not reused:
+            done = self.ledger[p["dst"].name] = update_ledger(self.ledger_path, p["dst"].name, {
+                "key": p["key"], "seconds": round(dt, 1), "peak_memory_mb_so_far": peak_memory_mb(),
+                "parallel": ran_parallel, "files": finished_step_files(p)})
+        gpu = self.placement.get(p["i"]) if self.made["gpus"] and not reused else None
+        self.results[p["i"]] = step_result(p, dt, reused, done, gpu)
+        print(f"[{p['i']}/{len(self.made['steps'])}] {p['name']}: " + ("unchanged, reused" if reused else f"{dt:.1f} s"),
+              flush=True)
+
+    def side_by_side(self, todo: list) -> None:
+        """Run steps that may run together, longest first, up to `jobs` at a time; the first failure stops new
+        starts and, once the running ones end, the run (one line)."""
+        queue = sorted(todo, key=lambda p: -cost_hint(p["extra"]))
         running, failures = {}, []
         while queue or running:
-            while queue and len(running) < jobs and not failures:
+            while queue and len(running) < self.made["jobs"] and not failures:
                 p = queue.pop(0)
-                placement[p["i"]] = pick_gpu(running)
-                running[p["i"]] = (p, time.perf_counter(), start_step(p, threads=p["threads"], gpu=placement[p["i"]]))
+                self.placement[p["i"]] = self.pick_gpu(running)
+                running[p["i"]] = (p, time.perf_counter(),
+                                   start_step(p, threads=p["threads"], gpu=self.placement[p["i"]]))
             finished = None
             while finished is None:
-                for i, (p, t0, started) in running.items():
-                    if started[0].poll() is not None:
-                        finished = i
-                        break
-                else:
+                finished = next((i for i, (_, _, started) in running.items() if started[0].poll() is not None), None)
+                if finished is None:
                     time.sleep(0.2)
             p, t0, started = running.pop(finished)
             err = finish_notebook(*started, p["dst"])
@@ -235,13 +256,9 @@ def _run_plan(made: dict, *, force: bool) -> int:
                 failures.append(f"step {p['i']} ({p['nb']}) failed: {err}")
                 queue.clear()
             else:
-                record(p, time.perf_counter() - t0, False, True)
+                self.record(p, time.perf_counter() - t0, False, True)
         if failures:
             raise CmrError(failures[0])
-    total = time.perf_counter() - t_all
-    write_summary(made, [results[i] for i in sorted(results)], total, peak_memory_mb(), engine="built-in")
-    print(f"done in {total:.1f} s ({total / 60:.1f} min); executed notebooks in {out_dir}")
-    return 0
 
 
 def execute_step(p: dict, *, threads: int | None = None, gpu: str | None = None) -> None:
