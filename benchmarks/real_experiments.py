@@ -100,12 +100,8 @@ def test_crops(work: Path) -> str:
     from cmr_lib.evaluation.inference import TEST_CROPS, predict_volume, score_predictions
     from cmr_lib.training.segmenters import load_run_segmenter
 
-    named = resolve_data("mscmrseg2019")
-    ms, my = open_source(named.data_dir, c0_spacing=named.c0_spacing), open_source(resolve_data("myops2020").data_dir)
-    halves = external_split(my)
-    tests = {"tuning MyoPS 101-110": [my.load(p, "LGE", label="require") for p in halves["tune"]],
-             "test LGE 1-5": [ms.load(p, "LGE", label="require") for p in ms.patients_with("LGE", labelled=True)],
-             "test MyoPS 111-120": [my.load(p, "LGE", label="require") for p in halves["test"]]}
+    from cmr_lib.data.real import evaluation_sets
+    tests = evaluation_sets()
     head = " | ".join(f"{t} {c}" for c in TEST_CROPS for t in tests)
     lines = [f"| run | seed | {head} |", "|" + " --- |" * (2 + len(TEST_CROPS) * len(tests))]
     dev = device()

@@ -21,9 +21,7 @@ from cmr_lib.core.config import Config
 from cmr_lib.core.device import device
 from cmr_lib.core.grid import label, row_key
 from cmr_lib.core.paths import display_path, recorded_path, repo_root
-from cmr_lib.data.real import resolve_data
-from cmr_lib.data.sources import open_source
-from cmr_lib.data.splits import external_split
+from cmr_lib.data.real import TUNING, evaluation_sets
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.report.tables import load_runs, selection_of
@@ -83,18 +81,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.output_root).resolve()
     records = load_runs(root / "results")
-    named = resolve_data("mscmrseg2019")
-    ms, my = open_source(named.data_dir, c0_spacing=named.c0_spacing), open_source(resolve_data("myops2020").data_dir)
-    halves = external_split(my)
-    sets = {"tuning: MyoPS 101-110": [my.load(p, "LGE", label="require") for p in halves["tune"]],
-            "test: MS-CMRSeg LGE 1-5": [ms.load(p, "LGE", label="require") for p in ms.patients_with("LGE", labelled=True)],
-            "test: MyoPS 111-120": [my.load(p, "LGE", label="require") for p in halves["test"]]}
-    tuning = next(iter(sets))
+    sets = evaluation_sets()
     dev, best, t0 = device(), None, time.perf_counter()
     for rec in records:
         cfg = Config.from_record(rec, output_root=root)
         model = load_run_segmenter(rec, cfg).to(dev)
-        tune = scores(model, sets[tuning], cfg)
+        tune = scores(model, sets[TUNING], cfg)
         print(f"{label(row_key(rec))} seed {rec['seed']}: tuning Dice {tune['dice']['AVG']:.3f}", flush=True)
         if best is None or tune["dice"]["AVG"] > best[0]:
             best = (tune["dice"]["AVG"], rec, cfg, model)

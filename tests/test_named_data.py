@@ -102,3 +102,14 @@ def test_the_real_copy_is_recognised(mscmrseg_dir, myops_dir):
     assert named.c0_spacing == "lge" and named.t2_dir == myops_dir
     assert 1.5 < named.evidence["c0_over_lge_mm"] < 1.8 and 0.9 < named.evidence["c0_over_lge_px"] < 1.1
     assert detect_c0_spacing(myops_dir)[0] == "header"                   # co-registered: nothing stale
+
+
+def test_the_evaluation_sets_put_the_tuning_set_first_and_keep_it_apart_from_the_tests(mscmrseg_dir, myops_dir):
+    """Issue 35: the one place that names which real LGE a choice may read (tuning) and which are only reported."""
+    from cmr_lib.data.real import TUNING, evaluation_sets
+    sets = evaluation_sets()
+    assert list(sets)[0] == TUNING and [len(v) for v in sets.values()] == [10, 5, 10]
+    tuning = {v.patient for v in sets[TUNING]}
+    myops_test = {v.patient for v in sets["test: MyoPS 111-120"]}
+    assert tuning == set(range(101, 111)) and myops_test == set(range(111, 121))
+    assert all(v.label is not None for vols in sets.values() for v in vols)

@@ -10,6 +10,7 @@ import numpy as np
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.download import check_set
 from cmr_lib.data.sources import find_real_data, open_source
+from cmr_lib.data.splits import external_split
 
 DATA_SETS = {"mscmrseg2019": "mscmrseg", "myops2020": "myops"}     # name -> find_real_data key
 STALE_RATIO = 1.3           # header sizes of one heart that differ by more than this, in mm, are not both right
@@ -87,3 +88,18 @@ def resolve_data(name: str, base=None) -> NamedData:
             raise CmrError(f"{data_dir}: has no T2 images for setting 1 and no myops2020/ folder lies beside it")
         check_set(t2_dir, "myops2020")
     return NamedData(name, data_dir, c0_spacing, t2_dir, evidence)
+
+
+TUNING = "tuning: MyoPS 101-110"
+
+
+def evaluation_sets() -> dict[str, list]:
+    """The real labelled LGE volumes by role: the tuning set, the only one a choice may read (MyoPS's first half,
+    data.splits.external_split), then the two test sets, which are only reported (MS-CMRSeg LGE 1-5, MyoPS's
+    second half)."""
+    named = resolve_data("mscmrseg2019")
+    ms, my = open_source(named.data_dir, c0_spacing=named.c0_spacing), open_source(resolve_data("myops2020").data_dir)
+    halves = external_split(my)
+    return {TUNING: [my.load(p, "LGE", label="require") for p in halves["tune"]],
+            "test: MS-CMRSeg LGE 1-5": [ms.load(p, "LGE", label="require") for p in ms.patients_with("LGE", labelled=True)],
+            "test: MyoPS 111-120": [my.load(p, "LGE", label="require") for p in halves["test"]]}
