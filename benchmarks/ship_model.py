@@ -13,20 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from cmr_lib.core.atomic import write_json, write_text
 from cmr_lib.core.config import Config
 from cmr_lib.core.device import device
 from cmr_lib.core.grid import label, row_key
-from cmr_lib.core.paths import display_path, recorded_path, repo_root
+from cmr_lib.core.paths import display_path, repo_root
 from cmr_lib.data.real import TUNING, evaluation_sets
 from cmr_lib.evaluation.evaluate import summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.report.tables import load_runs, selection_of
-from cmr_lib.training.checkpoints import save_checkpoint
-from cmr_lib.training.segmenters import load_run_segmenter
+from cmr_lib.training.checkpoints import load_checkpoint, save_checkpoint
+from cmr_lib.training.segmenters import load_run_segmenter, run_checkpoint
 
 MODELS = repo_root() / "models"
 
@@ -88,10 +85,10 @@ def main(argv=None) -> int:
         model = load_run_segmenter(rec, cfg).to(dev)
         tune = scores(model, sets[TUNING], cfg)
         print(f"{label(row_key(rec))} seed {rec['seed']}: tuning Dice {tune['dice']['AVG']:.3f}", flush=True)
-        if best is None or tune["dice"]["AVG"] > best[0]:
-            best = (tune["dice"]["AVG"], rec, cfg, model)
-    _, rec, cfg, model = best
-    ckpt = torch.load(str(recorded_path(rec["segmenter"]["checkpoint"]) / "final.pt"), weights_only=True)
+        if best is None or tune["dice"]["AVG"] > best[0]["dice"]["AVG"]:
+            best = (tune, rec, cfg, model)
+    tune, rec, cfg, model = best
+    ckpt = load_checkpoint(run_checkpoint(rec))
     keep = {k: ckpt["config"][k] for k in ("crop", "preprocess", "segmenter")}
     out = MODELS / args.name
     save_checkpoint(out / "model.pt", model=model.cpu(), optimizer=None, step=int(ckpt["step"]),
@@ -104,12 +101,12 @@ def main(argv=None) -> int:
             "train_patients": f"{min(rec['data']['split']['train'])}-{max(rec['data']['split']['train'])}",
             "selection": f"{sel['rule']} ({sel.get('sequence') or '-'} {sel.get('patients') or ''})".strip(),
             "candidates": len(records), "source": display_path(root),
-            "scores": {name: scores(model.to(dev), vols, cfg) for name, vols in sets.items()},
+            "scores": {TUNING: tune, **{name: scores(model, vols, cfg) for name, vols in sets.items() if name != TUNING}},
             "seconds_to_choose": round(time.perf_counter() - t0, 1)}
     write_json(out / "card.json", card)
     write_text(MODELS / "README.md", card_markdown(card))
     print(json.dumps(card["scores"], indent=1))
-    print(f"shipped {out / 'model.pt'} ({(out / 'model.pt').stat().st_size / 1e6:.1f} MB); {np.round(best[0], 3)} "
+    print(f"shipped {out / 'model.pt'} ({(out / 'model.pt').stat().st_size / 1e6:.1f} MB); {tune['dice']['AVG']:.3f} "
           f"Dice on the tuning set")
     return 0
 

@@ -39,10 +39,21 @@ LAYOUT_NAMES = {"mscmrseg": re.compile(r"^patient(\d+)_(C0|T2|LGE|DE)(_manual)?"
                 "myops": re.compile(r"^myops_(?:training|test|validation)_(\d+)_(C0|T2|DE|gd)" + _NII)}
 
 
+def case_name(name: str) -> tuple[str, int, str, bool] | None:
+    """(layout, patient, sequence token as written, whether it is a label file) of a file named as a layout names a
+    case (LAYOUT_NAMES), else None. MyoPS's 'gd' is its one label for all sequences."""
+    for layout, rx in LAYOUT_NAMES.items():
+        m = rx.match(name)
+        if m:
+            token = m.group(2)
+            return layout, int(m.group(1)), token, bool(m.group(3)) if layout == "mscmrseg" else token == "gd"
+    return None
+
+
 def layout_of(path) -> str | None:
     """The data layout a file's name follows ('mscmrseg' or 'myops', see LAYOUT_NAMES), or None."""
-    name = Path(path).name
-    return next((layout for layout, rx in LAYOUT_NAMES.items() if rx.match(name)), None)
+    found = case_name(Path(path).name)
+    return None if found is None else found[0]
 
 
 @dataclass(frozen=True)

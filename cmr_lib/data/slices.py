@@ -56,8 +56,12 @@ class PreparedVolume:
 
 def preprocessing(cfg) -> dict:
     """prepare_volume's arguments from a run's profile: the one place training and inference read them."""
-    pre = cfg.sizes.preprocess
-    return {"spacing_mm": pre.spacing_mm, "percentiles": tuple(pre.percentiles), "fov_mm": pre.normalise_fov_mm}
+    return preprocess_arguments(cfg.sizes.preprocess)
+
+
+def preprocess_arguments(pre) -> dict:
+    """prepare_volume's arguments from a preprocess section (a profile's, or the dict a checkpoint recorded)."""
+    return {"spacing_mm": pre["spacing_mm"], "percentiles": tuple(pre["percentiles"]), "fov_mm": pre["normalise_fov_mm"]}
 
 
 def prepare_volume(vol: Volume, *, spacing_mm=None, percentiles=(0.5, 99.5), fov_mm=None) -> PreparedVolume:

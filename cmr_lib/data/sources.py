@@ -12,7 +12,7 @@ from cmr_lib.core.digests import file_digest
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data import phantom
-from cmr_lib.data.nifti import LAYOUT_NAMES, Volume, check_same_grid, read_image, read_label, voxel_size
+from cmr_lib.data.nifti import Volume, case_name, check_same_grid, read_image, read_label, voxel_size
 
 _CANONICAL = {"C0": "C0", "T2": "T2", "LGE": "LGE", "DE": "LGE"}
 
@@ -138,22 +138,19 @@ def detect_layout(root, *, c0_spacing: str = "header") -> CMRSource:
 
 
 def _named_files(root: Path) -> tuple[str, list]:
-    """The folder's layout and its files named as that layout names them ((name, match) pairs); near-miss names,
+    """The folder's layout and its files named as that layout names them ((name, case_name) pairs); near-miss names,
     folders under case names and mixed layouts are one-line errors."""
     names = sorted(os.listdir(root))
     if not names:
         raise CmrError(f"{root}: data folder is empty")
     hits = {"mscmrseg": [], "myops": []}
     for name in names:
-        matched = False
-        for layout, rx in LAYOUT_NAMES.items():
-            m = rx.match(name)
-            if m:
-                if not (root / name).is_file():
-                    raise CmrError(f"{root / name}: is a folder (or not a regular file), not a NIfTI file")
-                hits[layout].append((name, m))
-                matched = True
-        if not matched and near_miss(name):
+        case = case_name(name)
+        if case is not None:
+            if not (root / name).is_file():
+                raise CmrError(f"{root / name}: is a folder (or not a regular file), not a NIfTI file")
+            hits[case[0]].append((name, case))
+        elif near_miss(name):
             raise CmrError(f"{root / name}: named almost as the layout names a case, which would leave it unread; "
                            f"rename it {near_miss(name)}")
     if hits["mscmrseg"] and hits["myops"]:
@@ -169,10 +166,8 @@ def _index_files(root: Path, layout: str, hits: list) -> tuple[dict, dict]:
     """{(patient, sequence): image path} and {(patient, sequence): label path} of a layout's files (MyoPS: one
     co-registered label for all three sequences); duplicates and labels without images are one-line errors."""
     images, labels = {}, {}
-    for name, m in hits:
-        patient, token = int(m.group(1)), m.group(2)
+    for name, (_, patient, token, is_label) in hits:
         path = root / name
-        is_label = bool(m.group(3)) if layout == "mscmrseg" else token == "gd"
         key = (patient, "gd") if layout == "myops" and is_label else (patient, _CANONICAL[token])
         table = labels if is_label else images
         if key in table:

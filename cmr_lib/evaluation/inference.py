@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from cmr_lib.core.device import autocast, device
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import Volume, write_label
-from cmr_lib.data.slices import prepare_volume, preprocessing
+from cmr_lib.data.slices import prepare_volume, preprocess_arguments
 from cmr_lib.data.transforms import center_crop, resize, uncrop, window_start
 from cmr_lib.evaluation.evaluate import COLUMNS
 from cmr_lib.evaluation.metrics import evaluate_volume
@@ -90,9 +90,15 @@ def predict(model, vol: Volume, cfg) -> np.ndarray:
     """`vol`'s labels as a run's network predicts them: the run's crop, its centring, spacing and
     normalisation, and the segmenter's precision (bf16 where supported under 'auto'). The one inference
     policy: test scores, validation (model selection), the cross-dataset table and figures all come through here."""
-    dev = device()
-    return predict_volume(model.to(dev), vol, crop=cfg.crop, **preprocessing(cfg), centre=cfg.sizes.preprocess.test_crop,
-                          device=dev, autocast=autocast(cfg.sizes.segmenter.precision, dev))
+    return predict_with(model, vol, crop=cfg.crop, preprocess=cfg.sizes.preprocess,
+                        precision=cfg.sizes.segmenter.precision, dev=device())
+
+
+def predict_with(model, vol: Volume, *, crop: int, preprocess, precision: str, dev) -> np.ndarray:
+    """`vol`'s labels from a network trained at `crop` px with this preprocess section (a profile's, or the dict its
+    checkpoint recorded), centred as that section says, in the segmenter's precision on `dev`."""
+    return predict_volume(model.to(dev), vol, crop=crop, **preprocess_arguments(preprocess),
+                          centre=preprocess["test_crop"], device=dev, autocast=autocast(precision, dev))
 
 
 def predict_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False):

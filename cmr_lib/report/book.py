@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cmr_lib.core.atomic import write_text
 from cmr_lib.core.errors import CmrError, cli_main
-from cmr_lib.core.paths import default_output_root, repo_root
+from cmr_lib.core.paths import default_output_root, display_path, repo_root
 
 IMAGES_CHECK = ("<script>window.addEventListener('load', function () {var i = document.images, n = 0;"
                 "for (var k = 0; k < i.length; k++) { if (i[k].complete && i[k].naturalWidth > 0) n++; }"
@@ -77,17 +77,10 @@ def build_book(src, out) -> list[Path]:
     index = out / "index.html"
     write_text(index, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cmr-stylize: the course</title>"
                       "</head><body data-images='pending'><h1>cmr-stylize: the course, as last run</h1>"
-                      f"<p>Executed notebooks from <code>{html.escape(_shown(src))}</code>; each page shows the figures "
+                      f"<p>Executed notebooks from <code>{html.escape(display_path(src))}</code>; each page shows the figures "
                       "and tables of that run. Run them yourself with <code>make lab</code>.</p>"
                       f"<ol>{''.join(entries)}</ol>{IMAGES_CHECK}</body></html>")
     return [index, *pages]
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(repo_root()))
-    except ValueError:
-        return str(path)
 
 
 @cli_main

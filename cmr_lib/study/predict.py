@@ -22,20 +22,20 @@ import torch
 from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import read_json
-from cmr_lib.core.device import autocast
 from cmr_lib.core.errors import CmrError, cli_main
-from cmr_lib.core.paths import recorded_path, repo_root
-from cmr_lib.data.nifti import LAYOUT_NAMES, Volume, layout_of, read_image, voxel_size, write_label
+from cmr_lib.core.paths import repo_root
+from cmr_lib.core.schema import with_record_defaults
+from cmr_lib.data.nifti import Volume, case_name, read_image, write_label
 from cmr_lib.data.sources import canonical_sequence
-from cmr_lib.evaluation.inference import predict_volume
+from cmr_lib.evaluation.inference import predict_with
 from cmr_lib.evaluation.postprocess import postprocessed
 from cmr_lib.models.drunet import DRUNet
-from cmr_lib.training.checkpoints import load_checkpoint
+from cmr_lib.training.checkpoints import load_checkpoint, load_weights
+from cmr_lib.training.segmenters import run_checkpoint
 
 MODELS = repo_root() / "models"
 DEFAULT_MODEL = "drunet-lge"
 NIFTI = (".nii", ".nii.gz")
-LABEL_PARTS = ("_manual", "_gd")          # MS-CMRSeg's and MyoPS's label files
 
 
 def is_nifti(path: Path) -> bool:
@@ -53,14 +53,8 @@ def find_inputs(src, sequence: str = "LGE") -> list[Path]:
         raise CmrError(f"{src}: no such file or folder")
     found = []
     for f in sorted(p for p in src.iterdir() if p.is_file() and is_nifti(p)):
-        layout = layout_of(f)
-        if layout is None:
-            found.append(f)
-            continue
-        match = LAYOUT_NAMES[layout].match(f.name)
-        if any(part in f.name for part in LABEL_PARTS) or match.group(2) == "gd":
-            continue
-        if sequence == "any" or canonical_sequence(match.group(2)) == sequence:
+        case = case_name(f.name)
+        if case is None or (not case[3] and sequence in ("any", canonical_sequence(case[2]))):
             found.append(f)
     if not found:
         raise CmrError(f"{src}: no {'' if sequence == 'any' else sequence + ' '}NIfTI volume to segment "
@@ -85,8 +79,7 @@ def resolve_model(spec: str | None) -> Path:
             if (path / name).is_file():
                 return path / name
         if (path / "run.json").is_file():
-            record = read_json(path / "run.json")
-            return recorded_path(record["segmenter"]["checkpoint"]) / "final.pt"
+            return run_checkpoint(read_json(path / "run.json"))
         raise CmrError(f"{path}: a folder without final.pt, model.pt or run.json: not a trained model")
     if (MODELS / spec / "model.pt").is_file():
         return MODELS / spec / "model.pt"
@@ -97,29 +90,28 @@ def resolve_model(spec: str | None) -> Path:
 def load_model(path, dev: torch.device) -> tuple[DRUNet, dict]:
     """A trained DRU-Net and the configuration it was trained with (crop, preprocess, segmenter), loaded with
     weights_only=True."""
-    config = load_checkpoint(path)["config"]
+    state = load_checkpoint(path)
+    config = state["config"]
     if not {"crop", "preprocess", "segmenter"} <= set(config) or "depth" not in config["segmenter"]:
         raise CmrError(f"{path}: not a DRU-Net checkpoint (its configuration has no crop, preprocess and segmenter)")
+    config = {**config, **with_record_defaults({"preprocess": config["preprocess"]})}     # older checkpoints' keys
     sg = config["segmenter"]
-    model = DRUNet(depth=sg["depth"], root=sg["root"], head_relu=sg.get("head_relu", False))
-    load_checkpoint(path, model=model)
+    model = DRUNet(depth=sg["depth"], root=sg["root"], head_relu=sg["head_relu"])
+    load_weights(model, state, path)
     return model.to(dev).eval(), config
 
 
 def volume_of(path: Path) -> Volume:
     """An unlabelled volume read from one NIfTI file (its header's voxel size, its affine)."""
-    image, _, affine = read_image(path)
-    return Volume(image=image, label=None, spacing=voxel_size(path), affine=affine, patient=0, sequence="",
+    image, spacing, affine = read_image(path)
+    return Volume(image=image, label=None, spacing=spacing, affine=affine, patient=0, sequence="",
                   image_path=path, label_path=None)
 
 
 def segment(model, config: dict, vol: Volume, dev: torch.device, *, largest_component: bool = False) -> np.ndarray:
     """Class labels (X, Y, Z) of one volume, prepared as the network's training data were."""
-    pre = config["preprocess"]
-    pred = predict_volume(model, vol, crop=int(config["crop"]), spacing_mm=pre["spacing_mm"],
-                          percentiles=tuple(pre["percentiles"]), fov_mm=pre.get("normalise_fov_mm"),
-                          centre=pre.get("test_crop", "image"), device=dev,
-                          autocast=autocast(config["segmenter"].get("precision", "fp32"), dev))
+    pred = predict_with(model, vol, crop=int(config["crop"]), preprocess=config["preprocess"],
+                        precision=config["segmenter"]["precision"], dev=dev)
     return postprocessed(pred, "largest_component" if largest_component else "none")
 
 

@@ -29,7 +29,7 @@ from cmr_lib.evaluation.inference import predict, predict_volumes, score_predict
 from cmr_lib.evaluation.postprocess import POSTPROCESS
 from cmr_lib.evaluation.metrics import mean_class_dice
 from cmr_lib.training.checkpoints import data_fingerprint
-from cmr_lib.training.segmenters import TrainedSegmenter, train_setting
+from cmr_lib.training.segmenters import TrainedSegmenter, run_checkpoint, train_setting
 from cmr_lib.training.stylizers import TrainedStylizer, train_stylizer
 
 
@@ -157,7 +157,7 @@ def _still_valid(old: dict | None, inputs: dict, record_path: Path) -> bool:
     """Whether an existing record describes these networks scored on these files (then it is reused); a record
     made from other inputs is announced as replaced."""
     if old is not None and old.get("inputs") == inputs and reusable(record_path) \
-            and (recorded_path(old["segmenter"]["checkpoint"]) / "final.pt").is_file():
+            and run_checkpoint(old).is_file():
         return True
     if old is not None:
         changed = sorted(k for k in set(inputs) | set(old.get("inputs") or {})

@@ -60,19 +60,24 @@ def load_checkpoint(path, *, model=None, optimizer=None, config: dict | None = N
         diff = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
         raise CmrError(f"{path}: checkpoint was made with another configuration (differs in: {', '.join(diff)})")
     if model is not None:
-        theirs, ours = state["model"], model.state_dict()
-        missing = [k for k in ours if k not in theirs]
-        extra = [k for k in theirs if k not in ours]
-        shapes = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
-        if missing or extra or shapes:
-            first = (missing or extra or shapes)[0]
-            raise CmrError(f"{path}: checkpoint is for another architecture ({len(missing)} tensors missing, "
-                           f"{len(extra)} unexpected, {len(shapes)} of another shape; first: {first}) "
-                           f"than {type(model).__name__}") from None
-        model.load_state_dict(theirs)
+        load_weights(model, state, path)
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     return state
+
+
+def load_weights(model, state: dict, path) -> None:
+    """A loaded checkpoint's weights into `model`; another architecture is a one-line CmrError naming `path`."""
+    theirs, ours = state["model"], model.state_dict()
+    missing = [k for k in ours if k not in theirs]
+    extra = [k for k in theirs if k not in ours]
+    shapes = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+    if missing or extra or shapes:
+        first = (missing or extra or shapes)[0]
+        raise CmrError(f"{path}: checkpoint is for another architecture ({len(missing)} tensors missing, "
+                       f"{len(extra)} unexpected, {len(shapes)} of another shape; first: {first}) "
+                       f"than {type(model).__name__}") from None
+    model.load_state_dict(theirs)
 
 
 def config_key(config: dict) -> str:

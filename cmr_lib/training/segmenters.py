@@ -255,9 +255,13 @@ def _validator(cfg, model, val_volumes: list, run_dir, config: dict, stats: dict
     return after_step
 
 
+def run_checkpoint(record: dict) -> Path:
+    """The final.pt of the DRU-Net a run record names."""
+    return recorded_path(record["segmenter"]["checkpoint"]) / "final.pt"
+
 
 def load_run_segmenter(record: dict, cfg) -> torch.nn.Module:
     """The trained DRU-Net a run record names (its checkpoint folder's final.pt), in eval mode."""
     model = build_segmenter(cfg)
-    load_checkpoint(recorded_path(record["segmenter"]["checkpoint"]) / "final.pt", model=model)
+    load_checkpoint(run_checkpoint(record), model=model)
     return model.eval()
