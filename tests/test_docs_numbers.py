@@ -1,6 +1,6 @@
 """Every result a docs page quotes is in a file it cites (issue 35): each decimal number in a paragraph or bullet of
 docs/findings.md must appear, as a number, in a file that the same paragraph or bullet links, or be a profile's
-value (params/*.yaml), or be one of the few goals named below. So a sentence cannot drift from its file."""
+value (params/*.yaml, docs/parameters.md), or be one of the few goals named below. So a sentence cannot drift from its file."""
 import re
 from pathlib import Path
 
@@ -26,7 +26,8 @@ def _blocks(text: str) -> list[str]:
 
 def quoted_numbers_without_a_source(doc: Path) -> list[tuple[str, str]]:
     """(number, the start of its paragraph) for each decimal a paragraph quotes that no cited file holds."""
-    profiles = set().union(*(_numbers(p.read_text()) for p in (repo_root() / "params").glob("*.yaml")))
+    values = [*(repo_root() / "params").glob("*.yaml"), repo_root() / "docs" / "parameters.md"]
+    profiles = set().union(*(_numbers(p.read_text()) for p in values))
     missing = []
     for block in _blocks(doc.read_text()):
         if block.lstrip().startswith("#"):

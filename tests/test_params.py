@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from cmr_lib.core.config import Config, Section, make_config
+from cmr_lib.core.config import Config, make_config
+from cmr_lib.core.sections import PreprocessConfig
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.schema import PROFILES, load_profile, load_settings
 
@@ -96,7 +97,7 @@ def test_config_is_immutable_and_serialisable(tmp_path):
     assert d["extra"] == {"real_data_dir": str(tmp_path)} and d["output_root"] == str(tmp_path.resolve())
     assert make_config().to_dict()["output_root"] == "."          # repository paths are recorded relative
     assert cfg.figures_dir == tmp_path.resolve() / "figures"
-    assert isinstance(cfg.sizes.preprocess, Section) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 96
+    assert isinstance(cfg.sizes.preprocess, PreprocessConfig) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 96
 
 
 def test_notebook_readers_see_one_line_not_a_traceback(capsys):
@@ -184,3 +185,40 @@ def test_profiles_are_deltas_of_the_default_and_extends_resolves_names_paths_and
     (tmp_path / "f.yaml").write_text("profile: f\nextends: demo\nsegmenter: {roots: 4}\n")
     with pytest.raises(CmrError, match=r"f.yaml: unknown key 'segmenter.roots'"):
         load_profile(str(tmp_path / "f.yaml"))
+
+
+def test_typed_sections_are_the_one_default_and_derive_schema_records_and_reference(tmp_path):
+    """Issue 37: each parameter is one typed field (default, unit, meaning, validator); the validator tree, the values
+    older records lacked and docs/parameters.md are derived from the fields; demo.yaml gives only its name."""
+    import dataclasses
+    import yaml
+    from cmr_lib.core import sections
+    from cmr_lib.core.paths import repo_root
+    from cmr_lib.core.schema import PROFILE_SCHEMA, RECORD_DEFAULTS
+
+    def leaves(cls):
+        for f in dataclasses.fields(cls):
+            if "section" in f.metadata:
+                yield from leaves(f.metadata["section"])
+            else:
+                yield f
+    fields = list(leaves(sections.Profile))
+    assert len(fields) > 60 and all(callable(f.metadata["check"]) and f.metadata["meaning"] for f in fields)
+    assert PROFILE_SCHEMA["segmenter"]["select"] is next(f for f in fields if f.name == "select").metadata["check"]
+    assert RECORD_DEFAULTS["segmenter.select"] == "target" and RECORD_DEFAULTS["stylizer.rain.skips"] is False
+    assert load_profile("demo")[1] == sections.defaults()
+    assert set(yaml.safe_load((repo_root() / "params" / "demo.yaml").read_text())) == {"profile"}
+    assert (repo_root() / "docs" / "parameters.md").read_text() == sections.reference(
+        {p: load_profile(p)[1] for p in PROFILES}), "docs/parameters.md is stale: python -m cmr_lib.core.schema"
+    cfg = make_config(profile="real", setting=1, stylizer="rain")
+    sg = cfg.sizes.segmenter
+    assert isinstance(sg, sections.SegmenterConfig) and sg.batch == sg["batch"] == 8
+    assert cfg.sizes.stylizer.rain.skips is True and dict(cfg.sizes.baselines["gin"])["layers"] == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sg.batch = 3
+    (tmp_path / "anon.yaml").write_text("extends: demo\nsegmenter: {iterations: 7}\n")
+    with pytest.raises(CmrError, match=r"anon.yaml: missing key 'profile'"):
+        load_profile(str(tmp_path / "anon.yaml"))
+    (tmp_path / "bare.yaml").write_text("profile: bare\nsegmenter: {lr: 0}\n")
+    with pytest.raises(CmrError, match=r"bare.yaml: parameter 'segmenter.lr' = 0.0: must be > 0.0"):
+        load_profile(str(tmp_path / "bare.yaml"))

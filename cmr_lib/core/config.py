@@ -10,23 +10,22 @@ from pathlib import Path
 
 from cmr_lib.core.errors import CmrError, check_bool, check_int
 from cmr_lib.core.paths import data_root, default_output_root, display_path, recorded_path
+from cmr_lib.core.checks import as_int, choice, fail
 from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
     CROP_OF,
     NETWORKS,
-    SEARCHING,
     PROFILE_SCHEMA,
+    SEARCHING,
     SETTINGS,
     STYLE_FREE,
     STYLIZERS,
-    as_int,
-    choice,
-    fail,
     load_profile,
-    with_record_defaults,
     load_settings,
     validate_tree,
+    with_record_defaults,
 )
+from cmr_lib.core.sections import Profile, build
 
 
 class Section(Mapping):
@@ -70,7 +69,7 @@ class Config:
     data_dir: Path | None          # None: the built-in phantom (see `phantom_dir`)
     c0_spacing: str                # 'header', or 'lge' for the cropped MS-CMRSeg copy (see data.sources.detect_layout)
     output_root: Path
-    sizes: Section
+    sizes: Profile                 # the profile's typed sections (core.sections): cfg.sizes.segmenter.batch
     setting_spec: Section
     extra: Section = field(default_factory=lambda: Section({}))
     split: Section = field(default_factory=lambda: Section({}))   # train/val/test_patients given by the user
@@ -137,7 +136,7 @@ class Config:
         out = (Path(output_root).expanduser().resolve() if output_root is not None
                else default_output_root(c["profile"], data))
         return cls(profile=c["profile"], setting=int(c["setting"]), stylizer=c["stylizer"], seed=int(c["seed"]),
-                   data_dir=data, c0_spacing=c["c0_spacing"], output_root=out, sizes=Section(sizes),
+                   data_dir=data, c0_spacing=c["c0_spacing"], output_root=out, sizes=build(sizes),
                    setting_spec=Section(c["setting_spec"]), extra=Section(c.get("extra") or {}),
                    split=Section(c.get("split") or {}))
 
@@ -356,5 +355,5 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
                                ("val", _patients("val_patients", val_patients)),
                                ("test", _patients("test_patients", test_patients))) if v is not None}
     return Config(profile=name, setting=setting, stylizer=stylizer, seed=seed, data_dir=data,
-                  c0_spacing=c0_spacing, output_root=out, sizes=Section(sizes),
+                  c0_spacing=c0_spacing, output_root=out, sizes=build(sizes),
                   setting_spec=Section(load_settings()[setting]), extra=Section(extra), split=Section(split))

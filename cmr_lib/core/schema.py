@@ -1,19 +1,21 @@
-"""Profiles and Table 1 as validated data: the key tree every profile must have, a validator per leaf.
+"""Profiles and Table 1 as validated data: the key tree every profile has, a validator per leaf (from core.sections).
 
-Profiles (`params/{smoke,demo,paper,real,real-ref}.yaml`, or a path to a YAML file with the same keys) set sizes and
-iteration counts only. `params/settings.yaml` is the paper's Table 1 as data. A wrong value is a
+Profiles (`params/{smoke,demo,paper,real,real-ref}.yaml`, or a path to a YAML file of one's own) set sizes and
+iteration counts only, as deltas of the typed defaults. `params/settings.yaml` is the paper's Table 1 as data. A wrong value is a
 one-line CmrError naming the parameter and what is allowed.
 """
 from __future__ import annotations
 
 import copy
 import os
-import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
+from cmr_lib.core import sections
+from cmr_lib.core.checks import choice, fail
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file, repo_root
 
@@ -27,210 +29,13 @@ APPEARANCE_BASELINES = ("histmatch", "intensity", "gin", "slaug")
 STYLE_FREE = ("intensity", "gin", "slaug")    # the baselines that need no style image (setting 0, or after a stylizer)
 REMAPS = ("intensity", "gin")                 # of those, the ones that remap each image alone (training.augment)
 SETTINGS = (0, 1, 2, 3)
-# how a DRU-Net's checkpoint is chosen: on held-out labelled bSSFP (no target label seen), the last one, or on the
-# LGE validation patients' labels (the paper's protocol: those patients are then no clean test)
-SELECT_RULES = ("source", "last", "target")
 SEQUENCES = ("C0", "LGE", "T2")
 
 
-# ---------------------------------------------------------------------------------------------
-# small validators: each returns the cleaned value or raises CmrError naming `name`
-
-def fail(name, value, why):
-    raise CmrError(f"parameter '{name}' = {value!r}: {why}")
-
-
-def as_int(name, value, *, minimum=None):
-    if isinstance(value, bool):
-        fail(name, value, "must be an integer")
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        fail(name, value, "must be an integer")
-    if minimum is not None and value < minimum:
-        fail(name, value, f"must be >= {minimum}")
-    return value
-
-
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def as_float(name, value, *, minimum=None, maximum=None, strict_min=False):
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        value = float(value)         # YAML 1.1 reads `lr: 1e-3` (no dot) as a string, not a number
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(name, value, "must be a number")
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        fail(name, value, "must be finite")
-    if minimum is not None and (value <= minimum if strict_min else value < minimum):
-        fail(name, value, f"must be {'>' if strict_min else '>='} {minimum}")
-    if maximum is not None and value > maximum:
-        fail(name, value, f"must be <= {maximum}")
-    return value
-
-
-def choice(name, value, allowed):
-    if value not in allowed:
-        fail(name, value, "choose one of " + ", ".join(repr(a) for a in allowed))
-    return value
-
-
-def _pos_int(name, v):
-    return as_int(name, v, minimum=1)
-
-
-def _opt_pos_int(name, v):
-    return None if v is None else as_int(name, v, minimum=1)
-
-
-def _opt_pos_float(name, v):
-    return None if v is None else as_float(name, v, minimum=0.0, strict_min=True)
-
-
-def _flag(name, v):
-    return v if isinstance(v, bool) else fail(name, v, "must be true or false")
-
-
-def _nonneg_float(name, v):
-    return as_float(name, v, minimum=0.0)
-
-
-def _probability(name, v):
-    return as_float(name, v, minimum=0.0, maximum=1.0)
-
-
-def _fraction(name, v):
-    return as_float(name, v, minimum=0.0, maximum=0.5)
-
-
-def _percentiles(name, v):
-    if not (isinstance(v, (list, tuple)) and len(v) == 2):
-        fail(name, v, "must be a pair [low, high]")
-    lo, hi = (as_float(name, x, minimum=0.0, maximum=100.0) for x in v)
-    if lo >= hi:
-        fail(name, v, "low must be below high")
-    return [lo, hi]
-
-
-def _scale_range(name, v):
-    if not (isinstance(v, (list, tuple)) and len(v) == 2):
-        fail(name, v, "must be a pair [min, max]")
-    lo, hi = (as_float(name, x, minimum=0.0, strict_min=True) for x in v)
-    if lo > hi:
-        fail(name, v, "min must not exceed max")
-    return [lo, hi]
-
-
-def _safe_name(name, v):
-    """A profile name becomes part of folder and run names: letters, digits, '_' and '-' only (no '..', '/')."""
-
-
-    if not (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", v)):
-        fail(name, v, "must be a plain name (letters, digits, '_', '-'); it names result folders")
-    return v
-
-
-def _encoder_weights(name, v):
-    if isinstance(v, str) and (v in ("auto", "imagenet", "random", "mr") or v.endswith((".pth", ".pt"))):
-        return v
-    fail(name, v, "choose 'auto', 'imagenet', 'random', 'mr' or a path to a .pth file")
-
-
-def _odd_kernel(name, v):
-    v = as_int(name, v, minimum=1)
-    if v % 2 == 0:
-        fail(name, v, "must be odd (3, 5, 7, ...)")
-    return v
-
-
-def _odd_kernels(name, v):
-    if not (isinstance(v, (list, tuple)) and v):
-        fail(name, v, "must be a non-empty list of odd kernel sizes")
-    return [_odd_kernel(name, k) for k in v]
-
-
-# The key tree every profile must have, with a validator per leaf.
-PROFILE_SCHEMA = {
-    "profile": lambda n, v: _safe_name(n, v),
-    "data": {
-        "phantom_patients": _pos_int,
-        "phantom_seed": lambda n, v: as_int(n, v, minimum=0),
-        "calibration_patients": _opt_pos_int,
-    },
-    "preprocess": {
-        "spacing_mm": _opt_pos_float,
-        "percentiles": _percentiles,
-        "normalise_fov_mm": _opt_pos_float,
-        "test_crop": lambda n, v: choice(n, v, ("image", "heart")),
-        "crop": {"rain": _pos_int, "adaconv": _pos_int, "none": _pos_int},
-    },
-    "augment": {
-        "probability": _probability,
-        "scale": _scale_range,
-        "rotation_deg": _nonneg_float,
-        "translation": _fraction,
-        "shear_deg": _nonneg_float,
-    },
-    "stylizer": {
-        "encoder_weights": _encoder_weights,
-        "offline_fallback": lambda n, v: choice(n, v, ("random", "mr")),
-        "encoder_width": lambda n, v: as_float(n, v, minimum=0.0, maximum=1.0, strict_min=True),
-        "batch": _pos_int,
-        "iterations": _pos_int,
-        "checkpoint_every": _pos_int,
-        "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
-        "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
-        "warm_start": _flag,
-        "rain": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
-                 "kl_weight": _nonneg_float, "rec_weight": _nonneg_float, "detail_weight": _nonneg_float,
-                 "intensity_weight": _nonneg_float,
-                 "skips": _flag, "grain": _flag},
-        "adaconv": {"lr_decay": _nonneg_float, "content_weight": _nonneg_float, "style_weight": _nonneg_float,
-                    "kernel_size": lambda n, v: _odd_kernel(n, v), "style_dim": _pos_int,
-                    "detail_weight": _nonneg_float, "intensity_weight": _nonneg_float,
-                    "skips": _flag, "grain": _flag},
-        "explore": {"step": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
-                    "rule": lambda n, v: choice(n, v, ("asm", "sign", "plain"))},
-        "autoencoder": {"iterations": _pos_int, "batch": _pos_int,
-                        "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True)},
-    },
-    "segmenter": {
-        "depth": lambda n, v: as_int(n, v, minimum=2),
-        "root": _pos_int,
-        "head_relu": _flag,
-        "batch": _pos_int,
-        "iterations": _pos_int,
-        "checkpoint_every": _pos_int,
-        "lr": lambda n, v: as_float(n, v, minimum=0.0, strict_min=True),
-        "lr_halve_every": _pos_int,
-        "val_every": _pos_int,
-        "select": lambda n, v: choice(n, v, SELECT_RULES),
-        "select_patients": _pos_int,
-        "ce_weight": _nonneg_float,
-        "dice_weight": _nonneg_float,
-        "precision": lambda n, v: choice(n, v, ("auto", "bf16", "fp32")),
-    },
-    "baselines": {
-        "intensity": {"control_points": lambda n, v: as_int(n, v, minimum=0), "gamma": _scale_range,
-                      "contrast": _scale_range},
-        "gin": {"layers": lambda n, v: as_int(n, v, minimum=2), "channels": _pos_int,
-                "kernel_sizes": _odd_kernels},
-    },
-    "reproduce": {"seeds": _pos_int},
-    "analysis": {"hist_bins": _pos_int, "examples": _pos_int},
-}
-
-
-# Keys added after run records were first written, with the value that means what those records did.
-RECORD_DEFAULTS = {"preprocess.normalise_fov_mm": None, "preprocess.test_crop": "image",
-                   "segmenter.select": "target", "segmenter.select_patients": 5,
-                   "stylizer.rain.detail_weight": 0.0, "stylizer.rain.skips": False,
-                   "stylizer.rain.intensity_weight": 0.0, "stylizer.adaconv.detail_weight": 0.0,
-                   "stylizer.adaconv.intensity_weight": 0.0, "stylizer.adaconv.skips": False,
-                   "stylizer.rain.grain": False, "stylizer.adaconv.grain": False}
+# The key tree every profile has, with a validator per leaf, and the values older run records lacked: both derived
+# from the typed sections (core.sections), where each parameter is defined once.
+PROFILE_SCHEMA = sections.schema_of()
+RECORD_DEFAULTS = sections.record_defaults()
 
 
 def with_record_defaults(sizes: Mapping) -> dict:
@@ -322,10 +127,14 @@ def profile_tree(path: Path, seen=()) -> dict:
 
 
 def load_profile(profile: str) -> tuple[str, dict]:
-    """Return (name, validated sizes) of a profile name in PROFILES or a path to a profile YAML file; a profile may
-    say `extends: <name or path>` and give only the keys that differ."""
+    """Return (name, validated sizes) of a profile name in PROFILES or a path to a profile YAML file. A profile gives
+    only what differs from the typed defaults (core.sections, the demo profile) or from the profile it
+    `extends: <name or path>`."""
     path = profile_path(profile)
-    tree = validate_tree(profile_tree(path), PROFILE_SCHEMA, str(path))
+    own = load_yaml(path)
+    if isinstance(own, Mapping) and "profile" not in own:
+        raise CmrError(f"{path}: missing key 'profile' (each profile names itself: the name names its result folders)")
+    tree = validate_tree(merged(sections.defaults(), profile_tree(path)), PROFILE_SCHEMA, str(path))
     return tree["profile"], tree
 
 
@@ -348,3 +157,13 @@ def load_settings() -> dict[int, dict]:
             choice(f"settings.{key}.style_pairing", spec["style_pairing"], ("random", "same_patient_level"))
         out[int(key)] = dict(spec)
     return out
+
+
+def main(argv=None) -> int:
+    """Print docs/parameters.md: every profile key with its default, unit, meaning and each profile's value."""
+    sys.stdout.write(sections.reference({p: load_profile(p)[1] for p in PROFILES}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
