@@ -354,7 +354,7 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     md = cross.cross_markdown(df)
     assert "| phantom (own test) (1 pat.) DC |" in md and "| phantom (2 pat.) DC |" in md
     # several seeds of a row: every network is scored and a cell is the mean over seeds, as in Table 2
-    other_seed = copy.deepcopy(run.record)
+    other_seed = copy.deepcopy(run.record.to_dict())
     other_seed["seed"] = 1
     other_seed["summary"]["test"]["dice"]["AVG"] = run.record["summary"]["test"]["dice"]["AVG"] - 0.1
     df2 = rebuild.cross_dataset([run.record, other_seed], own, others, output_root=tmp_path)

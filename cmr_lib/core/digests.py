@@ -56,6 +56,15 @@ def _save_disk_cache() -> None:
         pass
 
 
+def fingerprint(*parts, length: int = 16) -> str:
+    """The one identity hash: the SHA-256 (first `length` hex digits) of the parts in order, bytes as they are and
+    anything else as sorted JSON. Checkpoint folders, run inputs and make reproduce's steps are all named by it."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:length]
+
+
 def file_digest(path) -> str:
     """SHA-256 of a file's bytes (hex), cached by path, size, modification time and inode."""
     path = Path(path).resolve()
@@ -88,11 +97,8 @@ def folder_digest(folder) -> str:
     if folder is None or not Path(folder).is_dir():
         return ""
     folder = Path(folder)
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and not f.name.startswith("."):
-            h.update(f"{f.relative_to(folder)}\0{file_digest(f)}\n".encode())
-    return h.hexdigest()
+    return fingerprint(*(f"{f.relative_to(folder)}\0{file_digest(f)}\n".encode() for f in sorted(folder.rglob("*"))
+                         if f.is_file() and not f.name.startswith(".")), length=64)
 
 
 # ---------------------------------------------------------------------------------------------

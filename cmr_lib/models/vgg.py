@@ -11,7 +11,6 @@ synthesis); or 'auto' (imagenet when available, else the offline fallback chosen
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cmr_lib.core import digests
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file
 
@@ -141,11 +141,7 @@ def imagenet_available(*, allow_download: bool) -> bool:
 
 def file_digest(path) -> str:
     """First 16 hex digits of a file's SHA-256 (recorded with the weights used)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return digests.file_digest(path)[:16]
 
 
 def load_weights_file(encoder: VGGEncoder, path) -> VGGEncoder:

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cmr_lib.core.atomic import read_json, write_text
+from cmr_lib.core.atomic import write_text
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.records import RunRecord
 from cmr_lib.core.grid import STYLIZER_NAMES, row_key, table_rows, uses_epsilon
 from cmr_lib.evaluation.evaluate import STRUCTURES
 
@@ -33,13 +34,10 @@ def load_runs(results_dir, *, profile: str | None = None, seed: int | list | Non
     seeds = None if seed is None else (list(seed) if isinstance(seed, (list, tuple)) else [seed])
     records = []
     for path in sorted(runs_dir.glob("*/run.json")):
-        rec = read_json(path, "run record")
-        if not isinstance(rec, dict) or not {"setting", "stylizer", "summary", "profile", "data"} <= set(rec):
-            raise CmrError(f"{path}: not a run record (needs setting, stylizer, summary, profile and data)")
+        rec = RunRecord.read(path)
         variant = rec.get("config", {}).get("extra", {}).get("kernel_size") is not None   # notebook 07's rows
         if (profile is None or rec["profile"] == profile) and (seeds is None or rec.get("seed") in seeds) \
                 and (data_root is None or str(rec["data"].get("root")) == str(data_root)) and not variant:
-            rec["_path"] = str(path)
             records.append(rec)
     if not records and not required:
         return []

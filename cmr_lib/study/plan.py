@@ -4,7 +4,6 @@ results/reproduce.json. The engines are in study.reproduce (built-in) and workfl
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 from cmr_lib.core.atomic import remove_stale_temporaries, write_json
-from cmr_lib.core.digests import folder_digest, read_step_files
+from cmr_lib.core.digests import fingerprint as digest_of, folder_digest, read_step_files
 from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError, check_int
 from cmr_lib.core.grid import reproduce_rows, table_rows, uses_epsilon
@@ -141,12 +140,10 @@ def shared_inputs(cfg, *, t2_dir=None) -> dict:
     file's SHA-256: the data folder or phantom, the T2 folder, and the real sample sets that notebooks 01, 06
     and 07 show beside the run's own). Computed once per `make reproduce`; `step_inputs` picks each step's part."""
     root = repo_root()
-    code = hashlib.sha256()
-    for path in sorted((root / "cmr_lib").rglob("*.py")):
-        code.update(str(path.relative_to(root)).encode())
-        code.update(path.read_bytes())
+    code = digest_of(*(part for path in sorted((root / "cmr_lib").rglob("*.py"))
+                       for part in (str(path.relative_to(root)).encode(), path.read_bytes())), length=64)
     params = {name: load_yaml(root / "params" / name) for name in DATA_FILES}
-    return {"code": code.hexdigest(), "params": params, "profile": cfg.sizes.to_dict(),
+    return {"code": code, "params": params, "profile": cfg.sizes.to_dict(),
             "data": folder_digest(cfg.data_dir or cfg.phantom_dir), "t2": folder_digest(t2_dir),
             "shown_beside": {k: folder_digest(v) for k, v in sorted(find_real_data().items())}}
 
@@ -164,11 +161,7 @@ def step_inputs(nb: str, shared: dict) -> dict:
 def fingerprint(nb: Path | None, parameters: dict, inputs) -> str:
     """What a step's result depends on: its notebook (None for library steps), its parameters and its inputs
     (step_inputs); a step is rerun when any of these changed."""
-    h = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode())
-    if nb is not None:
-        h.update(Path(nb).read_bytes())
-    h.update(json.dumps(inputs, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
+    return digest_of(parameters, *([Path(nb).read_bytes()] if nb is not None else []), inputs)
 
 
 def prepare(what: str, parameters: dict) -> None:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cmr_lib.core.atomic import read_json
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.paths import repo_root
+from cmr_lib.core.records import RunRecord
 from cmr_lib.core.schema import with_record_defaults
 from cmr_lib.data.nifti import Volume, case_name, read_image, write_label
 from cmr_lib.data.sources import canonical_sequence
@@ -79,7 +79,7 @@ def resolve_model(spec: str | None) -> Path:
             if (path / name).is_file():
                 return path / name
         if (path / "run.json").is_file():
-            return run_checkpoint(read_json(path / "run.json"))
+            return run_checkpoint(RunRecord.read(path / "run.json"))
         raise CmrError(f"{path}: a folder without final.pt, model.pt or run.json: not a trained model")
     if (MODELS / spec / "model.pt").is_file():
         return MODELS / spec / "model.pt"

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cmr_lib.core.atomic import atomic_path, read_json, write_json
+from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.config import check_epsilon_iterations
 from cmr_lib.core.errors import CmrError, check_bool
 from cmr_lib.core.paths import display_path, recorded_path, repo_root
+from cmr_lib.core.records import RunRecord
 from cmr_lib.data.slices import heart_extent
 from cmr_lib.data.sources import CMRSource, source_for
 from cmr_lib.data.splits import run_split
@@ -105,7 +106,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     split = run_split(cfg, source)                    # once per run, passed down
     described = _described(cfg, source, split, eps, include_original)
     record_path = run_dir / "run.json"
-    old = read_json(record_path, "run record") if record_path.is_file() else None
+    old = RunRecord.read(record_path) if record_path.is_file() else None
     for part in ("test", "val"):
         source.check(split[part], "LGE")                    # a bad LGE volume stops the run before training
     ts, seg = _trained(cfg, source, split, eps, include_original, timings, progress)
@@ -123,7 +124,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     record = _record(cfg, name, described, inputs, split, seg, ts, scored, timings, run_dir)
-    write_json(record_path, record)
+    record.write(record_path)
     return SettingRun(run_dir, record, seg, ts)
 
 
@@ -168,13 +169,13 @@ def _still_valid(old: dict | None, inputs: dict, record_path: Path) -> bool:
 
 
 def _record(cfg, name: str, described: dict, inputs: dict, split: dict, seg, ts, scored: dict, timings: dict,
-            run_dir: Path) -> dict:
+            run_dir: Path) -> RunRecord:
     """run.json: what the run is, how its networks were trained and chosen, and its scores per part."""
     test_df, unlabelled = scored[("test", "none")]
     val_df = scored[("val", "none")][0]
     parts = sorted({part for part, _ in scored}, key=("test", "val").index)
     hist, info = seg.history, seg.info
-    return {
+    return RunRecord.from_dict({
         "run_name": name, **described, "inputs": inputs, "seed": cfg.seed, "profile": cfg.profile, "setting": cfg.setting,
         "setting_name": cfg.setting_spec.name, "stylizer": cfg.stylizer, "baseline": cfg.baseline,
         "git": _git_commit(), "versions": _versions(),
@@ -203,7 +204,7 @@ def _record(cfg, name: str, described: dict, inputs: dict, split: dict, seg, ts,
         # the same predictions with each structure reduced to its largest connected component (nnU-Net's)
         "metrics_largest_component": {p: scored[(p, "largest_component")][0].to_dict("records") for p in parts},
         "summary_largest_component": {p: table2_summary(scored[(p, "largest_component")][0]) for p in parts},
-    }
+    }, run_dir / "run.json")
 
 
 def run_inputs(cfg, source: CMRSource, split: dict, seg: TrainedSegmenter, ts: TrainedStylizer | None, *, eps: int,

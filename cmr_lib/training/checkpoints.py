@@ -8,8 +8,6 @@ Checkpoints hold state_dict + optimizer + step + config, are written atomically 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 import re
 import time
@@ -21,7 +19,7 @@ from tqdm.auto import tqdm
 
 from cmr_lib.core.atomic import atomic_path, read_json, write_json, write_text
 from cmr_lib.core.device import check_cores
-from cmr_lib.core.digests import files_digest, note_step_file, reusable
+from cmr_lib.core.digests import files_digest, fingerprint, note_step_file, reusable
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file
 from cmr_lib.data.slices import SliceDataset
@@ -81,8 +79,8 @@ def load_weights(model, state: dict, path) -> None:
 
 
 def config_key(config: dict) -> str:
-    """A short stable hash of a JSON-able configuration (names run folders)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    """A short stable hash of a JSON-able configuration (names run folders): the one fingerprint, cut to 10 digits."""
+    return fingerprint(config, length=10)
 
 
 def data_fingerprint(source: CMRSource, patients: dict) -> dict:
