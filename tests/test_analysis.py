@@ -331,7 +331,7 @@ def test_the_baseline_reading_says_which_wins_and_by_how_much():
     assert "Adding intensity to RAIN in setting 3: +0.040 Dice (significant" in text
 
 
-def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, tmp_path):
+def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, tmp_path, monkeypatch):
     from cmr_lib.core.config import make_config
     from cmr_lib.data import phantom
     from cmr_lib.data.sources import open_source
@@ -353,6 +353,13 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
     assert 0.0 <= df["phantom DC"].iloc[0] <= 1.0
     md = cross.cross_markdown(df)
     assert "| phantom (own test) (1 pat.) DC |" in md and "| phantom (2 pat.) DC |" in md
+    # each run's scores are cached beside its run.json: a second table loads no network and runs no inference
+    cache = run.run_dir / "cross_phantom.json"
+    assert json.loads(cache.read_text())["patients"] == [3, 4]
+    with monkeypatch.context() as m:
+        m.setattr(rebuild, "load_run_segmenter", lambda *a: pytest.fail("the cached scores were not used"))
+        again = rebuild.cross_dataset([run.record], own, others, output_root=tmp_path)
+    pd.testing.assert_frame_equal(again, df)
     # several seeds of a row: every network is scored and a cell is the mean over seeds, as in Table 2
     other_seed = copy.deepcopy(run.record.to_dict())
     other_seed["seed"] = 1

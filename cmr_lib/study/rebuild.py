@@ -1,5 +1,6 @@
 """What the report shows but must compute from trained networks (so the report layer itself only reads records and
-files): each row's networks scored on the other data sets (cross_dataset, notebook 06's cross-dataset table), and
+files): each row's networks scored on the other data sets (cross_dataset, notebook 06's cross-dataset table; each
+run's scores cached beside its run.json), and
 the images a run's network trained on, rebuilt from its record (run_training_examples; Fig. 8's
 setting_histograms)."""
 from __future__ import annotations
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cmr_lib.core.atomic import read_json, write_json
 from cmr_lib.core.config import Config
+from cmr_lib.core.digests import fingerprint
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import STYLIZER_NAMES, label, table_rows, uses_epsilon
 from cmr_lib.core.paths import recorded_path
@@ -25,6 +28,7 @@ from cmr_lib.report.plots import row_colours
 from cmr_lib.report.stats import case_means
 from cmr_lib.report.tables import by_row, first_run_per_row, part_of
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_examples
+from cmr_lib.training.checkpoints import data_fingerprint
 from cmr_lib.training.segmenters import load_run_segmenter
 from cmr_lib.training.stylizers import train_stylizer
 
@@ -39,8 +43,8 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
     present = [k for k in (table_rows("table2") if rows is None else rows) if k in groups]
     if not present:
         raise CmrError("no run matches a row of the table")
-    volumes = {name: [src.load(p, "LGE", label="require") for p in scored_patients(src)]
-               for name, src in others.items()}                     # read once, scored by every network
+    sets = {name: (src, scored_patients(src)) for name, src in others.items()}
+    volumes = {}                                                     # read once, when a network must score them
     own_name = DATA_NAMES.get(own.name, own.name)
     counts, out, per_patient = {}, [], {}
     for key in present:
@@ -52,12 +56,12 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
                "epsilon": key[2] if uses_epsilon(key[1]) else None, "seeds": len(recs),
                f"{own_col} DC": np.mean([_num(r["summary"][part]["dice"]["AVG"]) for r in recs]),
                f"{own_col} HD": np.mean([_num(r["summary"][part]["hd"]["AVG"]) for r in recs])}
-        scored = {name: [] for name in volumes}
+        scored = {name: [] for name in sets}
         for rec in recs:
             cfg = Config.from_record(rec, output_root=output_root)
-            model = load_run_segmenter(rec, cfg)
-            for name, vols in volumes.items():
-                df, _ = score_volumes(model, vols, cfg)
+            model = []
+            for name, (src, patients) in sets.items():
+                df = cross_scores(rec, cfg, name, src, patients, model, volumes)
                 counts[name] = int(df["case"].nunique())
                 m = summarize(df)
                 scored[name].append((float(m.loc["dice", "AVG"]), float(m.loc["hd", "AVG"]), case_means(df)))
@@ -71,6 +75,34 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
     df.attrs["patients"] = counts
     df.attrs["per_patient"] = per_patient          # {data set: {row key: Dice AVG per patient}} for cross_tests
     return df
+
+
+def cross_scores(record, cfg, name: str, src, patients: list[int], model: list, volumes: dict) -> pd.DataFrame:
+    """One run's per-case scores on another data set's labelled LGE, cached beside its run.json
+    (cross_<name>.json) under the fingerprint of its network, the preprocessing and the scored files by content: a
+    second notebook 06 reads them instead of running inference again. `model` (a list of at most one network)
+    and `volumes` (name -> loaded volumes) are filled on first need and shared by the caller's loop."""
+    key = fingerprint({"segmenter": (record.get("segmenter") or {}).get("checkpoint"),
+                       "preprocess": cfg.sizes.preprocess.to_dict(), "postprocess": "none",
+                       "data": data_fingerprint(src, {"cross": ("LGE", patients)})})
+    where = Path(record["_path"]).parent / f"cross_{_safe(name)}.json" if "_path" in record else None
+    if where is not None and where.is_file():
+        cached = read_json(where, "cross-dataset scores")
+        if isinstance(cached, dict) and cached.get("key") == key:
+            df = pd.DataFrame(cached["metrics"])
+            return df.astype({c: float for c in df.columns if c not in ("case", "structure")})   # null -> NaN
+    if not model:
+        model.append(load_run_segmenter(record, cfg))
+    if name not in volumes:
+        volumes[name] = [src.load(p, "LGE", label="require") for p in patients]
+    df, _ = score_volumes(model[0], volumes[name], cfg)
+    if where is not None:
+        write_json(where, {"key": key, "data": name, "patients": list(patients), "metrics": df.to_dict("records")})
+    return df
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def _num(v) -> float:
