@@ -51,7 +51,7 @@ ARGS = $(call opt,--profile,PROFILE) $(call opt,--data,DATA) $(call opt,--seed,S
 CORES ?= $(shell $(PYTHON) -c "import os; print(os.cpu_count() or 1)")
 ## One make reproduce per output folder at a time (a second is refused); FORCE=1 also retrains every network.
 reproduce: $(STAMP)
-	$(BIN)/python -m cmr_lib.study.reproduce $(ARGS) $(if $(call v,FORCE),--force) \
+	$(BIN)/python -m cmr_lib.pipeline.reproduce $(ARGS) $(if $(call v,FORCE),--force) \
 	  --engine $(if $(filter builtin,$(ENGINE)),builtin,snakemake) --cores $(call q,$(CORES))
 
 ## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile. The unit tests run on

@@ -30,7 +30,7 @@ from profile_row import save  # noqa: E402
 from cmr_lib.core.errors import CmrError  # noqa: E402
 from cmr_lib.core.grid import label, table_rows  # noqa: E402
 from cmr_lib.report.tables import row_values, by_row, load_runs  # noqa: E402
-from cmr_lib.study.plan import read_ledger, seed_of  # noqa: E402
+from cmr_lib.pipeline.plan import read_ledger, seed_of  # noqa: E402
 
 METRICS = ("DC AVG", "HD AVG")
 

@@ -48,7 +48,7 @@ has tests && part cuda_tests "${TESTS_LIMIT:-150}" $PY -m pytest -q -m cuda test
 has smoke || exit 0
 SMOKE=/tmp/cmr_gpu_smoke
 rm -rf "$SMOKE" && mkdir -p "$SMOKE"
-part smoke_reproduce "${SMOKE_LIMIT:-240}" $PY -m cmr_lib.study.reproduce --profile smoke --jobs 4 --output-root "$SMOKE"
+part smoke_reproduce "${SMOKE_LIMIT:-240}" $PY -m cmr_lib.pipeline.reproduce --profile smoke --jobs 4 --output-root "$SMOKE"
 cp "$SMOKE/results/reproduce.json" "$OUT/smoke_reproduce.json" 2>/dev/null
 cp "$SMOKE/results/table2.md" "$OUT/smoke_table2.md" 2>/dev/null
 exit 0

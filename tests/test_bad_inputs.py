@@ -341,8 +341,8 @@ def _truncated_record_in_a_run(d, phantom):
 
 
 def _second_reproduce(d):
-    from cmr_lib.study import reproduce as rp
-    from cmr_lib.study.plan import output_lock
+    from cmr_lib.pipeline import reproduce as rp
+    from cmr_lib.pipeline.plan import output_lock
     cfg = make_config(profile="smoke", output_root=d / "out")
     nb = d / "x.ipynb"
     nb.write_text("{}")
@@ -521,8 +521,8 @@ def _cli(*args):
     (("cmr_lib.evaluation.evaluate", "{d}/pred", "{d}/gt", "--out", "{d}/gt/patient1_LGE_manual.nii.gz"),
      "--out is one of the input files"),
     (("cmr_lib.evaluation.evaluate", "{d}/pred", "{d}/gt", "--out", "{d}/pred"), "--out is a folder"),
-    (("cmr_lib.study.reproduce", "--profile", "huge"), "huge"),
-    (("cmr_lib.study.reproduce", "--jobs", "0"), "'jobs' = 0"),
+    (("cmr_lib.pipeline.reproduce", "--profile", "huge"), "huge"),
+    (("cmr_lib.pipeline.reproduce", "--jobs", "0"), "'jobs' = 0"),
 ])
 def test_clis_exit_nonzero_with_one_line(tmp_path, args, message):
     for sub in ("pred", "gt"):

@@ -72,7 +72,7 @@ def _notebook(path, code):
 
 REPRODUCE = """
 import sys
-from cmr_lib.study.reproduce import reproduce
+from cmr_lib.pipeline.reproduce import reproduce
 steps = [("a", sys.argv[1], {}), ("b", sys.argv[2], {})]
 reproduce("smoke", steps_list=steps, output_root=sys.argv[3])
 """

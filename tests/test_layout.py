@@ -4,7 +4,7 @@ import ast
 from cmr_lib.core.paths import repo_root
 
 # lowest first: a module may import its own layer and the layers below it, never one above
-LAYERS = ["core", "data", "models", "evaluation", "training", "report", "study"]
+LAYERS = ["core", "data", "models", "evaluation", "training", "report", "study", "pipeline"]
 LIB = repo_root() / "cmr_lib"
 MODULES = sorted(p for p in LIB.rglob("*.py") if p.name != "__init__.py")
 

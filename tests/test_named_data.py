@@ -8,7 +8,7 @@ from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import detect_c0_spacing, epicardial_diameter_px, resolve_data
-from cmr_lib.study import reproduce as rp
+from cmr_lib.pipeline import reproduce as rp
 
 
 def _copy(folder, *, c0_mm, lge_mm=0.75, t2=False, patients=(1, 2)):

@@ -7,7 +7,7 @@ import pytest
 from cmr_lib.core import device as devices
 from cmr_lib.core import grid
 from cmr_lib.core.errors import CmrError
-from cmr_lib.study import reproduce as rp
+from cmr_lib.pipeline import reproduce as rp
 
 
 def _notebook(path, code):
@@ -155,7 +155,7 @@ def test_a_killed_step_says_it_was_killed(tmp_path):
     import signal
     import subprocess
 
-    from cmr_lib.study.execution import exit_reason, finish_notebook, start_notebook
+    from cmr_lib.pipeline.execution import exit_reason, finish_notebook, start_notebook
     nb = _notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
     proc, tmp, log = start_notebook(nb, tmp_path / "out" / "slow.ipynb", {})
     try:
@@ -173,7 +173,7 @@ def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatc
     a 'python3' kernel that exits on its first start must cost a retry, not the step."""
     import sys
 
-    from cmr_lib.study.execution import finish_notebook, start_notebook
+    from cmr_lib.pipeline.execution import finish_notebook, start_notebook
     flag, spec = tmp_path / "started_once", tmp_path / "jupyter" / "kernels" / "python3"
     spec.mkdir(parents=True)
     (spec / "flaky.py").write_text(
@@ -201,7 +201,7 @@ def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatc
 def test_only_a_kernel_start_failure_is_retried():
     from nbclient.exceptions import DeadKernelError
 
-    from cmr_lib.study.execution import execute_with_retry
+    from cmr_lib.pipeline.execution import execute_with_retry
     calls = []
 
     def flaky(*args, **kwargs):

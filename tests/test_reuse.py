@@ -24,7 +24,7 @@ from cmr_lib.core.digests import FORCE_ENV, STEP_FILES_ENV, read_step_files
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.sources import open_source
-from cmr_lib.study import reproduce as rp
+from cmr_lib.pipeline import reproduce as rp
 from cmr_lib.study.runs import run_setting
 
 
@@ -264,15 +264,15 @@ def test_the_download_command_refuses_to_replace_a_users_file_without_force(tmp_
 
 def test_make_reproduce_keeps_one_engine_per_output_folder_on_the_command_line(tmp_path):
     """The module's command line: --engine snakemake is refused like the built-in one while the folder is locked."""
-    from cmr_lib.study.plan import output_lock
+    from cmr_lib.pipeline.plan import output_lock
     nb = _notebook(tmp_path / "a.ipynb", "x = 1")
     (tmp_path / "steps.json").write_text(json.dumps([["a", str(nb), {}]]))
     args = ["--profile", "smoke", "--output-root", str(tmp_path / "out"), "--steps-file", str(tmp_path / "steps.json")]
     with output_lock(make_config(profile="smoke", output_root=tmp_path / "out")):
-        run = subprocess.run([sys.executable, "-m", "cmr_lib.study.reproduce", *args, "--engine", "snakemake"],
+        run = subprocess.run([sys.executable, "-m", "cmr_lib.pipeline.reproduce", *args, "--engine", "snakemake"],
                              capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "another make reproduce is writing here (pid" in run.stderr, run.stderr
-    run = subprocess.run([sys.executable, "-m", "cmr_lib.study.reproduce", *args, "--engine", "snakemake",
+    run = subprocess.run([sys.executable, "-m", "cmr_lib.pipeline.reproduce", *args, "--engine", "snakemake",
                           "--cores", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert json.loads((tmp_path / "out" / "results" / "reproduce.json").read_text())["engine"] == "snakemake"

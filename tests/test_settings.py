@@ -242,7 +242,7 @@ def test_another_configuration_remakes_the_run_and_a_key_it_does_not_read_reuses
 @pytest.mark.parametrize("setting, stylizer", [(0, "rain"), (3, "adaconv")])
 def test_settings_notebook_runs_under_papermill(tmp_path, setting, stylizer):
     from cmr_lib.core.paths import repo_root
-    from cmr_lib.study.execution import execute_with_retry
+    from cmr_lib.pipeline.execution import execute_with_retry
     execute_with_retry(repo_root() / "notebooks" / "05_settings.ipynb", tmp_path / "out.ipynb",
                        {"profile": "smoke", "setting": setting, "stylizer": stylizer, "output_root": str(tmp_path)},
                        repo_root())
@@ -259,7 +259,7 @@ def test_settings_notebook_stops_with_one_line_on_a_bad_parameter(tmp_path, name
     import papermill as pm
 
     from cmr_lib.core.paths import repo_root
-    from cmr_lib.study.execution import execute_with_retry
+    from cmr_lib.pipeline.execution import execute_with_retry
     with pytest.raises(pm.PapermillExecutionError) as err:
         execute_with_retry(repo_root() / "notebooks" / "05_settings.ipynb", tmp_path / "o.ipynb",
                            {"profile": "smoke", name: value, "output_root": str(tmp_path)}, repo_root())

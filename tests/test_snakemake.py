@@ -13,7 +13,7 @@ from test_reproduce import _notebook
 
 from cmr_lib.core import grid
 from cmr_lib.core.paths import repo_root
-from cmr_lib.study import reproduce as rp
+from cmr_lib.pipeline import reproduce as rp
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SNAKEFILE = repo_root() / "workflow" / "Snakefile"

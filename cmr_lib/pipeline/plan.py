@@ -1,6 +1,6 @@
 """The plan of `make reproduce`, whichever engine runs it: the steps (notebooks 01-07, one notebook-05 run per
 row of the experiment grid and seed), their fingerprints and dependencies, the ledger of finished steps, and
-results/reproduce.json. The engines are in study.reproduce (built-in) and workflow/Snakefile (Snakemake)."""
+results/reproduce.json. The engines are in pipeline.reproduce (built-in) and workflow/Snakefile (Snakemake)."""
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +18,7 @@ from cmr_lib.core.grid import reproduce_rows, table_rows, uses_epsilon
 from cmr_lib.core.schema import NETWORKS, load_yaml
 from cmr_lib.core.paths import display_path, recorded_path, repo_root
 from cmr_lib.data.sources import find_real_data, source_for
-from cmr_lib.study.execution import machine
+from cmr_lib.pipeline.execution import machine
 from cmr_lib.study.stylizers import train_pairs
 
 # (step name, notebook, extra parameters[, may run beside its neighbours]). A notebook name "prepare:<what>"

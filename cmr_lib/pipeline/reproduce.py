@@ -1,7 +1,7 @@
 """The built-in engine of `make reproduce` (ENGINE=builtin; Snakemake is the default): run every notebook of
 the study with papermill, in order, on one profile.
 
-    python -m cmr_lib.study.reproduce --profile demo [--data-dir DIR] [--seed 0]
+    python -m cmr_lib.pipeline.reproduce --profile demo [--data-dir DIR] [--seed 0]
 
 Executed notebooks go to results/notebooks/<profile>/; one progress line per step; the wall time
 of each step, peak memory and the machine are written to results/reproduce.json (for reused steps, also
@@ -24,8 +24,8 @@ from cmr_lib.core.digests import FORCE_ENV, STEP_FILES_ENV
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.paths import repo_root
 from cmr_lib.data.real import DATA_SETS, resolve_data
-from cmr_lib.study.execution import finish_notebook, peak_memory_mb, start_notebook
-from cmr_lib.study.plan import (ANALYSES, BASE_STEPS, STEPS, cost_hint, default_kinds, executed_name,  # noqa: F401
+from cmr_lib.pipeline.execution import finish_notebook, peak_memory_mb, start_notebook
+from cmr_lib.pipeline.plan import (ANALYSES, BASE_STEPS, STEPS, cost_hint, default_kinds, executed_name,  # noqa: F401
                                 finished_step_files, fingerprint, make_plan, output_lock, prepare, read_ledger,
                                 row_step_name, shared_inputs, step_done, step_files_list, step_result, steps,
                                 update_ledger, with_seeds, write_summary)

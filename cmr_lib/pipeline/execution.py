@@ -1,6 +1,6 @@
 """Running one notebook with papermill in its own process, and what the machine and the run used.
 
-`python -m cmr_lib.study.execution SRC DST CWD PARAMETERS_JSON` is that process: papermill, started again when
+`python -m cmr_lib.pipeline.execution SRC DST CWD PARAMETERS_JSON` is that process: papermill, started again when
 its kernel dies while starting (see `execute_with_retry`)."""
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def start_notebook(src: Path, dst: Path, parameters: dict, *, threads: int | Non
     # the process below imports cmr_lib itself: found from any working directory, installed or not
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo_root()), env.get("PYTHONPATH")) if p)
     log = open(Path(tmp).with_suffix(".log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cmr_lib.study.execution", str(src), tmp, str(repo_root()),
+    proc = subprocess.Popen([sys.executable, "-m", "cmr_lib.pipeline.execution", str(src), tmp, str(repo_root()),
                              json.dumps(parameters)], stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, Path(tmp), log
 
