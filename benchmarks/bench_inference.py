@@ -35,7 +35,7 @@ def timed_predictions(model, vols, cfg, reps: int = 2) -> tuple[float, list]:
     best, preds = float("inf"), []
     for _ in range(reps):
         t = time.perf_counter()
-        preds = [predict(model, v, cfg) for v in vols]
+        preds = [predict(model, v, cfg.inference) for v in vols]
         best = min(best, (time.perf_counter() - t) / len(vols))
     return best, preds
 
@@ -51,7 +51,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     cfg = make_config(profile=args.profile, setting=0)
     real = find_real_data()
-    src = open_source(real["myops"]) if "myops" in real else source_for(cfg, progress=False)
+    src = open_source(real["myops"]) if "myops" in real else source_for(None, phantom_data=cfg.sizes.data,
+                                                                         progress=False)
     vols = [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)][: args.volumes]
     model = build_segmenter(cfg).eval()
     fast, new = timed_predictions(model, vols, cfg)

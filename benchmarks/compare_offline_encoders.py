@@ -27,8 +27,8 @@ def run(profile: str, fallback: str | None, kind: str | None):
     setting = 0 if kind is None else 2
     overrides = {"stylizer.offline_fallback": fallback} if fallback else None
     cfg = make_config(profile=profile, setting=setting, stylizer=kind or "rain", overrides=overrides)
-    source = source_for(cfg, progress=False)
-    split = run_split(cfg, source)
+    source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data, progress=False)
+    split = run_split(source, cfg.split, cfg.sizes.segmenter)
     row = {"encoder": fallback or "-", "stylizer": kind or "none", "setting": setting}
     t = time.perf_counter()
     ts = None
@@ -37,7 +37,7 @@ def run(profile: str, fallback: str | None, kind: str | None):
         kl = stylization_kl(stylize_examples(ts, cfg, source), cfg.sizes.analysis.hist_bins)
         row.update({k: round(kl[k], 3) for k in ("kl_content_to_style", "kl_stylized_to_style")})
     seg = train_setting(cfg, source, stylizer=ts, split=split, progress=False)
-    df, _ = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["test"]), cfg)
+    df, _ = score_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split["test"]), cfg.inference)
     s = summarize(df)
     row.update({"test_dice": round(float(s.loc["dice", "AVG"]), 3), "test_hd_mm": round(float(s.loc["hd", "AVG"]), 1),
                 "dice_MYO": round(float(s.loc["dice", "MYO"]), 3), "dice_LV": round(float(s.loc["dice", "LV"]), 3),

@@ -73,12 +73,12 @@ def fidelity(work: Path, sizes=((1.5, 96), (1.0, 144))) -> str:
         over = {"preprocess.spacing_mm": spacing, **{f"preprocess.crop.{k}": crop for k in ("rain", "adaconv", "none")}}
         cfg = make_config(profile="demo", data_dir=named.data_dir, c0_spacing=named.c0_spacing, output_root=work,
                           overrides=over, t2_dir=str(named.t2_dir))
-        split = run_split(cfg, src)
+        split = run_split(src, cfg.split, cfg.sizes.segmenter)
         enc, record = resolve_encoder(cfg, src, split=split, progress=False)      # trains the autoencoder if new
         dec = load_decoder(work / "checkpoints" / "autoencoders" / record["source"], enc.width)
         enc.eval(), dec.eval()
         for seq in ("C0", "LGE"):
-            ds = SliceDataset.from_source(src, split["val"], seq, cfg, train=False, label="optional", crop=crop)
+            ds = SliceDataset.from_source(src, split["val"], seq, **cfg.slicing(train=False, crop=crop), label="optional")
             x = torch.stack([ds[i]["image"] for i in range(len(ds))])
             with torch.no_grad():
                 y = dec(enc(x, last_only=True)).clamp(0.0, 1.0)
@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     val = run.record["summary"]["val"]["dice"]
 
     def dice_on(patients):
-        scores, _ = score_volumes(run.segmenter.model, [myops.load(p, "LGE", label="require") for p in patients], cfg)
+        scores, _ = score_volumes(run.segmenter.model, [myops.load(p, "LGE", label="require") for p in patients],
+                                  cfg.inference)
         return round(float(np.nanmean(scores["dice"].to_numpy(dtype=float))), 4)
 
     roles = external_split(myops)

@@ -46,7 +46,7 @@ def run(profile: str, rows, seeds, work: Path) -> pd.DataFrame:
                                   output_root=work / rule, overrides={"segmenter.select": rule})
                 rec = run_setting(cfg, progress=False).record
                 model = load_run_segmenter(rec, cfg)
-                df, _ = score_volumes(model, vols, cfg)
+                df, _ = score_volumes(model, vols, cfg.inference)
                 lge = pd.DataFrame(rec["metrics"]["val"])
                 out.append({"row": f"setting {setting}, {stylizer}", "select": rule, "seed": seed,
                             "trained on": len(rec["data"]["split"]["train"]),

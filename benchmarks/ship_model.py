@@ -30,7 +30,7 @@ MODELS = repo_root() / "models"
 
 def scores(model, vols, cfg) -> dict:
     """Dice and HD per structure and their average over the volumes."""
-    df, _ = score_volumes(model, vols, cfg)
+    df, _ = score_volumes(model, vols, cfg.inference)
     m = summarize(df)
     return {"cases": int(df["case"].nunique()), "dice": {k: round(float(v), 4) for k, v in m.loc["dice"].items()},
             "hd": {k: round(float(v), 2) for k, v in m.loc["hd"].items()}}

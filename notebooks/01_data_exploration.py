@@ -50,7 +50,7 @@ from cmr_lib.report import explore, plots
 cfg = make_config(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
                          output_root=output_root, real_data_dir=real_data_dir)
 print(cfg.summary())
-source = source_for(cfg)
+source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
 print(source)
 
 # %% [markdown]
@@ -157,7 +157,7 @@ explore.heart_sizes(sources).round(2)
 
 # %%
 patients = source.patients_with("C0", labelled=True)[:2]
-train_slices = SliceDataset.from_source(source, patients, "C0", cfg, train=True, heart_only=True)
+train_slices = SliceDataset.from_source(source, patients, "C0", **cfg.slicing(train=True), heart_only=True)
 print(f"{len(train_slices)} heart slices of {len(patients)} patients, crop {cfg.crop} px at "
       f"{cfg.sizes.preprocess.spacing_mm or 'native'} mm")
 step = max(1, len(train_slices) // 8)

@@ -16,7 +16,8 @@ import pytest
 import torch
 from conftest import heart_label, write_nifti
 
-from cmr_lib.core.config import check_epsilon_iterations, make_config
+from cmr_lib.core.checks import check_epsilon_iterations
+from cmr_lib.core.config import make_config
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import read_image
 from cmr_lib.data.sources import open_source

@@ -70,8 +70,8 @@ def test_gpu_and_cpu_predictions_agree(tiny_phantom, shared_out, monkeypatch):
     vol = open_source(tiny_phantom).load(3, "LGE", label="require")
     torch.manual_seed(0)
     model = segmenters.build_segmenter(cfg)
-    on_gpu = predict(model, vol, cfg)
+    on_gpu = predict(model, vol, cfg.inference)
     monkeypatch.setenv("CMR_DEVICE", "cpu")
-    on_cpu = predict(model, vol, cfg)
+    on_cpu = predict(model, vol, cfg.inference)
     # cuDNN runs fp32 convolutions in TF32: an untrained network's near-ties may flip (measured 0.99898 on an H100)
     assert on_gpu.shape == on_cpu.shape and (on_gpu == on_cpu).mean() > 0.99

@@ -83,7 +83,7 @@ def test_the_report_measures_every_stylizer_and_direction_on_slices_no_stylizer_
     from cmr_lib.study.quality import COLUMNS, quality_slices, stylizer_quality
     cfg = make_config(profile="smoke", data_dir=tiny_phantom, output_root=tmp_path)
     src = open_source(tiny_phantom)
-    split = run_split(cfg, src)
+    split = run_split(src, cfg.split, cfg.sizes.segmenter)
     content, target = quality_slices(cfg, src, ("C0", "LGE"), crop=cfg.crop)
     assert len(content) and {content[i]["patient"] for i in range(len(content))}.isdisjoint(split["train"])
     assert len(target) and {target[i]["patient"] for i in range(len(target))}.isdisjoint(split["style"])

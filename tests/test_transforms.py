@@ -163,7 +163,7 @@ def test_levels_between_base_and_apex():
 def test_slice_dataset(tiny_phantom, tmp_path):
     cfg = make_config(profile="smoke", output_root=tmp_path)
     src = open_source(tiny_phantom)
-    ds = SliceDataset.from_source(src, [1, 2], "C0", cfg, train=True, heart_only=True)
+    ds = SliceDataset.from_source(src, [1, 2], "C0", **cfg.slicing(train=True), heart_only=True)
     item = ds[0]
     s = cfg.crop
     assert item["image"].shape == (1, s, s) and item["image"].dtype == torch.float32
@@ -173,7 +173,7 @@ def test_slice_dataset(tiny_phantom, tmp_path):
     assert torch.equal(item["image"], again["image"])                    # deterministic in (seed, epoch, index)
     ds.set_epoch(1)
     assert not torch.equal(item["image"], ds[0]["image"])                # a new draw next epoch
-    ev = SliceDataset.from_source(src, [1], "LGE", cfg, train=False)
+    ev = SliceDataset.from_source(src, [1], "LGE", **cfg.slicing(train=False))
     assert len(ev) == src.load(1, "LGE").shape[2]
     assert torch.equal(ev[3]["image"], ev[3]["image"])
     prep = prepare_volume(src.load(1, "LGE"), spacing_mm=2.5)

@@ -2,9 +2,12 @@
 allowed. The profile's fields (core.sections) and the notebook parameters (core.config) are checked with these."""
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from pathlib import Path
 
-from cmr_lib.core.errors import CmrError
+from cmr_lib.core.errors import CmrError, check_int
 
 
 def fail(name, value, why):
@@ -119,3 +122,99 @@ def odd_kernels(name, v):
     if not (isinstance(v, (list, tuple)) and v):
         fail(name, v, "must be a non-empty list of odd kernel sizes")
     return [odd_kernel(name, k) for k in v]
+
+
+def check_epsilon_iterations(value) -> int:
+    """The style-search rounds per batch (RAIN, AdaConv + VAE): a non-negative int (Table 3 uses 1, 3, 5)."""
+    return check_int("epsilon_iterations", value, hint=" (1, 3, 5 in Table 3)")
+
+
+def dir_param(name, value, *, must_exist):
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.strip():
+        fail(name, value, "is empty: give a folder, or None" + (" for the built-in phantom" if must_exist else ""))
+    if not isinstance(value, (str, os.PathLike)):
+        fail(name, value, "must be a folder path or None")
+    path = Path(value).expanduser().resolve()
+    if must_exist and not path.is_dir():
+        fail(name, str(value), "no such folder")
+    return path
+
+
+def writable_dir(name, path: Path) -> Path:
+    """Fail now, not after hours of training, when results cannot be written under `path`: a file is
+    created and removed in the nearest existing folder (permission bits alone pass /proc for root)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        fail(name, str(path), f"{probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(name, str(path), f"folder {probe} is not writable")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".cmr_write_probe_")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        fail(name, str(path), f"folder {probe} does not take new files ({exc.strerror or type(exc).__name__})")
+    return path
+
+
+def opt_folder(name, value):
+    return dir_param(name, value, must_exist=True)
+
+
+def opt_kernel(name, value):
+    if value is None:
+        return None
+    value = as_int(name, value, minimum=1)
+    if value % 2 == 0:
+        fail(name, value, "must be odd (3, 5, 7, ...) or None for the profile's")
+    return value
+
+
+def distinct_ints(name, value, *, minimum: int, items: str, item: str, none: str, hint: str = ""):
+    """None, or a non-empty list of distinct integers >= minimum (seeds, patient numbers)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        fail(name, value, f"must be None ({none}) or a non-empty list of {items}{hint}")
+    out = [as_int(name, v, minimum=minimum) for v in value]
+    if len(set(out)) != len(out):
+        fail(name, value, f"lists a {item} twice")
+    return out
+
+
+def seed_list(name, value):
+    return distinct_ints(name, value, minimum=0, items="seeds", item="seed", none="the run's seed",
+                          hint=", e.g. [0, 1, 2] (papermill: -y 'seeds: [0, 1, 2]')")
+
+
+def kernel_list(name, value):
+    if value is None:
+        fail(name, value, "must be a list of odd kernel sizes, e.g. [3, 7, 11]")
+    out = distinct_ints(name, value, minimum=1, items="odd kernel sizes", item="kernel size", none="")
+    for k in out:
+        opt_kernel(name, k)
+    return out
+
+
+def kind_list(name, value):
+    kinds = ("adaconv", "adaconv-vae")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        fail(name, value, f"must be a non-empty list of {' and '.join(kinds)}")
+    out = [choice(name, v, kinds) for v in value]
+    if len(set(out)) != len(out):
+        fail(name, value, "lists a stylizer twice")
+    return out
+
+
+def cross_data(name, value):
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        fail(name, value, "must be 'auto', None (skip) or a list of data folders")
+    for folder in value:
+        dir_param(name, folder, must_exist=True)
+    return list(value)

@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmr_lib.core.errors import CmrError, check_bool, check_int
-from cmr_lib.core.paths import data_root, default_output_root, display_path, recorded_path
-from cmr_lib.core.checks import as_int, choice, fail
+from cmr_lib.core.checks import (
+    as_int,
+    check_epsilon_iterations,
+    choice,
+    cross_data,
+    dir_param,
+    distinct_ints,
+    fail,
+    kernel_list,
+    kind_list,
+    opt_folder,
+    opt_kernel,
+    seed_list,
+    writable_dir,
+)
+from cmr_lib.core.errors import CmrError, check_bool
+from cmr_lib.core.paths import default_output_root, display_path, recorded_path
 from cmr_lib.core.schema import (
     APPEARANCE_BASELINES,
     CROP_OF,
@@ -59,6 +71,16 @@ class Section(Mapping):
 
 
 @dataclass(frozen=True)
+class InferencePolicy:
+    """How a network is applied to a volume: the crop it trained at, the preprocess section (a profile's, or the
+    mapping its checkpoint recorded) and the segmenter's precision."""
+
+    crop: int
+    preprocess: Mapping
+    precision: str
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a notebook or run needs: parameters, the profile's sizes, the setting, the paths."""
 
@@ -84,8 +106,23 @@ class Config:
 
     @property
     def phantom_dir(self) -> Path:
-        d = self.sizes.data
-        return data_root() / "phantom" / f"n{d.phantom_patients}_seed{d.phantom_seed}"
+        return self.sizes.data.folder
+
+    @property
+    def t2_dir(self):
+        """The folder setting 1's T2 styles come from when the data set has none (notebook parameter t2_dir)."""
+        return self.extra.get("t2_dir")
+
+    @property
+    def inference(self) -> InferencePolicy:
+        """How this run's DRU-Net is applied to a volume (evaluation.inference.predict)."""
+        return InferencePolicy(crop=self.crop, preprocess=self.sizes.preprocess, precision=self.sizes.segmenter.precision)
+
+    def slicing(self, *, train: bool, crop: int | None = None) -> dict:
+        """data.slices.SliceDataset.from_source's profile arguments: the preprocessing, this run's crop (or `crop`),
+        the augmentation when `train`, and the seed."""
+        return {"preprocess": self.sizes.preprocess, "crop": crop or self.crop,
+                "augment": self.sizes.augment if train else None, "seed": self.seed}
 
     @property
     def network(self) -> str | None:
@@ -156,102 +193,6 @@ class Config:
 SMOKE_WARNING = "WARNING: profile 'smoke' has sizes meant only to test the code: its images and numbers are not results"
 
 
-def check_epsilon_iterations(value) -> int:
-    """The style-search rounds per batch (RAIN, AdaConv + VAE): a non-negative int (Table 3 uses 1, 3, 5)."""
-    return check_int("epsilon_iterations", value, hint=" (1, 3, 5 in Table 3)")
-
-
-def _dir_param(name, value, *, must_exist):
-    if value is None:
-        return None
-    if isinstance(value, str) and not value.strip():
-        fail(name, value, "is empty: give a folder, or None" + (" for the built-in phantom" if must_exist else ""))
-    if not isinstance(value, (str, os.PathLike)):
-        fail(name, value, "must be a folder path or None")
-    path = Path(value).expanduser().resolve()
-    if must_exist and not path.is_dir():
-        fail(name, str(value), "no such folder")
-    return path
-
-
-def _writable_dir(name, path: Path) -> Path:
-    """Fail now, not after hours of training, when results cannot be written under `path`: a file is
-    created and removed in the nearest existing folder (permission bits alone pass /proc for root)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        fail(name, str(path), f"{probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        fail(name, str(path), f"folder {probe} is not writable")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".cmr_write_probe_")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        fail(name, str(path), f"folder {probe} does not take new files ({exc.strerror or type(exc).__name__})")
-    return path
-
-
-def _opt_folder(name, value):
-    return _dir_param(name, value, must_exist=True)
-
-
-def _opt_kernel(name, value):
-    if value is None:
-        return None
-    value = as_int(name, value, minimum=1)
-    if value % 2 == 0:
-        fail(name, value, "must be odd (3, 5, 7, ...) or None for the profile's")
-    return value
-
-
-def _distinct_ints(name, value, *, minimum: int, items: str, item: str, none: str, hint: str = ""):
-    """None, or a non-empty list of distinct integers >= minimum (seeds, patient numbers)."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
-        fail(name, value, f"must be None ({none}) or a non-empty list of {items}{hint}")
-    out = [as_int(name, v, minimum=minimum) for v in value]
-    if len(set(out)) != len(out):
-        fail(name, value, f"lists a {item} twice")
-    return out
-
-
-def _seed_list(name, value):
-    return _distinct_ints(name, value, minimum=0, items="seeds", item="seed", none="the run's seed",
-                          hint=", e.g. [0, 1, 2] (papermill: -y 'seeds: [0, 1, 2]')")
-
-
-def _kernel_list(name, value):
-    if value is None:
-        fail(name, value, "must be a list of odd kernel sizes, e.g. [3, 7, 11]")
-    out = _distinct_ints(name, value, minimum=1, items="odd kernel sizes", item="kernel size", none="")
-    for k in out:
-        _opt_kernel(name, k)
-    return out
-
-
-def _kind_list(name, value):
-    kinds = ("adaconv", "adaconv-vae")
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
-        fail(name, value, f"must be a non-empty list of {' and '.join(kinds)}")
-    out = [choice(name, v, kinds) for v in value]
-    if len(set(out)) != len(out):
-        fail(name, value, "lists a stylizer twice")
-    return out
-
-
-def _cross_data(name, value):
-    if value is None or value == "auto":
-        return value
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        fail(name, value, "must be 'auto', None (skip) or a list of data folders")
-    for folder in value:
-        _dir_param(name, folder, must_exist=True)
-    return list(value)
-
-
 # Every parameter of every notebook (their first code cell), with its one validator: notebooks and
 # make_config check parameters here and nowhere else (tests/test_notebook_parameters.py walks the table).
 PARAMETERS = {
@@ -259,19 +200,19 @@ PARAMETERS = {
     "setting": lambda n, v: choice(n, as_int(n, v), SETTINGS),
     "stylizer": lambda n, v: choice(n, v, STYLIZERS),
     "seed": lambda n, v: as_int(n, v, minimum=0),
-    "data_dir": _opt_folder,
-    "t2_dir": _opt_folder,
-    "real_data_dir": _opt_folder,
+    "data_dir": opt_folder,
+    "t2_dir": opt_folder,
+    "real_data_dir": opt_folder,
     "c0_spacing": lambda n, v: choice(n, v, ("header", "lge")),
-    "output_root": lambda n, v: None if v is None else _writable_dir(n, _dir_param(n, v, must_exist=False)),
+    "output_root": lambda n, v: None if v is None else writable_dir(n, dir_param(n, v, must_exist=False)),
     "epsilon_iterations": lambda n, v: check_epsilon_iterations(v),
     "include_original": check_bool,
-    "kernel_size": _opt_kernel,
-    "seeds": _seed_list,
+    "kernel_size": opt_kernel,
+    "seeds": seed_list,
     "allow_mixed": check_bool,
-    "cross_data": _cross_data,
-    "kernels": _kernel_list,
-    "kinds": _kind_list,
+    "cross_data": cross_data,
+    "kernels": kernel_list,
+    "kinds": kind_list,
     "max_slices": lambda n, v: None if v is None else as_int(n, v, minimum=1),
 }
 
@@ -304,7 +245,7 @@ def apply_overrides(tree: dict, overrides, where: str) -> dict:
 
 def _patients(name, value):
     """None (the data source's default) or a non-empty list of distinct patient numbers, sorted."""
-    out = _distinct_ints(name, value, minimum=1, items="patient numbers", item="patient", none="the data source's default")
+    out = distinct_ints(name, value, minimum=1, items="patient numbers", item="patient", none="the data source's default")
     return None if out is None else sorted(out)
 
 

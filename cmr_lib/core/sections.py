@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cmr_lib.core import checks as ck
+from cmr_lib.core.paths import data_root
 
 SELECT_RULES = ("source", "last", "target")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -81,6 +83,11 @@ class DataConfig(Params):
     phantom_seed: int = param(2019, int_at_least(0), "the phantom is the same data set whatever the run seed")
     calibration_patients: int | None = param(None, ck.opt_pos_int,
                                              "real patients for notebook 01's calibration (null: all)")
+
+    @property
+    def folder(self) -> Path:
+        """Where this phantom is generated (once) and read from."""
+        return data_root() / "phantom" / f"n{self.phantom_patients}_seed{self.phantom_seed}"
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,6 @@ class PreparedVolume:
     levels: np.ndarray           # (Z,) relative level of each slice (from the label when present)
 
 
-def preprocessing(cfg) -> dict:
-    """prepare_volume's arguments from a run's profile: the one place training and inference read them."""
-    return preprocess_arguments(cfg.sizes.preprocess)
-
-
 def preprocess_arguments(pre) -> dict:
     """prepare_volume's arguments from a preprocess section (a profile's, or the dict a checkpoint recorded)."""
     return {"spacing_mm": pre["spacing_mm"], "percentiles": tuple(pre["percentiles"]), "fov_mm": pre["normalise_fov_mm"]}
@@ -101,13 +96,14 @@ class SliceDataset(torch.utils.data.Dataset):
                 self.items.append((vi, z))
 
     @classmethod
-    def from_source(cls, source: CMRSource, patients, sequence: str, cfg, *, train: bool, label="optional",
-                    heart_only=False, crop: int | None = None):
-        """Build from a data source with the profile's preprocessing, crop (or `crop`) and augmentation (`train`)."""
-        vols = [prepare_volume(v, **preprocessing(cfg))
+    def from_source(cls, source: CMRSource, patients, sequence: str, *, preprocess, crop: int, augment=None,
+                    seed: int = 0, label="optional", heart_only=False):
+        """Build from a data source with a preprocess section, a crop and an augment section (None: no
+        augmentation); a Config gives the first four as `**cfg.slicing(train=...)`."""
+        vols = [prepare_volume(v, **preprocess_arguments(preprocess))
                 for v in source.volumes(patients, sequence, label=label)]
-        return cls(vols, crop=crop or cfg.crop, augment=cfg.sizes.augment.to_dict() if train else None,
-                   seed=cfg.seed, heart_only=heart_only)
+        return cls(vols, crop=crop, augment=None if augment is None else dict(augment), seed=seed,
+                   heart_only=heart_only)
 
     def set_epoch(self, epoch: int):
         """Change the augmentation draw (call once per epoch)."""

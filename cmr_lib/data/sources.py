@@ -11,6 +11,7 @@ from pathlib import Path
 from cmr_lib.core.digests import file_digest
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import repo_root
+from cmr_lib.core.sections import DataConfig
 from cmr_lib.data import phantom
 from cmr_lib.data.nifti import Volume, case_name, check_same_grid, read_image, read_label, voxel_size
 
@@ -225,13 +226,15 @@ def open_source(data_dir, *, c0_spacing: str = "header") -> CMRSource:
     return detect_layout(data_dir, c0_spacing=c0_spacing)
 
 
-def source_for(cfg, *, progress=True) -> CMRSource:
-    """The data of a run: `cfg.data_dir`, or the built-in phantom (generated once, then reused)."""
-    if cfg.data_dir is not None:
-        return open_source(cfg.data_dir, c0_spacing=cfg.c0_spacing)
-    d = cfg.sizes.data
-    phantom.ensure(cfg.phantom_dir, patients=d.phantom_patients, seed=d.phantom_seed, progress=progress)
-    return open_source(cfg.phantom_dir)
+def source_for(data_dir, *, c0_spacing: str = "header", phantom_data: DataConfig | None = None,
+               progress=True) -> CMRSource:
+    """The data of a run: `data_dir`, or (None) the built-in phantom its profile's data section describes,
+    generated once, then reused."""
+    if data_dir is not None:
+        return open_source(data_dir, c0_spacing=c0_spacing)
+    d = phantom_data or DataConfig()
+    phantom.ensure(d.folder, patients=d.phantom_patients, seed=d.phantom_seed, progress=progress)
+    return open_source(d.folder)
 
 
 def find_real_data(base=None) -> dict[str, Path]:

@@ -5,6 +5,7 @@ LGE labels are only ever used for validation and test; styles are unlabelled ima
 from __future__ import annotations
 
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.sections import SegmenterConfig
 from cmr_lib.data.sources import CMRSource, open_source
 
 def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
@@ -50,11 +51,11 @@ def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
     return {"train": train, "select": select, "val": val, "test": test, "style": train + val}
 
 
-def run_split(cfg, source: CMRSource) -> dict[str, list[int]]:
-    """The split of a run: its given roles (cfg.split), with bSSFP patients held out for checkpoint selection
-    when the profile selects on the source domain (segmenter.select 'source')."""
-    sg = cfg.sizes.segmenter
-    return split_for(source, cfg.split, hold_out=sg.select_patients if sg.select == "source" else 0)
+def run_split(source: CMRSource, given, segmenter: SegmenterConfig) -> dict[str, list[int]]:
+    """The split of a run: its given roles (a Config's `split`), with bSSFP patients held out for checkpoint
+    selection when the segmenter selects on the source domain (segmenter.select 'source')."""
+    sg = segmenter
+    return split_for(source, given, hold_out=sg.select_patients if sg.select == "source" else 0)
 
 
 def split_for(source: CMRSource, given=None, *, hold_out: int = 0) -> dict[str, list[int]]:
@@ -94,12 +95,12 @@ def split_for(source: CMRSource, given=None, *, hold_out: int = 0) -> dict[str, 
     return split
 
 
-def style_source_for(cfg, source: CMRSource, sequence: str) -> CMRSource:
+def style_source_for(source: CMRSource, sequence: str, *, t2_dir=None) -> CMRSource:
     """Where a run's `sequence` style images come from: the data set itself, or `t2_dir` for T2 (the cropped
     MS-CMRSeg copy has no T2: setting 1 then takes T2 from MyoPS 2020)."""
     if source.patients_with(sequence):
         return source
-    t2_dir = cfg.extra.get("t2_dir") if sequence == "T2" else None
+    t2_dir = t2_dir if sequence == "T2" else None
     if t2_dir:
         other = open_source(t2_dir)
         if other.patients_with("T2"):
@@ -120,15 +121,15 @@ def external_split(source: CMRSource) -> dict[str, list[int]]:
     return {"style": first, "tune": first, "val": first[-3:], "test": patients[half:]}
 
 
-def style_split(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, dict]:
+def style_split(source: CMRSource, split: dict, sequence: str, *, t2_dir=None) -> tuple[CMRSource, dict]:
     """Where a run's `sequence` styles come from and that source's split: the run's own, or the other
     source's external split (T2 from `t2_dir`: its style half, never its test half)."""
-    style_src = style_source_for(cfg, source, sequence)
+    style_src = style_source_for(source, sequence, t2_dir=t2_dir)
     return style_src, (split if style_src is source else external_split(style_src))
 
 
-def style_pool(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, list[int]]:
+def style_pool(source: CMRSource, split: dict, sequence: str, *, t2_dir=None) -> tuple[CMRSource, list[int]]:
     """The style images of a run, chosen here only: (their source, the patients whose `sequence` volume may
     serve as an unlabelled style)."""
-    style_src, pool_split = style_split(cfg, source, split, sequence)
+    style_src, pool_split = style_split(source, split, sequence, t2_dir=t2_dir)
     return style_src, [p for p in pool_split["style"] if style_src.has(p, sequence)]

@@ -16,6 +16,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from cmr_lib.core.config import InferencePolicy
 from cmr_lib.core.device import autocast, device
 from cmr_lib.core.errors import CmrError
 from cmr_lib.data.nifti import Volume, write_label
@@ -86,26 +87,22 @@ def predict_volume(model, vol: Volume, *, crop: int, spacing_mm=None, percentile
     return back.argmax(axis=2).astype(np.uint8)                       # (X, Y, Z)
 
 
-def predict(model, vol: Volume, cfg) -> np.ndarray:
-    """`vol`'s labels as a run's network predicts them: the run's crop, its centring, spacing and
-    normalisation, and the segmenter's precision (bf16 where supported under 'auto'). The one inference
-    policy: test scores, validation (model selection), the cross-dataset table and figures all come through here."""
-    return predict_with(model, vol, crop=cfg.crop, preprocess=cfg.sizes.preprocess,
-                        precision=cfg.sizes.segmenter.precision, dev=device())
+def predict(model, vol: Volume, policy: InferencePolicy, dev=None) -> np.ndarray:
+    """`vol`'s labels as a network predicts them under `policy` (a run's `cfg.inference`, or what a checkpoint
+    recorded): its crop, its centring, spacing and normalisation, and the segmenter's precision (bf16 where
+    supported under 'auto'), on `dev` (default: core.device). The one inference policy: test scores,
+    validation (model selection), the cross-dataset table, figures and cmr-predict all come through here."""
+    dev = dev or device()
+    pre = policy.preprocess
+    return predict_volume(model.to(dev), vol, crop=policy.crop, **preprocess_arguments(pre),
+                          centre=pre["test_crop"], device=dev, autocast=autocast(policy.precision, dev))
 
 
-def predict_with(model, vol: Volume, *, crop: int, preprocess, precision: str, dev) -> np.ndarray:
-    """`vol`'s labels from a network trained at `crop` px with this preprocess section (a profile's, or the dict its
-    checkpoint recorded), centred as that section says, in the segmenter's precision on `dev`."""
-    return predict_volume(model.to(dev), vol, crop=crop, **preprocess_arguments(preprocess),
-                          centre=preprocess["test_crop"], device=dev, autocast=autocast(precision, dev))
-
-
-def predict_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False):
+def predict_volumes(model, volumes: Iterable[Volume], policy: InferencePolicy, *, pred_dir=None, progress=False):
     """(volume, prediction) for each volume, predicted by `predict`; pred_dir: also write each prediction
     there as NIfTI in the data set's label encoding (as predicted, before any post-processing)."""
     for vol in tqdm(volumes, desc="predict", disable=not progress):
-        pred = predict(model, vol, cfg)
+        pred = predict(model, vol, policy)
         if pred_dir is not None:
             write_label(Path(pred_dir) / vol.image_path.name, pred, like=vol)
         yield vol, pred
@@ -126,9 +123,9 @@ def score_predictions(pairs, *, postprocess: str = "none") -> tuple[pd.DataFrame
     return pd.DataFrame(rows, columns=COLUMNS), unlabelled
 
 
-def score_volumes(model, volumes: Iterable[Volume], cfg, *, pred_dir=None, progress=False, postprocess: str = "none"
-                  ) -> tuple[pd.DataFrame, list[int]]:
+def score_volumes(model, volumes: Iterable[Volume], policy: InferencePolicy, *, pred_dir=None, progress=False,
+                  postprocess: str = "none") -> tuple[pd.DataFrame, list[int]]:
     """Predict each volume (`predict`) and score those with labels: test scores, validation (model selection),
     the cross-dataset table and the domain gap all come through here. See score_predictions."""
-    return score_predictions(predict_volumes(model, volumes, cfg, pred_dir=pred_dir, progress=progress),
+    return score_predictions(predict_volumes(model, volumes, policy, pred_dir=pred_dir, progress=progress),
                              postprocess=postprocess)

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cmr_lib.core.config import InferencePolicy
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.paths import repo_root
 from cmr_lib.core.records import RunRecord
 from cmr_lib.core.schema import with_record_defaults
 from cmr_lib.data.nifti import Volume, case_name, read_image, write_label
 from cmr_lib.data.sources import canonical_sequence
-from cmr_lib.evaluation.inference import predict_with
+from cmr_lib.evaluation.inference import predict
 from cmr_lib.evaluation.postprocess import postprocessed
 from cmr_lib.models.drunet import DRUNet
 from cmr_lib.training.checkpoints import load_checkpoint, load_weights
@@ -110,8 +111,9 @@ def volume_of(path: Path) -> Volume:
 
 def segment(model, config: dict, vol: Volume, dev: torch.device, *, largest_component: bool = False) -> np.ndarray:
     """Class labels (X, Y, Z) of one volume, prepared as the network's training data were."""
-    pred = predict_with(model, vol, crop=int(config["crop"]), preprocess=config["preprocess"],
-                        precision=config["segmenter"]["precision"], dev=dev)
+    policy = InferencePolicy(crop=int(config["crop"]), preprocess=config["preprocess"],
+                             precision=config["segmenter"]["precision"])
+    pred = predict(model, vol, policy, dev)
     return postprocessed(pred, "largest_component" if largest_component else "none")
 
 

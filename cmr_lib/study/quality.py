@@ -52,22 +52,22 @@ class QualitySample:
 
 def quality_slices(cfg, source: CMRSource, pair, *, crop: int, max_slices: int = 64):
     """(content SliceDataset, target SliceDataset) of held-out heart slices for a content -> target direction."""
-    split = run_split(cfg, source)
+    split = run_split(source, cfg.split, cfg.sizes.segmenter)
     content_pats = [p for p in source.patients_with(pair[0], labelled=True) if p not in split["train"]]
-    target_src, target_split = style_split(cfg, source, split, pair[1])
+    target_src, target_split = style_split(source, split, pair[1], t2_dir=cfg.t2_dir)
     pool = set(target_split["style"])
     target_pats = [p for p in target_src.patients_with(pair[1], labelled=True) if p not in pool]
-    content = SliceDataset.from_source(source, content_pats, pair[0], cfg, train=False, heart_only=True,
-                                       label="require", crop=crop)
-    target = SliceDataset.from_source(target_src, target_pats, pair[1], cfg, train=False, heart_only=True,
-                                      label="require", crop=crop)
+    content = SliceDataset.from_source(source, content_pats, pair[0], **cfg.slicing(train=False, crop=crop),
+                                       heart_only=True, label="require")
+    target = SliceDataset.from_source(target_src, target_pats, pair[1], **cfg.slicing(train=False, crop=crop),
+                                      heart_only=True, label="require")
     return content, target
 
 
 def judge(cfg, source: CMRSource, *, progress=False) -> TrainedSegmenter:
     """The frozen judge: Table 2's SLAug row's DRU-Net for this profile and seed (trained here if not yet)."""
     slaug = dataclasses.replace(cfg, setting=0, stylizer="slaug", setting_spec=Section(load_settings()[0]))
-    return train_setting(slaug, source, split=run_split(slaug, source), progress=progress)
+    return train_setting(slaug, source, split=run_split(source, slaug.split, slaug.sizes.segmenter), progress=progress)
 
 
 def _stack(ds: SliceDataset, idx) -> tuple[torch.Tensor, np.ndarray]:

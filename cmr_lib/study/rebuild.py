@@ -95,7 +95,7 @@ def cross_scores(record, cfg, name: str, src, patients: list[int], model: list, 
         model.append(load_run_segmenter(record, cfg))
     if name not in volumes:
         volumes[name] = [src.load(p, "LGE", label="require") for p in patients]
-    df, _ = score_volumes(model[0], volumes[name], cfg)
+    df, _ = score_volumes(model[0], volumes[name], cfg.inference)
     if where is not None:
         write_json(where, {"key": key, "data": name, "patients": list(patients), "metrics": df.to_dict("records")})
     return df
@@ -141,9 +141,9 @@ def setting_histograms(records: list[dict], source, rows=None, *, steps=range(6)
     gone is left out (df.attrs['skipped']). Returns (figure, DataFrame of KL values)."""
     first, present = first_run_per_row(records, table_rows("table2", "paper") if rows is None else rows)
     cfg0 = Config.from_record(first[present[0]], output_root=output_root)
-    split = run_split(cfg0, source)
-    ref = SliceDataset.from_source(source, [p for p in split["val"] if source.has_label(p, "LGE")], "LGE", cfg0,
-                                   train=False, heart_only=True, label="require", crop=cfg0.crop)
+    split = run_split(source, cfg0.split, cfg0.sizes.segmenter)
+    ref = SliceDataset.from_source(source, [p for p in split["val"] if source.has_label(p, "LGE")], "LGE",
+                                   **cfg0.slicing(train=False), heart_only=True, label="require")
     if len(ref) == 0:
         raise CmrError(f"{source.root}: no labelled LGE validation slice to compare with")
     ref_img = torch.stack([ref[i]["image"] for i in range(len(ref))])

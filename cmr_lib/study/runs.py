@@ -17,7 +17,7 @@ import torch
 
 from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.digests import note_step_file, reusable
-from cmr_lib.core.config import check_epsilon_iterations
+from cmr_lib.core.checks import check_epsilon_iterations
 from cmr_lib.core.errors import CmrError, check_bool
 from cmr_lib.core.paths import display_path, recorded_path, repo_root
 from cmr_lib.core.records import RunRecord
@@ -97,13 +97,14 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     include_original = check_bool("include_original", include_original)
     t_start = time.perf_counter()
     timings = {}
-    source = source or source_for(cfg, progress=progress)
+    source = source or source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data,
+                                  progress=progress)
     timings["data"] = time.perf_counter() - t_start
     eps = check_epsilon_iterations(epsilon_iterations) if cfg.searches else 0
     include_original = include_original if (cfg.network or cfg.baseline) else False
     name = run_name(cfg, eps, source)
     run_dir = cfg.results_dir / "runs" / name
-    split = run_split(cfg, source)                    # once per run, passed down
+    split = run_split(source, cfg.split, cfg.sizes.segmenter)                    # once per run, passed down
     described = _described(cfg, source, split, eps, include_original)
     record_path = run_dir / "run.json"
     old = RunRecord.read(record_path) if record_path.is_file() else None
@@ -116,7 +117,8 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
         return SettingRun(run_dir, old, seg, ts)            # the same networks scored on the same files
     t = time.perf_counter()
     predicted = {part: list(predict_volumes(seg.model, (source.load(p, "LGE", label="optional") for p in split[part]),
-                                            cfg, pred_dir=run_dir / "predictions" / ("" if part == "test" else part),
+                                            cfg.inference,
+                                            pred_dir=run_dir / "predictions" / ("" if part == "test" else part),
                                             progress=progress and part == "test"))
                  for part in ("test", "val")}                  # val too: for figures when test labels are withheld
     scored = {(part, pp): score_predictions(pairs, postprocess=pp) for part, pairs in predicted.items()
@@ -263,7 +265,7 @@ def predict_examples(cfg, source: CMRSource, model, patients, *, sequence: str =
         if not source.has_label(p, sequence):
             continue
         vol = source.load(p, sequence, label="require")
-        pred = predict(model, vol, cfg)
+        pred = predict(model, vol, cfg.inference)
         lo, hi = heart_extent(vol.label)
         for z in sorted({int(round(v)) for v in np.linspace(lo, hi, per_patient + 2)[1:-1]}):
             lab, prd = vol.label[..., z], pred[..., z]
@@ -279,7 +281,7 @@ def domain_gap(cfg, source: CMRSource, model, patients) -> pd.DataFrame:
     rows = {}
     for seq in ("C0", "LGE"):
         vols = [source.load(p, seq, label="require") for p in patients if source.has_label(p, seq)]
-        df, _ = score_volumes(model, vols, cfg)
+        df, _ = score_volumes(model, vols, cfg.inference)
         if not df.empty:
             s = summarize(df)
             rows[f"{seq} ({df['case'].nunique()} patients)"] = {k: s.loc["dice", k] for k in (*STRUCTURES, "AVG")} | \

@@ -64,14 +64,14 @@ def stylize_examples(ts: TrainedStylizer, cfg, source: CMRSource, *, max_slices:
     """Stylize heart slices of training patients' bSSFP with random labelled style slices (validation
     patients' labels select the style's cardiac region for analysis only; they never train anything)."""
     crop = cfg.crop_for(ts.kind)
-    split = run_split(cfg, source)
-    style_src, styles_split = style_split(cfg, source, split, ts.pretrain[1])
-    content = SliceDataset.from_source(source, split["train"], ts.pretrain[0], cfg, train=False, heart_only=True,
-                                       label="require", crop=crop)
+    split = run_split(source, cfg.split, cfg.sizes.segmenter)
+    style_src, styles_split = style_split(source, split, ts.pretrain[1], t2_dir=cfg.t2_dir)
+    content = SliceDataset.from_source(source, split["train"], ts.pretrain[0], **cfg.slicing(train=False, crop=crop),
+                                       heart_only=True, label="require")
     style_pats = [p for p in styles_split["val"] if style_src.has_label(p, ts.pretrain[1])] or \
         style_src.patients_with(ts.pretrain[1], labelled=True)[:5]
-    style = SliceDataset.from_source(style_src, style_pats, ts.pretrain[1], cfg, train=False, heart_only=True,
-                                     label="require", crop=crop)
+    style = SliceDataset.from_source(style_src, style_pats, ts.pretrain[1], **cfg.slicing(train=False, crop=crop),
+                                     heart_only=True, label="require")
     rng = np.random.default_rng([cfg.seed, 99])
     n = len(content) if max_slices is None else min(max_slices, len(content))
     c_items = [content[int(i)] for i in np.sort(rng.choice(len(content), size=n, replace=False))]

@@ -181,11 +181,11 @@ def setting_data(cfg, source: CMRSource, split: dict, pool=None) -> tuple[SliceD
     """A setting run's training slices: labelled bSSFP of the training patients (augmented per step), and
     the LGE style pool (`pool` = data.splits.style_pool's answer, found here when not given) when its
     batches take styles (else None)."""
-    content = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=cfg.crop)
+    content = SliceDataset.from_source(source, split["train"], "C0", **cfg.slicing(train=True), label="require")
     if not uses_styles(cfg):
         return content, None
-    style_src, patients = pool or style_pool(cfg, source, split, "LGE")
-    return content, SliceDataset.from_source(style_src, patients, "LGE", cfg, train=True, label="skip", crop=cfg.crop)
+    style_src, patients = pool or style_pool(source, split, "LGE", t2_dir=cfg.t2_dir)
+    return content, SliceDataset.from_source(style_src, patients, "LGE", **cfg.slicing(train=True), label="skip")
 
 
 def training_batch(cfg, content: SliceDataset, step: int):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmr_lib.core.config import check_epsilon_iterations
+from cmr_lib.core.checks import check_epsilon_iterations
 from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import recorded_path
@@ -79,7 +79,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
                     stop_after: int | None = None) -> TrainedSegmenter:
     """Train (or reuse, or resume) a DRU-Net on the training patients' labelled bSSFP slices."""
     sg = cfg.sizes.segmenter
-    split = split or run_split(cfg, source)
+    split = split or run_split(source, cfg.split, cfg.sizes.segmenter)
     crop = cfg.crop
     config = {"version": VERSION, "kind": "segmenter", "name": name, "crop": crop,
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
@@ -92,7 +92,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
     if finished(run_dir):
         state, meta = reuse_run(run_dir, model=model, config=config)
         return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
-    data = SliceDataset.from_source(source, split["train"], "C0", cfg, train=True, label="require", crop=crop)
+    data = SliceDataset.from_source(source, split["train"], "C0", **cfg.slicing(train=True, crop=crop), label="require")
     optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
 
     def step_fn(step):
@@ -138,10 +138,10 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
     weights that selection_set picks (best Dice on its patients, or the last)."""
     _check_stylizer(cfg, stylizer)
     epsilon_iterations = check_epsilon_iterations(epsilon_iterations)
-    split = split or run_split(cfg, source)
+    split = split or run_split(source, cfg.split, cfg.sizes.segmenter)
     chooser = selection_set(cfg, source, split)
     dev = device()
-    pool = style_pool(cfg, source, split, "LGE") if uses_styles(cfg) else None
+    pool = style_pool(source, split, "LGE", t2_dir=cfg.t2_dir) if uses_styles(cfg) else None
     config = setting_config(cfg, source, split, chooser, pool, stylizer=stylizer,
                             epsilon_iterations=epsilon_iterations, include_original=include_original)
     run_dir = setting_run_dir(cfg, config, epsilon_iterations)
@@ -244,7 +244,7 @@ def _validator(cfg, model, val_volumes: list, run_dir, config: dict, stats: dict
         if not val_volumes or ((step + 1) % sg.val_every and step + 1 != sg.iterations):
             return
         t = time.perf_counter()
-        scores, _ = score_volumes(model, val_volumes, cfg)
+        scores, _ = score_volumes(model, val_volumes, cfg.inference)
         dice = float(np.nanmean(scores["dice"].to_numpy(dtype=float)))
         stats["seconds_validate"] += time.perf_counter() - t
         history.setdefault("val_step", []).append(step + 1)

@@ -50,7 +50,7 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
     torchvision names (`features.N.*`) plus `decoder.*`, cached by configuration.
     """
     st = cfg.sizes.stylizer
-    split = split or run_split(cfg, source)
+    split = split or run_split(source, cfg.split, cfg.sizes.segmenter)
     roles = {"C0": ("C0", split["train"])}
     for seq in ("LGE", "T2"):
         pats = [p for p in split["style"] if source.has(p, seq)]
@@ -72,7 +72,7 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
     if train_encoder:
         enc.requires_grad_(True)
     dec = Decoder(width=st.encoder_width)
-    dsets = [SliceDataset.from_source(source, pats, seq, cfg, train=True, label="skip", crop=config["crop"])
+    dsets = [SliceDataset.from_source(source, pats, seq, **cfg.slicing(train=True, crop=config["crop"]), label="skip")
              for seq, pats in roles.values()]
     params = list(dec.parameters()) + (list(enc.parameters()) if train_encoder else [])
     opt = torch.optim.Adam(params, lr=st.autoencoder.lr)
@@ -199,12 +199,12 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
     stop_after: end the run after this many steps of this call (tests use it to simulate a kill);
     reuse_only: never train, raise a one-line error when no finished stylizer matches (analysis).
     """
-    split = split or run_split(cfg, source)
+    split = split or run_split(source, cfg.split, cfg.sizes.segmenter)
     content_seq, style_seq = pretrain
     # AdaConv + VAE is the trained AdaConv of this configuration with a style VAE fitted on its W
     base = train_stylizer(cfg, source, "adaconv", pretrain, split=split, progress=progress, stop_after=stop_after,
                           reuse_only=reuse_only) if kind == "adaconv-vae" else None
-    style_src, style_patients = style_pool(cfg, source, split, style_seq)
+    style_src, style_patients = style_pool(source, split, style_seq, t2_dir=cfg.t2_dir)
     if not style_patients:
         raise CmrError(f"{style_src.root}: no {style_seq} images to train a {content_seq}->{style_seq} stylizer "
                        f"(for T2 with MS-CMRSeg, pass t2_dir pointing at MyoPS 2020 data)")
@@ -263,9 +263,9 @@ def _fit(cfg, source: CMRSource, kind: str, pretrain: tuple, model, split: dict,
     st, dev = cfg.sizes.stylizer, device()
     t0 = time.perf_counter()
     crop = cfg.crop_for(kind)
-    content = SliceDataset.from_source(source, split["train"], pretrain[0], cfg, train=True,
-                                       heart_only=True, label="require", crop=crop)
-    style = SliceDataset.from_source(pool[0], pool[1], pretrain[1], cfg, train=True, label="skip", crop=crop)
+    content = SliceDataset.from_source(source, split["train"], pretrain[0], **cfg.slicing(train=True, crop=crop),
+                                       heart_only=True, label="require")
+    style = SliceDataset.from_source(pool[0], pool[1], pretrain[1], **cfg.slicing(train=True, crop=crop), label="skip")
     t_data = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.trainable(), lr=st.lr)
     if hasattr(model, "calibrate"):          # a style VAE: standardise its inputs on 64 training styles (seeded)
@@ -314,8 +314,8 @@ def fit_style_vae(cfg, model, base: TrainedStylizer, style_src, style_patients, 
     st = cfg.sizes.stylizer
     dev = device()
     t0 = time.perf_counter()
-    style = SliceDataset.from_source(style_src, style_patients, base.pretrain[1], cfg, train=False, label="skip",
-                                     crop=cfg.crop_for(model.kind))
+    style = SliceDataset.from_source(style_src, style_patients, base.pretrain[1],
+                                     **cfg.slicing(train=False, crop=cfg.crop_for(model.kind)), label="skip")
     model.to(dev).eval()
     images = torch.stack([style[i]["image"] for i in range(len(style))])
     flat = model.descriptors(images.to(dev))                  # in batches of 64, once
