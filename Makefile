@@ -20,7 +20,7 @@ ENGINE ?=
 T2_DIR ?=
 NBVAL := build/nbval
 
-.PHONY: venv reproduce test unit lab book real-data nbval sync-check sync bench clean
+.PHONY: venv reproduce test unit integration lab book real-data nbval sync-check sync bench clean
 
 venv: $(STAMP)
 
@@ -88,8 +88,13 @@ lab: $(STAMP)
 book: $(STAMP)
 	$(BIN)/python -m cmr_lib.report.book $(call opt,--profile,PROFILE) $(call opt,--data,DATA)
 
+## The unit tests alone (tests/unit: no network trained, no notebook run; under a minute on 2 cores).
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) tests/unit -p no:cacheprovider
+
+## The integration tests alone: whole rows, notebooks, Snakemake, killed processes, the CLIs end to end.
+integration: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) tests/integration -p no:cacheprovider
 
 ## Bring each notebook's pair in step (jupytext: the more recently edited file of the two wins; edit the .py).
 sync: $(STAMP)

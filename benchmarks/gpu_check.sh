@@ -2,7 +2,7 @@
 # The prepared GPU check, one short run on a machine with a CUDA GPU (often lent for minutes only):
 #   1. one training step of every trainer and every `make reproduce` row at the paper profile's sizes, in fp32
 #      and bf16, against the GPU's matmul rate, and the full paper reproduction extrapolated (gpu_check.py);
-#   2. the `cuda` tests (tests/test_cuda.py);
+#   2. the `cuda` tests (tests/integration/test_cuda.py);
 #   3. the smoke reproduction end to end on CUDA, four notebooks sharing the GPU.
 # Each part has its own time limit and the next one runs whatever happened, so a slow part costs only itself.
 #
@@ -44,7 +44,7 @@ part() {   # part NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NA
 PARTS=${PARTS:-steps tests smoke}      # a subset reruns only those parts
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 has steps && part steps "${STEPS_LIMIT:-200}" $PY benchmarks/gpu_check.py --reps "${REPS:-5}" --out "$OUT/gpu_steps.json"
-has tests && part cuda_tests "${TESTS_LIMIT:-150}" $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
+has tests && part cuda_tests "${TESTS_LIMIT:-150}" $PY -m pytest -q -m cuda tests/integration/test_cuda.py -p no:cacheprovider
 has smoke || exit 0
 SMOKE=/tmp/cmr_gpu_smoke
 rm -rf "$SMOKE" && mkdir -p "$SMOKE"

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from test_reproduce import _notebook
 
 from cmr_lib.core import grid
