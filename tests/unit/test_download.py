@@ -12,6 +12,8 @@ REAL = find_real_data()
 needs_real = pytest.mark.skipif(len(REAL) < 2, reason="the real sample sets are not beside this checkout")
 
 
+MYOPS_COMMIT = "d8ebea465b67bb1623ea05e13c4e78c290101d40"       # the MyoPS files are pinned too
+
 def test_the_manifest_lists_both_sets_as_the_data_readme_says():
     entries = load_manifest()
     sets = {e.dest.split("/")[0] for e in entries}
@@ -20,11 +22,11 @@ def test_the_manifest_lists_both_sets_as_the_data_readme_says():
     assert sorted(labels) == sorted(f"mscmrseg2019/patient{n}_LGE_manual.nii.gz" for n in range(1, 6))
     e = next(e for e in entries if e.dest == "myops2020/myops_training_101_DE.nii.gz")
     assert (e.repository, e.path) == ("Tengjia-Kang/MyoPS", "datasets/Competition_Dataset/Train/Case3001/Case3001_LGE.nii.gz")
-    assert url_of(e).startswith("https://raw.githubusercontent.com/Tengjia-Kang/MyoPS/HEAD/datasets/")   # no commit known
+    assert url_of(e).startswith(f"https://raw.githubusercontent.com/Tengjia-Kang/MyoPS/{MYOPS_COMMIT}/datasets/")
     lge = next(e for e in entries if e.dest == "mscmrseg2019/patient6_LGE.nii.gz")
     assert url_of(lge) == ("https://raw.githubusercontent.com/FupingWu90/VarDA/440f749db2dd83a1728cc66c5c5a2db2879fe99d/"
                            "Dataset/Patch192/LGE/patient6_LGE.nii.gz")                  # pinned: upstream cannot move it
-    assert all(len(e.ref) == 40 for e in entries if e.repository == "FupingWu90/VarDA")
+    assert all(len(e.ref) == 40 for e in entries)                  # every file at a commit: none on a moving branch
 
 
 def test_a_manifest_line_with_a_bad_commit_is_refused(tmp_path):
@@ -65,16 +67,17 @@ def test_a_changed_file_is_refused_and_nothing_is_written_for_it(tmp_path):
 
 @needs_real
 def test_the_online_path_fetches_urls_and_checks_them(tmp_path):
-    """The same code fetches from a web server; here a file:// tree laid out as <repository>/HEAD/<path>."""
+    """The same code fetches from a web server; here a file:// tree laid out as <repository>/<commit>/<path>."""
     server = tmp_path / "server"
     for e in load_manifest():
         if e.dest.startswith("myops2020/"):
-            f = server / e.repository / "HEAD" / e.path
+            f = server / e.repository / e.ref / e.path
             f.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(REAL["myops"] / e.dest.split("/")[1], f)
     got = download(tmp_path / "out", base_url=server.as_uri(), only=("myops2020",), progress=False)
     assert got == {"fetched": 80, "kept": 0}
-    (server / "Tengjia-Kang/MyoPS/HEAD/datasets/Competition_Dataset/Train/Case3002/Case3002_T2.nii.gz").unlink()
+    (server / "Tengjia-Kang/MyoPS" / MYOPS_COMMIT / "datasets/Competition_Dataset/Train/Case3002/Case3002_T2.nii.gz"
+     ).unlink()
     (tmp_path / "out" / "myops2020" / "myops_training_102_T2.nii.gz").unlink()
     with pytest.raises(CmrError, match="Case3002_T2.nii.gz: could not be fetched"):
         download(tmp_path / "out", base_url=server.as_uri(), only=("myops2020",), progress=False)

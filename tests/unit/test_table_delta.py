@@ -1,0 +1,41 @@
+"""benchmarks/table_delta.py: two tabulated reproductions side by side from their table2.csv and
+cross_dataset.csv (the committed real tables against a rerun under the new protocol)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tables(folder: Path, dc: float, seeds: int, select: str | None):
+    folder.mkdir()
+    rows = [{"setting": 0, "key": "none", "stylizer": "none", "epsilon": None, "seeds": seeds, "DC AVG": dc,
+             "HD AVG": 40.0}, {"setting": 1, "key": "rain", "stylizer": "RAIN", "epsilon": 5.0, "seeds": seeds,
+                               "DC AVG": dc + 0.1, "HD AVG": 30.0}]
+    t2 = pd.DataFrame(rows)
+    if select:
+        t2["select"] = select
+    t2.to_csv(folder / "table2.csv", index=False)
+    cross = t2[["setting", "key", "stylizer", "epsilon", "seeds"]].copy()
+    cross["MS-CMRSeg 2019 (own val) DC"] = t2["DC AVG"]
+    cross["MyoPS 2020 DC"] = [0.3, 0.6 + dc - 0.5]
+    cross["MyoPS 2020 HD"] = [30.0, 20.0]
+    cross.to_csv(folder / "cross_dataset.csv", index=False)
+
+
+def test_rows_are_matched_and_the_differences_and_the_protocols_shown(tmp_path):
+    _tables(tmp_path / "old", 0.5, 3, None)
+    _tables(tmp_path / "new", 0.45, 1, "source")
+    out = tmp_path / "delta.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table_delta.py"), "--before", str(tmp_path / "old"),
+                        "--after", str(tmp_path / "new"), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "| 0 | none |  | 3 → 1 | target → source | 0.500 → 0.450 (-0.050) | 40.0 → 40.0 (+0.0) |" in text
+    assert "| 1 | RAIN | 5 | 3 → 1 | target → source | 0.600 → 0.550 (-0.050) |" in text
+    assert "0.600 → 0.550 (-0.050) | 20.0 → 20.0 (+0.0) |" in text              # MyoPS DC and HD
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table_delta.py"), "--before", str(tmp_path),
+                        "--after", str(tmp_path / "new")], capture_output=True, text=True)
+    assert r.returncode == 2 and "table2.csv: no such table" in r.stderr and r.stderr.count("\n") == 1
