@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     src = open_source(real["myops"]) if "myops" in real else source_for(None, phantom_data=cfg.sizes.data,
                                                                          progress=False)
     vols = [src.load(p, "LGE", label="require") for p in src.patients_with("LGE", labelled=True)][: args.volumes]
-    model = build_segmenter(cfg).eval()
+    model = build_segmenter(cfg.sizes.segmenter).eval()
     fast, new = timed_predictions(model, vols, cfg)
     with mock.patch.object(transforms, "resize", transforms.zoom_resize), \
             mock.patch("cmr_lib.evaluation.inference.resize", transforms.zoom_resize):

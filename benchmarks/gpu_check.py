@@ -74,7 +74,7 @@ def stylizer_step(kind: str, cfg, dev):
     """RAIN's or AdaConv's training step (train_stylizer's step_fn) on random content and style images."""
     st = cfg.sizes.stylizer
     enc, _ = build_encoder("random", width=st.encoder_width)
-    model = build_stylizer(kind, enc, cfg)
+    model = build_stylizer(kind, enc, cfg.sizes.stylizer, cfg.crop_for(kind))
     size = cfg.crop_for(kind)
     if hasattr(model, "calibrate"):
         model.calibrate(torch.rand(16, 1, size, size))
@@ -84,7 +84,7 @@ def stylizer_step(kind: str, cfg, dev):
     c = torch.rand(st.batch, 1, size, size, device=dev).contiguous(memory_format=fmt)
     s = torch.rand(st.batch, 1, size, size, device=dev).contiguous(memory_format=fmt)
 
-    return lambda i: optimise_stylizer(cfg, kind, model, opt, c, s, i, dev)
+    return lambda i: optimise_stylizer(cfg.sizes.stylizer, kind, cfg.seed, model, opt, c, s, i, dev)
 
 
 def autoencoder_step(cfg, dev):
@@ -113,13 +113,13 @@ def setting_step(cfg, dev, epsilon: int):
     stylizer = None
     if cfg.network:
         enc, _ = build_encoder("random", width=cfg.sizes.stylizer.encoder_width)
-        stylizer = build_stylizer(cfg.network, enc, cfg)
+        stylizer = build_stylizer(cfg.network, enc, cfg.sizes.stylizer, cfg.crop)
         if hasattr(stylizer, "calibrate"):
             stylizer.calibrate(torch.rand(16, 1, cfg.crop, cfg.crop))
     no_styles = types.SimpleNamespace(items=[], volumes=[])        # styles are passed to each call below
     aug = BatchAugmenter(cfg, stylizer=stylizer, styles=no_styles if stylizer or cfg.baseline else None,
                          epsilon_iterations=epsilon)
-    model = segmenter_for_training(cfg, dev).train()
+    model = segmenter_for_training(cfg.sizes.segmenter, dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=sg.lr)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(sg.batch, 1, cfg.crop, cfg.crop, generator=g).to(dev)

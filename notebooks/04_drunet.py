@@ -71,7 +71,7 @@ print({role: len(p) for role, p in split.items()}, "patients per role")
 # profiles halve the width.
 
 # %%
-model = build_segmenter(cfg)
+model = build_segmenter(cfg.sizes.segmenter)
 reference = drunet.DRUNet(depth=5, root=16)
 print(f"this profile: depth {model.depth}, root {cfg.sizes.segmenter.root}: "
       f"{drunet.parameter_count(model):,} parameters")

@@ -66,10 +66,10 @@ def optimiser_spy(monkeypatch):
     seen = []
     optimise = segmenters._optimise
 
-    def spy(cfg, model, optimizer, x, y, step, dev):
+    def spy(sg, model, optimizer, x, y, step, dev):
         seen.append(x.detach().cpu().clone())
         seen_devices.append((x.device.type, y.device.type))
-        return optimise(cfg, model, optimizer, x, y, step, dev)
+        return optimise(sg, model, optimizer, x, y, step, dev)
 
     seen_devices = []
     monkeypatch.setattr(segmenters, "_optimise", spy)

@@ -96,9 +96,9 @@ def data_fingerprint(source: CMRSource, patients: dict) -> dict:
             "sha256": files_digest(files)}
 
 
-def checkpoint_root(cfg) -> Path:
+def checkpoint_root(output_root) -> Path:
     """Where a run's trained networks live: <output_root>/checkpoints."""
-    return cfg.output_root / "checkpoints"
+    return Path(output_root) / "checkpoints"
 
 
 def draw_items(ds: SliceDataset, rng: np.random.Generator, batch: int, step: int) -> list[dict]:

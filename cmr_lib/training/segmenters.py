@@ -18,6 +18,7 @@ from cmr_lib.core.checks import check_epsilon_iterations
 from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import recorded_path
+from cmr_lib.core.sections import SegmenterConfig
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import run_split, style_pool
@@ -50,20 +51,18 @@ class TrainedSegmenter:
     info: dict
 
 
-def build_segmenter(cfg):
-    """A DRU-Net of the profile's depth and width."""
-    sg = cfg.sizes.segmenter
+def build_segmenter(sg: SegmenterConfig):
+    """A DRU-Net of the segmenter section's depth and width."""
     return DRUNet(depth=sg.depth, root=sg.root, head_relu=sg.head_relu)
 
 
-def segmenter_for_training(cfg, dev):
+def segmenter_for_training(sg: SegmenterConfig, dev):
     """A fresh DRU-Net on `dev` in the memory layout its training runs fastest in (core.device.memory_format)."""
-    return build_segmenter(cfg).to(dev, memory_format=memory_format(cfg.sizes.segmenter.precision, dev))
+    return build_segmenter(sg).to(dev, memory_format=memory_format(sg.precision, dev))
 
 
-def _optimise(cfg, model, optimizer, x, y, step, dev):
-    """One Adam step on (x, y) with the profile's loss and learning-rate schedule; returns the loss."""
-    sg = cfg.sizes.segmenter
+def _optimise(sg: SegmenterConfig, model, optimizer, x, y, step, dev):
+    """One Adam step on (x, y) with the section's loss and learning-rate schedule; returns the loss."""
     for group in optimizer.param_groups:
         group["lr"] = sg.lr * 0.5 ** (step // sg.lr_halve_every)
     with autocast(sg.precision, dev):
@@ -85,10 +84,10 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
               "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
               "segmenter": sg.to_dict(), "seed": cfg.seed,
               "data": data_fingerprint(source, {"train": ("C0", split["train"])})}
-    run_dir = checkpoint_root(cfg) / "segmenters" / f"{name}_{config_key(config)}"
+    run_dir = checkpoint_root(cfg.output_root) / "segmenters" / f"{name}_{config_key(config)}"
     dev = device()
     torch.manual_seed(cfg.seed)
-    model = segmenter_for_training(cfg, dev)
+    model = segmenter_for_training(cfg.sizes.segmenter, dev)
     if finished(run_dir):
         state, meta = reuse_run(run_dir, model=model, config=config)
         return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
@@ -99,7 +98,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
         rng = np.random.default_rng([cfg.seed, step, 2])
         items = draw_items(data, rng, sg.batch, step)
         x, y = torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
-        return {"loss": _optimise(cfg, model, optimizer, x.to(dev), y.to(dev), step, dev)}
+        return {"loss": _optimise(cfg.sizes.segmenter, model, optimizer, x.to(dev), y.to(dev), step, dev)}
 
     model.train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=("loss",), iterations=sg.iterations,
@@ -113,7 +112,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
 def setting_run_dir(cfg, config: dict, epsilon_iterations: int) -> Path:
     """checkpoints/settings/setting<S>_<stylizer>[_eps<E>]_<config hash>."""
     name = f"setting{cfg.setting}_{cfg.stylizer}" + (f"_eps{epsilon_iterations}" if cfg.searches else "")
-    return checkpoint_root(cfg) / "settings" / f"{name}_{config_key(config)}"
+    return checkpoint_root(cfg.output_root) / "settings" / f"{name}_{config_key(config)}"
 
 
 def selection_set(cfg, source: CMRSource, split: dict) -> dict:
@@ -146,7 +145,7 @@ def train_setting(cfg, source: CMRSource, *, stylizer: TrainedStylizer | None = 
                             epsilon_iterations=epsilon_iterations, include_original=include_original)
     run_dir = setting_run_dir(cfg, config, epsilon_iterations)
     torch.manual_seed(cfg.seed)
-    model = segmenter_for_training(cfg, dev)
+    model = segmenter_for_training(cfg.sizes.segmenter, dev)
     if finished(run_dir):
         state, meta = reuse_run(run_dir, model=model, config=config)
         return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
@@ -211,7 +210,7 @@ def _fit_setting(cfg, source: CMRSource, model, split: dict, chooser: dict, pool
             xs, ys = augmenter(items, x, y, rng, step, segmenter=model)
             stats["seconds_stylize"] += time.perf_counter() - t
             x, y = (torch.cat([xs, x]), torch.cat([ys, y])) if include_original else (xs, ys)
-        loss = _optimise(cfg, model, optimizer, x, y, step, dev)
+        loss = _optimise(cfg.sizes.segmenter, model, optimizer, x, y, step, dev)
         return {"loss": loss, **({"explore_gain": augmenter.last_gain} if augmenter.mining else {})}
 
     if not (run_dir / "last.pt").is_file():                 # a fresh start (or FORCE): no best of an older run
@@ -262,6 +261,6 @@ def run_checkpoint(record: dict) -> Path:
 
 def load_run_segmenter(record: dict, cfg) -> torch.nn.Module:
     """The trained DRU-Net a run record names (its checkpoint folder's final.pt), in eval mode."""
-    model = build_segmenter(cfg)
+    model = build_segmenter(cfg.sizes.segmenter)
     load_checkpoint(run_checkpoint(record), model=model)
     return model.eval()

@@ -17,6 +17,7 @@ from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
+from cmr_lib.core.sections import StylizerConfig
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import run_split, style_pool
@@ -63,7 +64,7 @@ def pretrain_autoencoder(cfg, source: CMRSource, *, encoder: VGGEncoder | None =
               "crop": cfg.sizes.preprocess.crop.none, "preprocess": cfg.sizes.preprocess.to_dict(),
               "precision": st.precision, "seed": cfg.seed, "data": data_fingerprint(source, roles)}
     name = "mr" if train_encoder else "decoder"
-    out = checkpoint_root(cfg) / "autoencoders" / f"{name}_w{st.encoder_width:g}_{config_key(config)}.pth"
+    out = checkpoint_root(cfg.output_root) / "autoencoders" / f"{name}_w{st.encoder_width:g}_{config_key(config)}.pth"
     if reusable(out):
         note_step_file(out)
         return out
@@ -137,10 +138,9 @@ def resolve_encoder(cfg, source: CMRSource, *, split: dict | None = None, progre
     return enc, record
 
 
-def stylizer_parameters(cfg, kind: str) -> dict:
-    """The profile's parameters of one stylizer: its own section; AdaConv + VAE takes AdaConv's and RAIN's VAE
-    weights (kl_weight, rec_weight), so that its style VAE is weighed as RAIN's is."""
-    st = cfg.sizes.stylizer
+def stylizer_parameters(st: StylizerConfig, kind: str) -> dict:
+    """The stylizer section's parameters of one stylizer: its own subsection; AdaConv + VAE takes AdaConv's and
+    RAIN's VAE weights (kl_weight, rec_weight), so that its style VAE is weighed as RAIN's is."""
     if kind == "adaconv-vae":
         return {**st.adaconv.to_dict(), "kl_weight": st.rain.kl_weight, "rec_weight": st.rain.rec_weight}
     if kind not in ("rain", "adaconv"):
@@ -148,15 +148,15 @@ def stylizer_parameters(cfg, kind: str) -> dict:
     return st[kind].to_dict()
 
 
-def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
-    """A RAIN, AdaConv or AdaConv + VAE model with the profile's loss weights (and AdaConv's kernel size and
-    input size)."""
-    p = stylizer_parameters(cfg, kind)
+def build_stylizer(kind: str, encoder: VGGEncoder, st: StylizerConfig, image_size: int):
+    """A RAIN, AdaConv or AdaConv + VAE model with the section's loss weights (and AdaConv's kernel size and
+    `image_size`, its input size)."""
+    p = stylizer_parameters(st, kind)
     if kind == "rain":
         return RAIN(encoder, content_weight=p["content_weight"], style_weight=p["style_weight"],
                     kl_weight=p["kl_weight"], rec_weight=p["rec_weight"], detail_weight=p["detail_weight"],
                     intensity_weight=p["intensity_weight"], skips=p["skips"], grain=p["grain"])
-    common = dict(image_size=cfg.crop_for(kind), kernel_size=p["kernel_size"], style_dim=p["style_dim"],
+    common = dict(image_size=image_size, kernel_size=p["kernel_size"], style_dim=p["style_dim"],
                   content_weight=p["content_weight"], style_weight=p["style_weight"], skips=p["skips"],
                   grain=p["grain"])
     if kind == "adaconv":
@@ -164,13 +164,13 @@ def build_stylizer(kind: str, encoder: VGGEncoder, cfg):
     return AdaConvVAE(encoder, **common, kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
 
 
-def optimise_stylizer(cfg, kind: str, model, optimizer, content, style, step: int, dev) -> dict:
-    """One Adam step of a stylizer on (content, style) batches with the profile's losses and inverse
+def optimise_stylizer(st: StylizerConfig, kind: str, seed: int, model, optimizer, content, style, step: int,
+                      dev) -> dict:
+    """One Adam step of a stylizer on (content, style) batches with the section's losses and inverse
     learning-rate decay; the VAE's sample is drawn from (seed, step). Returns the losses."""
-    st = cfg.sizes.stylizer
-    gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) * 1_000_003 + step)
+    gen = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + step)
     for group in optimizer.param_groups:
-        group["lr"] = st.lr / (1.0 + stylizer_parameters(cfg, kind)["lr_decay"] * step)   # the reference decay
+        group["lr"] = st.lr / (1.0 + stylizer_parameters(st, kind)["lr_decay"] * step)   # the reference decay
     with autocast(st.precision, dev):
         losses = model.losses(content, style, generator=gen)
     optimizer.zero_grad(set_to_none=True)
@@ -210,13 +210,14 @@ def train_stylizer(cfg, source: CMRSource, kind: str, pretrain=("C0", "LGE"), *,
                        f"(for T2 with MS-CMRSeg, pass t2_dir pointing at MyoPS 2020 data)")
     encoder, enc_record = resolve_encoder(cfg, source, split=split, progress=progress)
     config = stylizer_config(cfg, source, kind, pretrain, split, (style_src, style_patients), enc_record, base)
-    run_dir = checkpoint_root(cfg) / "stylizers" / f"{kind}_{content_seq}-{style_seq}_{config_key(config)}"
+    run_dir = (checkpoint_root(cfg.output_root) / "stylizers"
+               / f"{kind}_{content_seq}-{style_seq}_{config_key(config)}")
     if reuse_only and not finished(run_dir):
         raise CmrError(f"{run_dir}: no finished {STYLIZERS[kind]} {'->'.join(pretrain)} stylizer for this "
                        f"configuration; run its notebook first")
     dev = device()
     torch.manual_seed(cfg.seed)
-    model = build_stylizer(kind, encoder, cfg)
+    model = build_stylizer(kind, encoder, cfg.sizes.stylizer, cfg.crop_for(kind))
     enc_record = _initialise(cfg, source, model, base, encoder, enc_record, split, progress)
     if finished(run_dir):
         state, meta = reuse_run(run_dir, model=model, config=config)
@@ -237,7 +238,7 @@ def stylizer_config(cfg, source: CMRSource, kind: str, pretrain, split: dict, po
     fingerprint["style"] = data_fingerprint(pool[0], {"style": (pretrain[1], pool[1])})
     return {"version": VERSION, "kind": kind, "pretrain": list(pretrain), "crop": cfg.crop_for(kind),
             "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
-            "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: stylizer_parameters(cfg, kind),
+            "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: stylizer_parameters(st, kind),
             "precision": st.precision, "warm_start": st.warm_start,
             "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
             "data": fingerprint, **({"base": base.run_dir.name} if base is not None else {})}
@@ -249,7 +250,8 @@ def _initialise(cfg, source: CMRSource, model, base, encoder, enc_record: dict, 
     if base is not None:
         take_trained(model, base)
     elif cfg.sizes.stylizer.warm_start:
-        path = (checkpoint_root(cfg) / "autoencoders" / enc_record["source"] if enc_record["weights"] == "mr"
+        path = (checkpoint_root(cfg.output_root) / "autoencoders" / enc_record["source"]
+                if enc_record["weights"] == "mr"
                 else pretrain_autoencoder(cfg, source, encoder=encoder, encoder_record=enc_record, split=split,
                                           progress=progress))
         warm_start(model, path)
@@ -276,7 +278,7 @@ def _fit(cfg, source: CMRSource, kind: str, pretrain: tuple, model, split: dict,
         rng = np.random.default_rng([cfg.seed, step, 1])
         c = draw_images(content, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
         s = draw_images(style, rng, st.batch, step).to(dev).contiguous(memory_format=fmt)
-        return optimise_stylizer(cfg, kind, model, optimizer, c, s, step, dev)
+        return optimise_stylizer(cfg.sizes.stylizer, kind, cfg.seed, model, optimizer, c, s, step, dev)
 
     keys = ("total", "content", "style", "kl", "rec") if hasattr(model, "vae") else ("total", "content", "style")
     keys += tuple(k for k in ("detail", "intensity") if getattr(model, "weights", {}).get(k, 0) > 0)

@@ -31,7 +31,7 @@ def test_the_figure_shows_exactly_what_the_network_trained_on(tiny_phantom, shar
     if mining or cfg.baseline == "slaug":    # the images depend on the network as it was at step 0: the seeded one
         torch.manual_seed(cfg.seed)
         ex = run_training_examples(run.record, src, steps=(0,), output_root=shared_out,
-                                   segmenter=segmenters.build_segmenter(cfg))
+                                   segmenter=segmenters.build_segmenter(cfg.sizes.segmenter))
         steps = [0]
     else:
         steps = [0, 3]
@@ -51,6 +51,6 @@ def test_the_figure_shows_exactly_what_the_network_trained_on(tiny_phantom, shar
             assert torch.allclose(ex.stylized[i].flatten().sort().values, ex.style[i].flatten().sort().values)
     if mining:       # rebuilt again: the same images, nothing in the search is left to chance
         torch.manual_seed(cfg.seed + 1)
-        other = segmenters.build_segmenter(cfg)                    # another network: the search finds other styles
+        other = segmenters.build_segmenter(cfg.sizes.segmenter)                    # another network: the search finds other styles
         moved = run_training_examples(run.record, src, steps=(0,), output_root=shared_out, segmenter=other)
         assert not torch.equal(moved.stylized, ex.stylized)

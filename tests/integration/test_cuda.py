@@ -56,7 +56,7 @@ def test_every_row_kind_trains_on_the_gpu_and_its_figure_matches(tiny_phantom, s
     network_dependent = (cfg.network == "rain" and eps > 0) or cfg.baseline == "slaug"
     torch.manual_seed(cfg.seed)
     ex = run_training_examples(run.record, src, steps=(0,), output_root=shared_out,
-                               segmenter=segmenters.build_segmenter(cfg) if network_dependent else None)
+                               segmenter=segmenters.build_segmenter(cfg.sizes.segmenter) if network_dependent else None)
     k = 2 if cfg.baseline == "slaug" else 1
     trained_on = seen[0][:k * cfg.sizes.segmenter.batch]
     # cuDNN may pick other kernels in another process: the same images up to float rounding, not bit for bit
@@ -69,7 +69,7 @@ def test_gpu_and_cpu_predictions_agree(tiny_phantom, shared_out, monkeypatch):
                       overrides={"segmenter.precision": "fp32"})
     vol = open_source(tiny_phantom).load(3, "LGE", label="require")
     torch.manual_seed(0)
-    model = segmenters.build_segmenter(cfg)
+    model = segmenters.build_segmenter(cfg.sizes.segmenter)
     on_gpu = predict(model, vol, cfg.inference)
     monkeypatch.setenv("CMR_DEVICE", "cpu")
     on_cpu = predict(model, vol, cfg.inference)

@@ -380,7 +380,7 @@ def test_adaconv_vae_is_the_trained_adaconv_with_a_fitted_vae(tiny_phantom, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a) and any(k.startswith("vae.") for k in b)
     rec = vae.history["rec"]
     assert np.mean(rec[-5:]) < 0.7 * np.mean(rec[:5]), rec
-    bad = stylizers.build_stylizer("adaconv-vae", _encoder(), cfg)
+    bad = stylizers.build_stylizer("adaconv-vae", _encoder(), cfg.sizes.stylizer, cfg.crop_for("adaconv-vae"))
     wrong = type(base)(RAIN(_encoder()), "rain", base.pretrain, base.run_dir, {}, {})
     with pytest.raises(CmrError, match="does not match the AdaConv . VAE"):
         stylizers.take_trained(bad, wrong)
