@@ -9,6 +9,13 @@ from cmr_lib.data import phantom
 from cmr_lib.data.sources import find_real_data, open_source
 
 REAL = find_real_data()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration is `slow` (trains networks, runs notebooks, Snakemake or processes)."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 _WHERE = "set CMR_REAL_DATA to the folder holding mscmrseg2019/ and myops2020/, or place it at ../shared/data"
 
 

@@ -194,7 +194,7 @@ SMOKE_WARNING = "WARNING: profile 'smoke' has sizes meant only to test the code:
 
 
 # Every parameter of every notebook (their first code cell), with its one validator: notebooks and
-# make_config check parameters here and nowhere else (tests/unit/test_notebook_parameters.py walks the table).
+# make_config check parameters here and nowhere else (tests/unit/core/test_notebook_parameters.py walks the table).
 PARAMETERS = {
     "profile": lambda n, v: load_profile(v)[0],
     "setting": lambda n, v: choice(n, as_int(n, v), SETTINGS),

@@ -290,7 +290,7 @@ def reference(profiles: Mapping[str, Mapping]) -> str:
     names = [p for p in profiles if p != "demo"]
     lines = ["# Profile parameters", "",
              "Written by `python -m cmr_lib.core.schema` from `cmr_lib/core/sections.py` (do not edit by hand; "
-             "tests/unit/test_params.py checks it). The default is the `demo` profile's value; the other columns show a "
+             "tests/unit/core/test_params.py checks it). The default is the `demo` profile's value; the other columns show a "
              "profile's value only where it differs. A profile file (`params/*.yaml`) says `extends: <profile>` "
              "and gives only what differs.", ""]
 

@@ -11,7 +11,7 @@ import pytest
 from cmr_lib.core.config import PARAMETERS, check_parameter
 from cmr_lib.core.errors import CmrError
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9]*.py"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[3] / "notebooks").glob("[0-9]*.py"))
 
 # Wrong values a user can pass (papermill's -p delivers strings, -y delivers YAML types).
 BAD = {
