@@ -12,6 +12,7 @@ Each page carries a small script that, once the page has loaded, writes how many
 from __future__ import annotations
 
 import argparse
+import ast
 import html
 import json
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from cmr_lib.core.atomic import write_text
 from cmr_lib.core.errors import CmrError, cli_main
+from cmr_lib.core.grid import STYLIZER_NAMES, label, uses_epsilon
 from cmr_lib.core.paths import default_output_root, display_path, repo_root
 
 IMAGES_CHECK = ("<script>window.addEventListener('load', function () {var i = document.images, n = 0;"
@@ -41,6 +43,32 @@ def _title(nb: dict, fallback: str) -> str:
             if found:
                 return found.group(1).strip()
     return fallback
+
+
+def _injected(nb: dict) -> dict:
+    """The parameters papermill injected into an executed notebook (its 'injected-parameters' cell): simple
+    `name = literal` lines only, read without running anything."""
+    out = {}
+    for cell in nb.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            for line in "".join(cell.get("source", "")).splitlines():
+                name, eq, value = line.partition("=")
+                if eq and name.strip().isidentifier():
+                    try:
+                        out[name.strip()] = ast.literal_eval(value.strip())
+                    except (ValueError, SyntaxError):
+                        pass
+    return out
+
+
+def _row_label(nb: dict) -> str:
+    """Which Table 2/3 row (and seed) an executed notebook 05 ran, from its injected parameters; '' otherwise."""
+    p = _injected(nb)
+    if "setting" not in p or p.get("stylizer") not in STYLIZER_NAMES:
+        return ""
+    stylizer = p["stylizer"] if p["setting"] != 0 or p["stylizer"] not in ("rain", "adaconv") else "none"
+    eps = int(p.get("epsilon_iterations", 5)) if uses_epsilon(stylizer) else 0
+    return label((int(p["setting"]), stylizer, eps)) + (f", seed {p['seed']}" if p.get("seed") else "")
 
 
 def _read(path: Path) -> dict:
@@ -72,7 +100,9 @@ def build_book(src, out) -> list[Path]:
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
         write_text(page, body.replace("</body>", IMAGES_CHECK + "</body>", 1))
         pages.append(page)
-        entries.append(f"<li><a href='{html.escape(page.name)}'>{html.escape(_title(nb, path.stem))}</a> "
+        row = _row_label(nb)
+        title = _title(nb, path.stem).split(":")[0] + f": {row}" if row else _title(nb, path.stem)
+        entries.append(f"<li><a href='{html.escape(page.name)}'>{html.escape(title)}</a> "
                        f"<small>({html.escape(path.name)})</small></li>")
     index = out / "index.html"
     write_text(index, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cmr-stylize: the course</title>"
