@@ -27,7 +27,7 @@ from cmr_lib.core.grid import reproduce_rows, uses_epsilon
 from cmr_lib.models.adain import Decoder
 from cmr_lib.models.vgg import VGGEncoder, build_encoder
 from cmr_lib.training.augment import BatchAugmenter
-from cmr_lib.training.segmenters import _optimise, segmenter_for_training
+from cmr_lib.training.segmenters import _optimise, segmenter_for_training, segmenter_optimizer
 from cmr_lib.training.stylizers import build_stylizer, optimise_stylizer
 
 PRETRAININGS = (("rain", "C0-T2"), ("rain", "C0-LGE"), ("adaconv", "C0-T2"), ("adaconv", "C0-LGE"))
@@ -120,7 +120,7 @@ def setting_step(cfg, dev, epsilon: int):
     aug = BatchAugmenter(cfg, stylizer=stylizer, styles=no_styles if stylizer or cfg.baseline else None,
                          epsilon_iterations=epsilon)
     model = segmenter_for_training(cfg.sizes.segmenter, dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=sg.lr)
+    opt = segmenter_optimizer(sg, model)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(sg.batch, 1, cfg.crop, cfg.crop, generator=g).to(dev)
     y = torch.randint(0, 4, (sg.batch, cfg.crop, cfg.crop), generator=g).to(dev)

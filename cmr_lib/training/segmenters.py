@@ -61,6 +61,11 @@ def segmenter_for_training(sg: SegmenterConfig, dev):
     return build_segmenter(sg).to(dev, memory_format=memory_format(sg.precision, dev))
 
 
+def segmenter_optimizer(sg: SegmenterConfig, model) -> torch.optim.Optimizer:
+    """The DRU-Net's optimiser: Adam at the section's learning rate (its schedule is set per step by _optimise)."""
+    return torch.optim.Adam(model.parameters(), lr=sg.lr)
+
+
 def _optimise(sg: SegmenterConfig, model, optimizer, x, y, step, dev):
     """One Adam step on (x, y) with the section's loss and learning-rate schedule; returns the loss."""
     for group in optimizer.param_groups:
@@ -92,7 +97,7 @@ def train_segmenter(cfg, source: CMRSource, *, name: str = "bssfp", split: dict 
         state, meta = reuse_run(run_dir, model=model, config=config)
         return TrainedSegmenter(model.eval(), run_dir, state["history"], {**meta, "config": config, "reused": True})
     data = SliceDataset.from_source(source, split["train"], "C0", **cfg.slicing(train=True, crop=crop), label="require")
-    optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
+    optimizer = segmenter_optimizer(sg, model)
 
     def step_fn(step):
         rng = np.random.default_rng([cfg.seed, step, 2])
@@ -197,7 +202,7 @@ def _fit_setting(cfg, source: CMRSource, model, split: dict, chooser: dict, pool
     content, styles = setting_data(cfg, source, split, pool)
     val_volumes = [source.load(p, chooser["sequence"], label="require") for p in chooser["patients"]]
     t_data = time.perf_counter() - t0
-    optimizer = torch.optim.Adam(model.parameters(), lr=sg.lr)
+    optimizer = segmenter_optimizer(sg, model)
     augmenter = BatchAugmenter(cfg, stylizer=stylizer.model if cfg.network else None, styles=styles,
                                epsilon_iterations=epsilon_iterations)
     stats = {"seconds_stylize": 0.0, "seconds_validate": 0.0}
