@@ -132,7 +132,7 @@ def setting_step(cfg, dev, epsilon: int):
         if augmenting:
             xs, ys = step.augment(None, x, y, np.random.default_rng(i), i, segmenter=model, styles=s)
             xb, yb = torch.cat([xs, x]), torch.cat([ys, y])
-        step.optimise(cfg, model, opt, xb, yb, i, dev)
+        step.optimise(sg, model, opt, xb, yb, i, dev)
     step.augmenter, step.augment, step.optimise = aug, aug, _optimise    # profile_row.py times each part
     return step
 
