@@ -54,10 +54,11 @@ reproduce: $(STAMP)
 	$(BIN)/python -m cmr_lib.pipeline.reproduce $(ARGS) $(if $(call v,FORCE),--force) \
 	  --engine $(if $(filter builtin,$(ENGINE)),builtin,snakemake) --cores $(call q,$(CORES))
 
-## Unit tests, the notebook pairing check and nbval of every notebook on the smoke profile. The unit tests run on
-## one pytest-xdist worker per core with one thread each (TEST_JOBS=n to change); then nbval runs the notebooks
-## in order in one process (their cells share a kernel and 04-07 read what the earlier ones wrote, which xdist's
-## scheduling would reorder).
+## Unit and integration tests, the notebook pairing check and nbval of every notebook on the smoke profile. The
+## tests run on one pytest-xdist worker per core with one thread each (TEST_JOBS=n to change; idle workers steal
+## queued tests); beside them nbval runs the notebooks in order in one process (their cells share a kernel and
+## 04-07 read what the earlier ones wrote, which xdist's scheduling would reorder). Its report follows the tests';
+## both logs stay in build/nbval/ (tests.log ends with the 40 slowest tests).
 TEST_JOBS ?= $(CORES)
 test: $(STAMP)
 	@rm -rf $(NBVAL) && mkdir -p $(NBVAL)
@@ -67,8 +68,13 @@ test: $(STAMP)
 	    || { cat $(NBVAL)/prepare.log; echo "papermill could not prepare $$nb"; exit 1; }; \
 	done
 	status=0; \
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) tests -p no:cacheprovider --durations=15 || status=1; \
-	$(BIN)/python -m pytest -q $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider || status=1; \
+	( OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(NBVAL) --nbval-lax --nbval-current-env -p no:cacheprovider \
+	  > $(NBVAL)/nbval.log 2>&1; echo $$? > $(NBVAL)/nbval.rc ) & \
+	{ OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal tests -p no:cacheprovider \
+	  --durations=40; echo $$? > $(NBVAL)/tests.rc; } 2>&1 | tee $(NBVAL)/tests.log; \
+	test "$$(cat $(NBVAL)/tests.rc)" = 0 || status=1; \
+	wait; echo "nbval of every notebook (smoke profile):"; cat $(NBVAL)/nbval.log; \
+	test "$$(cat $(NBVAL)/nbval.rc)" = 0 || status=1; \
 	exit $$status
 
 ## Fetch the real sample sets (MS-CMRSeg 2019 copy, MyoPS 2020 sample) into REAL_DIR (default data/real), online or

@@ -55,6 +55,18 @@ def write_nifti(path, array, spacing=(1.0, 1.0, 5.0), affine=None):
     return path
 
 
+def tiny_notebook(path, code):
+    """A two-cell notebook (a `parameters` cell for the smoke profile, then `code`) for the pipeline's tests."""
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'smoke'\nseed = 0\ndata_dir = None\noutput_root = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(nb, str(path))
+    return path
+
+
 def heart_label(shape=(32, 32, 4), *, codes=(200, 500, 600), dtype=np.int16):
     """A small label volume with concentric MYO/LV discs and an RV blob, in dataset codes."""
     x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
+from conftest import tiny_notebook
 
 TRAIN = """
 import sys
@@ -60,16 +60,6 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_metrics(tin
     assert all(p.startswith((".last.pt.", ".best.pt.")) for p in leftovers), leftovers
 
 
-def _notebook(path, code):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("profile = 'smoke'\nseed = 0\ndata_dir = None\noutput_root = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(code)]
-    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    nbformat.write(nb, str(path))
-    return path
-
-
 REPRODUCE = """
 import sys
 from cmr_lib.pipeline.reproduce import reproduce
@@ -79,9 +69,9 @@ reproduce("smoke", steps_list=steps, output_root=sys.argv[3])
 
 
 def test_an_interrupted_reproduce_completes_with_the_same_results(tmp_path):
-    a = _notebook(tmp_path / "a.ipynb", "import pathlib\np = pathlib.Path(output_root)\np.mkdir(exist_ok=True)\n"
+    a = tiny_notebook(tmp_path / "a.ipynb", "import pathlib\np = pathlib.Path(output_root)\np.mkdir(exist_ok=True)\n"
                   "(p / 'a.txt').write_text('A')")
-    b = _notebook(tmp_path / "b.ipynb", "import pathlib, time\np = pathlib.Path(output_root)\n"
+    b = tiny_notebook(tmp_path / "b.ipynb", "import pathlib, time\np = pathlib.Path(output_root)\n"
                   "(p / 'b_started').write_text('x')\ntime.sleep(4)\n(p / 'b.txt').write_text('B')")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-c", REPRODUCE, str(a), str(b), str(out)], start_new_session=True,

@@ -8,16 +8,7 @@ from cmr_lib.core import device as devices
 from cmr_lib.core import grid
 from cmr_lib.core.errors import CmrError
 from cmr_lib.pipeline import reproduce as rp
-
-
-def _notebook(path, code):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("profile = 'smoke'\nseed = 0\ndata_dir = None\noutput_root = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(code)]
-    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    nbformat.write(nb, str(path))
-    return path
+from conftest import tiny_notebook
 
 
 def test_steps_follow_the_paper_order_and_run_the_grid():
@@ -87,7 +78,7 @@ def test_parallel_steps_run_side_by_side_with_fewer_threads(tmp_path):
             "(p / f'{name}.txt').write_text(f\"{t0} {time.time()} {os.environ.get('OMP_NUM_THREADS')}\")")
     nbs = []
     for name in ("a", "b"):
-        nb = _notebook(tmp_path / f"{name}.ipynb", f"name = '{name}'\n" + code)
+        nb = tiny_notebook(tmp_path / f"{name}.ipynb", f"name = '{name}'\n" + code)
         nbs.append((name, nb, {}, True))
     out = tmp_path / "out"
     rp.reproduce("smoke", steps_list=nbs, output_root=out, jobs=2)
@@ -96,8 +87,8 @@ def test_parallel_steps_run_side_by_side_with_fewer_threads(tmp_path):
     assert ta == tb == str(max(1, (os.cpu_count() or 1) // 2))
     rec = json.loads((out / "results" / "reproduce.json").read_text())
     assert rec["jobs"] == 2 and all(s["ran_beside_others"] for s in rec["steps"])
-    bad = _notebook(tmp_path / "bad.ipynb", "import time\ntime.sleep(1)\nraise ValueError('broken on purpose')")
-    ok = _notebook(tmp_path / "ok.ipynb", "x = 3")
+    bad = tiny_notebook(tmp_path / "bad.ipynb", "import time\ntime.sleep(1)\nraise ValueError('broken on purpose')")
+    ok = tiny_notebook(tmp_path / "ok.ipynb", "x = 3")
     with pytest.raises(CmrError, match=r"step 1 \(.*bad.ipynb\) failed: ValueError: broken on purpose; see .*"
                                        r"bad.failed.ipynb"):
         rp.reproduce("smoke", steps_list=[("bad", bad, {}, True), ("ok", ok, {}, True)], output_root=out, jobs=2)
@@ -109,10 +100,10 @@ def test_parallel_steps_run_side_by_side_with_fewer_threads(tmp_path):
 
 
 def test_second_run_reuses_and_a_change_reruns(tmp_path, capsys):
-    a = _notebook(tmp_path / "a.ipynb", "import pathlib\n"
+    a = tiny_notebook(tmp_path / "a.ipynb", "import pathlib\n"
                   "pathlib.Path(output_root).mkdir(parents=True, exist_ok=True)\n"
                   "pathlib.Path(output_root, 'a.txt').write_text(str(seed))")
-    b = _notebook(tmp_path / "b.ipynb", "x = 1")
+    b = tiny_notebook(tmp_path / "b.ipynb", "x = 1")
     steps = [("step a", a, {}), ("step b", b, {"seed": 0})]
     out = tmp_path / "out"
     assert rp.reproduce("smoke", steps_list=steps, output_root=out) == 0
@@ -127,7 +118,7 @@ def test_second_run_reuses_and_a_change_reruns(tmp_path, capsys):
     assert second["steps"][0]["seconds_when_run"] == first["steps"][0]["seconds"]
     assert second["total_seconds_when_run"] == pytest.approx(first["total_seconds_when_run"], abs=0.05)
     assert second["peak_memory_mb_when_run"] == first["peak_memory_mb_when_run"] > 0
-    _notebook(b, "x = 2")                                             # an edited notebook runs again
+    tiny_notebook(b, "x = 2")                                             # an edited notebook runs again
     rp.reproduce("smoke", steps_list=steps, output_root=out)
     third = json.loads((out / "results" / "reproduce.json").read_text())
     assert [s["reused"] for s in third["steps"]] == [True, False]
@@ -137,8 +128,8 @@ def test_second_run_reuses_and_a_change_reruns(tmp_path, capsys):
 
 
 def test_a_failing_step_names_itself_and_keeps_finished_ones(tmp_path):
-    a = _notebook(tmp_path / "a.ipynb", "y = 1")
-    bad = _notebook(tmp_path / "bad.ipynb", "raise ValueError('broken on purpose')")
+    a = tiny_notebook(tmp_path / "a.ipynb", "y = 1")
+    bad = tiny_notebook(tmp_path / "bad.ipynb", "raise ValueError('broken on purpose')")
     out = tmp_path / "out"
     with pytest.raises(CmrError, match=r"step 2 \(.*bad.ipynb\) failed: .*broken on purpose"):
         rp.reproduce("smoke", steps_list=[("a", a, {}), ("bad", bad, {})], output_root=out)
@@ -146,7 +137,7 @@ def test_a_failing_step_names_itself_and_keeps_finished_ones(tmp_path):
     assert list(ledger) == ["a.ipynb"]
     failed = out / "results" / "notebooks" / "smoke" / "bad.failed.ipynb"
     assert failed.is_file()
-    _notebook(bad, "z = 1")                                           # mended: the rerun succeeds ...
+    tiny_notebook(bad, "z = 1")                                           # mended: the rerun succeeds ...
     rp.reproduce("smoke", steps_list=[("a", a, {}), ("bad", bad, {})], output_root=out)
     assert not failed.exists() and not failed.with_suffix(".log").exists()   # ... and its failure is gone
 
@@ -156,7 +147,7 @@ def test_a_killed_step_says_it_was_killed(tmp_path):
     import subprocess
 
     from cmr_lib.pipeline.execution import exit_reason, finish_notebook, start_notebook
-    nb = _notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
+    nb = tiny_notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
     proc, tmp, log = start_notebook(nb, tmp_path / "out" / "slow.ipynb", {})
     try:
         proc.wait(timeout=3)
@@ -188,7 +179,7 @@ def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatc
                                                            "{connection_file}"],
                                                   "display_name": "Python 3", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    nb = _notebook(tmp_path / "nb.ipynb", "x = 1")
+    nb = tiny_notebook(tmp_path / "nb.ipynb", "x = 1")
     dst = tmp_path / "out" / "nb.ipynb"
     proc, tmp, log = start_notebook(nb, dst, {})
     proc.wait()
@@ -254,7 +245,7 @@ def test_device_selection(monkeypatch):
 
 
 def test_real_data_options_reach_every_notebook(tmp_path):
-    nb = _notebook(tmp_path / "p.ipynb", "import pathlib\n"
+    nb = tiny_notebook(tmp_path / "p.ipynb", "import pathlib\n"
                    "pathlib.Path(output_root).mkdir(parents=True, exist_ok=True)\n"
                    "pathlib.Path(output_root, 'p.txt').write_text(f'{c0_spacing} {t2_dir}')")
     t2 = tmp_path / "t2"
@@ -271,8 +262,8 @@ def test_gpus_spread_the_parallel_rows_and_the_placement_is_recorded(tmp_path):
             "p = pathlib.Path(output_root)\np.mkdir(parents=True, exist_ok=True)\n"
             "t0 = time.time(); time.sleep(2)\n"
             "(p / f'{name}.txt').write_text(f\"{t0} {time.time()} {os.environ.get('CUDA_VISIBLE_DEVICES')}\")")
-    nbs = [(n, _notebook(tmp_path / f"{n}.ipynb", f"name = '{n}'\n" + code), {}, True) for n in "abcd"]
-    serial = _notebook(tmp_path / "s.ipynb", code.replace("{name}", "s"))
+    nbs = [(n, tiny_notebook(tmp_path / f"{n}.ipynb", f"name = '{n}'\n" + code), {}, True) for n in "abcd"]
+    serial = tiny_notebook(tmp_path / "s.ipynb", code.replace("{name}", "s"))
     out = tmp_path / "out"
     rp.reproduce("smoke", steps_list=[("s", serial, {}), *nbs], output_root=out, jobs=4, gpus=["0", "1"])
     seen = {n: (out / f"{n}.txt").read_text().split() for n in "sabcd"}

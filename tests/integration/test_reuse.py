@@ -17,7 +17,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_reproduce import _notebook
 
 from cmr_lib.core.config import make_config
 from cmr_lib.core.digests import FORCE_ENV, STEP_FILES_ENV, read_step_files
@@ -26,6 +25,7 @@ from cmr_lib.core.paths import repo_root
 from cmr_lib.data.sources import open_source
 from cmr_lib.pipeline import reproduce as rp
 from cmr_lib.study.runs import run_setting
+from conftest import tiny_notebook
 
 
 def _data(tiny_phantom, where: Path, ext: str = ".nii.gz") -> Path:
@@ -186,7 +186,7 @@ def test_a_folder_named_like_a_command_is_only_a_name(tmp_path):
     from test_snakemake import SNAKEFILE, SNAKEMAKE
     pwned = tmp_path / "pwned"
     out = tmp_path / f"out$(touch {pwned})`touch {pwned}`"
-    nb = _notebook(tmp_path / "a.ipynb", "import pathlib\np = pathlib.Path(output_root)\np.mkdir(parents=True, "
+    nb = tiny_notebook(tmp_path / "a.ipynb", "import pathlib\np = pathlib.Path(output_root)\np.mkdir(parents=True, "
                    "exist_ok=True)\n(p / 'a.txt').write_text('ran')")
     (tmp_path / "steps.json").write_text(json.dumps([["a", str(nb), {}, False]]))
     # (Snakemake's --config strips a quote that ends the value: the folder is not the last option there)
@@ -213,8 +213,8 @@ WRITE = ("from cmr_lib.core.atomic import write_text\nwrite_text(output_root + '
 
 def test_a_step_whose_files_vanished_runs_again(tmp_path):
     from test_snakemake import _snake
-    a = _notebook(tmp_path / "a.ipynb", WRITE.format(n="a"))
-    b = _notebook(tmp_path / "b.ipynb", "x = 1")
+    a = tiny_notebook(tmp_path / "a.ipynb", WRITE.format(n="a"))
+    b = tiny_notebook(tmp_path / "b.ipynb", "x = 1")
     steps = [("a", str(a), {}), ("b", str(b), {})]
     out = tmp_path / "builtin"
     rp.reproduce("smoke", steps_list=steps, output_root=out)
@@ -242,7 +242,7 @@ def test_stale_temporaries_go_and_fresh_ones_stay(tmp_path):
         f.parent.mkdir(parents=True)
         f.write_text("half")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    nb = _notebook(tmp_path / "a.ipynb", "x = 1")
+    nb = tiny_notebook(tmp_path / "a.ipynb", "x = 1")
     rp.reproduce("smoke", steps_list=[("a", str(nb), {})], output_root=out)
     assert not stale.exists() and fresh.exists()
 
@@ -265,7 +265,7 @@ def test_the_download_command_refuses_to_replace_a_users_file_without_force(tmp_
 def test_make_reproduce_keeps_one_engine_per_output_folder_on_the_command_line(tmp_path):
     """The module's command line: --engine snakemake is refused like the built-in one while the folder is locked."""
     from cmr_lib.pipeline.plan import output_lock
-    nb = _notebook(tmp_path / "a.ipynb", "x = 1")
+    nb = tiny_notebook(tmp_path / "a.ipynb", "x = 1")
     (tmp_path / "steps.json").write_text(json.dumps([["a", str(nb), {}]]))
     args = ["--profile", "smoke", "--output-root", str(tmp_path / "out"), "--steps-file", str(tmp_path / "steps.json")]
     with output_lock(make_config(profile="smoke", output_root=tmp_path / "out")):

@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from test_reproduce import _notebook
 
 from cmr_lib.core import grid
 from cmr_lib.core.paths import repo_root
 from cmr_lib.pipeline import reproduce as rp
+from conftest import tiny_notebook
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SNAKEFILE = repo_root() / "workflow" / "Snakefile"
@@ -31,7 +31,7 @@ def _snake(work: Path, args: str, *extra, wait=True):
 
 def _steps(tmp_path, spec) -> tuple[str, Path]:
     """A steps file for the plan (name, notebook, extra, parallel) and the driver arguments that use it."""
-    steps = [(name, str(_notebook(tmp_path / f"{name}.ipynb", code)), {}, par) for name, code, par in spec]
+    steps = [(name, str(tiny_notebook(tmp_path / f"{name}.ipynb", code)), {}, par) for name, code, par in spec]
     f = tmp_path / "steps.json"
     f.write_text(json.dumps(steps))
     out = tmp_path / "out"
@@ -52,7 +52,7 @@ def test_a_failed_row_is_kept_out_then_only_what_changed_runs(tmp_path):
     assert "ValueError: broken" in (nbs / "snakemake" / "bad.ipynb.log").read_text()
     assert not (out / "results" / "reproduce.json").exists()                 # no summary of an unfinished plan
     stamps = {n: (out / f"{n}.txt").read_text() for n in "ac"}
-    _notebook(tmp_path / "bad.ipynb", "y = 1")                                  # mended: only it runs
+    tiny_notebook(tmp_path / "bad.ipynb", "y = 1")                                  # mended: only it runs
     second = _snake(tmp_path, args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert {n: (out / f"{n}.txt").read_text() for n in "ac"} == stamps and not (nbs / "bad.failed.ipynb").exists()
@@ -66,7 +66,7 @@ def test_a_failed_row_is_kept_out_then_only_what_changed_runs(tmp_path):
     assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr
     other = _snake(tmp_path, args + " --jobs 3")         # another driver option that changes no step's key
     assert other.returncode == 0 and "Nothing to be done" in other.stdout + other.stderr, other.stdout
-    _notebook(tmp_path / "c.ipynb", WRITE.format(n="c") + "\nx = 2")          # an edited notebook runs again
+    tiny_notebook(tmp_path / "c.ipynb", WRITE.format(n="c") + "\nx = 2")          # an edited notebook runs again
     fourth = _snake(tmp_path, args)
     assert fourth.returncode == 0, fourth.stdout + fourth.stderr
     assert (out / "a.txt").read_text() == stamps["a"] and (out / "c.txt").read_text() != stamps["c"]
