@@ -11,7 +11,7 @@ DATA ?=
 DATA_DIR ?=
 SEED ?= 0
 SEEDS ?=
-JOBS ?= 2
+JOBS ?=
 FORCE ?=
 C0_SPACING ?=
 GPUS ?=
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 ## SEEDS=3 runs every Table 2/3 row with 3 seeds (default: the profile's); JOBS=n notebooks side by side;
 ## the cropped MS-CMRSeg copy also needs C0_SPACING=lge and T2_DIR=/path/to/MyoPS (setting 1's T2);
 ## DATA=mscmrseg2019 finds the real sample set and sets both itself (profile 'real', outputs in real/<name>/).
-## GPUS=0,1,2,3 spreads the JOBS parallel rows over those GPUs (JOBS=8: two rows per GPU).
+## GPUS=0,1,2,3 spreads the JOBS parallel rows over those GPUs (without JOBS: two rows per GPU).
 ## BEYOND=1 adds the paper's future work: the AdaConv + VAE rows and notebook 07 (kernel sizes).
 ## ENGINE=builtin runs the same plan with the hand-written driver instead of Snakemake.
 # q: one value single-quoted for the shell; $(value X) keeps a value as typed (make would expand a $(...) in it), so

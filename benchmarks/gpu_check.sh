@@ -2,8 +2,10 @@
 # The prepared GPU check, one short run on a machine with a CUDA GPU (often lent for minutes only):
 #   1. one training step of every trainer and every `make reproduce` row at the paper profile's sizes, in fp32
 #      and bf16, against the GPU's matmul rate, and the full paper reproduction extrapolated (gpu_check.py);
-#   2. the `cuda` tests (tests/integration/test_cuda.py);
-#   3. the smoke reproduction end to end on CUDA, four notebooks sharing the GPU.
+#   2. rows per GPU: 1, 2 and 4 copies of setting 1's RAIN row at the paper profile's sizes at once, their
+#      aggregate steps per second (rows_per_gpu.py; make reproduce's default two rows per GPU comes from here);
+#   3. the `cuda` tests (tests/integration/test_cuda.py);
+#   4. the smoke reproduction end to end on CUDA, four notebooks sharing the GPU.
 # Each part has its own time limit and the next one runs whatever happened, so a slow part costs only itself.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]       (default build/gpu_check: the logs, gpu_steps.json, the smoke run's reproduce.json and table;
@@ -41,9 +43,11 @@ part() {   # part NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NA
   tail -n 25 "$OUT/$name.log"
 }
 
-PARTS=${PARTS:-steps tests smoke}      # a subset reruns only those parts
+PARTS=${PARTS:-steps rows tests smoke}      # a subset reruns only those parts
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 has steps && part steps "${STEPS_LIMIT:-200}" $PY benchmarks/gpu_check.py --reps "${REPS:-5}" --out "$OUT/gpu_steps.json"
+has rows && part rows_per_gpu "${ROWS_LIMIT:-180}" $PY benchmarks/rows_per_gpu.py --steps "${ROW_STEPS:-20}" \
+  --out "$OUT/rows_per_gpu.json"
 has tests && part cuda_tests "${TESTS_LIMIT:-150}" $PY -m pytest -q -m cuda tests/integration/test_cuda.py -p no:cacheprovider
 has smoke || exit 0
 SMOKE=/tmp/cmr_gpu_smoke

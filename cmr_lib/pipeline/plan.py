@@ -176,17 +176,28 @@ def prepare(what: str, parameters: dict) -> None:
         train_pairs(cfg, source, kind, progress=False)
 
 
-def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, steps_list=None, output_root=None,
+# rows sharing one GPU when GPUS is given without JOBS: the paper profile's DRU-Net rows are launch-bound (15-53 % of
+# the fp32 matmul rate on an H100, benchmarks/results/gpu_check_h100.md), so two keep it busier than one;
+# benchmarks/rows_per_gpu.py measures 1, 2 and 4 on a lent GPU (not yet run there: this is the unmeasured guess)
+ROWS_PER_GPU = 2
+
+
+def default_jobs(gpus) -> int:
+    """Notebooks side by side when JOBS is not given: two on a CPU machine, ROWS_PER_GPU per GPU with GPUS."""
+    return ROWS_PER_GPU * len(gpus) if gpus else 2
+
+
+def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=None, steps_list=None, output_root=None,
               c0_spacing=None, t2_dir=None, gpus=None, beyond=False) -> dict:
     """What `make reproduce` will do, whichever engine runs it: the configuration, the seeds, and one entry per
     step (its executed notebook, parameters, fingerprint, threads, the steps it waits for and, with `gpus`, the
     GPU the Snakemake engine gives it). Generates the phantom first: its files are part of every fingerprint."""
     cfg = make_config(profile=profile, data_dir=data_dir, seed=seed, output_root=output_root,
                       c0_spacing=c0_spacing or "header", t2_dir=None if t2_dir is None else str(t2_dir))
-    check_int("jobs", jobs, minimum=1)
     gpus = [str(g).strip() for g in gpus] if gpus else []
     if any(not g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
         raise CmrError(f"GPUS = {','.join(gpus)!r}: give distinct CUDA device numbers, e.g. GPUS=0,1,2,3")
+    jobs = check_int("jobs", default_jobs(gpus) if jobs is None else jobs, minimum=1)
     n_seeds = check_int("seeds", cfg.sizes.reproduce.seeds if seeds is None else seeds, minimum=1)
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
     steps_list = with_seeds(steps(beyond) if steps_list is None else steps_list, seed_list)

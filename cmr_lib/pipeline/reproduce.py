@@ -44,7 +44,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     ap.add_argument("--seed", type=int, default=0, help="the first seed (and the only one when --seeds is 1)")
     ap.add_argument("--seeds", type=int, default=None, help="run every Table 2/3 row with this many seeds "
                     "(default: the profile's reproduce.seeds)")
-    ap.add_argument("--jobs", type=int, default=2, help="notebooks run side by side where they may (default 2)")
+    ap.add_argument("--jobs", type=int, default=None, help="notebooks run side by side where they may (default 2; "
+                    "with --gpus, plan.ROWS_PER_GPU per GPU)")
     ap.add_argument("--c0-spacing", default=None, help="'lge' for the cropped MS-CMRSeg copy (stale C0 voxel size)")
     ap.add_argument("--t2-dir", default=None, help="T2 images for setting 1 when the data set has none (MyoPS)")
     ap.add_argument("--output-root", default=None, help="write results/ and figures/ here (default: the repository)")
@@ -140,7 +141,7 @@ def run_snakemake(argv: list[str], kw: dict, *, cores: int | None, force: bool) 
         return subprocess.run(cmd, cwd=repo_root(), env=env).returncode
 
 
-def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=2, force=False, steps_list=None,
+def reproduce(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=None, force=False, steps_list=None,
               output_root=None, c0_spacing=None, t2_dir=None, gpus=None, beyond=False) -> int:
     """Run `steps_list` (default: steps(beyond), for `seeds` seeds; notebooks by name in notebooks/ or by path) in
     order, parallel neighbours `jobs` at a time with cpu_count // jobs threads each; see the module

@@ -56,3 +56,21 @@ def test_bench_compile_times_a_row_and_says_when_compiling_pays(tmp_path):
                                    "rows": {"a": fast, "b": slow}})
     assert "| a | 1.000 | 0.500 | 0.50 | 100 | 200 | 250 |" in text     # 100 s warm-up / 0.5 s saved a step
     assert "| b | 1.000 | 1.200 | 1.20 | 180 | never" in text
+
+
+def test_rows_per_gpu_times_k_rows_at_once_and_writes_its_table(tmp_path):
+    """benchmarks/rows_per_gpu.py on the CPU at smoke sizes: one and two rows of setting 1 RAIN at once, each its
+    own process; the table gives the aggregate steps per second and the ratio to one row."""
+    import json
+    import subprocess
+    import sys
+    from cmr_lib.core.paths import repo_root
+    out = tmp_path / "rows.json"
+    r = subprocess.run([sys.executable, str(repo_root() / "benchmarks" / "rows_per_gpu.py"), "--profile", "smoke",
+                        "--row", "1:rain:5", "--rows", "1", "2", "--steps", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [x["rows"] for x in runs] == [1, 2] and all(x["steps_per_second"] > 0 for x in runs)
+    md = out.with_suffix(".md").read_text()
+    assert "| rows at once | wall (s) | steps/s, all rows | × one row |" in md and "| 1 |" in md and "| 2 |" in md
