@@ -39,3 +39,17 @@ def test_rows_are_matched_and_the_differences_and_the_protocols_shown(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table_delta.py"), "--before", str(tmp_path),
                         "--after", str(tmp_path / "new")], capture_output=True, text=True)
     assert r.returncode == 2 and "table2.csv: no such table" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_same_rows_compare_names_any_row_whose_fingerprint_or_metrics_moved():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from same_rows import compare
+    row = {"segmenter": "setting0_none_abc", "stylizer": None, "metrics": {"test": [{"dice": 0.5}]},
+           "summary": {"test": {"dice": {"AVG": 0.5}}}}
+    old = {"lib": "aaa", "rows": {"r": row, "s": row}}
+    new = {"lib": "bbb", "rows": {"r": row, "s": {**row, "segmenter": "setting0_none_def",
+                                                  "metrics": {"test": [{"dice": 0.6}]}}}}
+    text = compare(old, new)
+    assert "| r | same (`setting0_none_abc`) | 0.5000 → 0.5000 | identical |" in text
+    assert "| s | DIFFERENT (`setting0_none_def`) | 0.5000 → 0.5000 | DIFFERENT |" in text
+    assert "commit `aaa`; after: commit `bbb`" in text
