@@ -41,7 +41,7 @@ def run(*, data=None, profile=None, kernel=3, seed=0, work=None, out_dir=OUT, sl
     for kind in ("adaconv", "adaconv-vae", "rain"):
         cfg = make_config(profile=profile, setting=2, stylizer=kind, seed=seed, output_root=root,
                           overrides={"stylizer.adaconv.kernel_size": kernel}, **where)
-        source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data, progress=False)
+        source = source_for(**cfg.source_args, progress=False)
         seg = train_segmenter(cfg, source, progress=False).model.eval()
         ts = train_stylizer(cfg, source, kind, ("C0", "LGE"), progress=False)
         st = stylize_examples(ts, cfg, source, max_slices=slices)

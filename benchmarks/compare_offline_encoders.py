@@ -27,7 +27,7 @@ def run(profile: str, fallback: str | None, kind: str | None):
     setting = 0 if kind is None else 2
     overrides = {"stylizer.offline_fallback": fallback} if fallback else None
     cfg = make_config(profile=profile, setting=setting, stylizer=kind or "rain", overrides=overrides)
-    source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data, progress=False)
+    source = source_for(**cfg.source_args, progress=False)
     split = run_split(source, cfg.split, cfg.sizes.segmenter)
     row = {"encoder": fallback or "-", "stylizer": kind or "none", "setting": setting}
     t = time.perf_counter()

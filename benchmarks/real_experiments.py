@@ -96,7 +96,7 @@ def test_crops(work: Path) -> str:
     from cmr_lib.core.config import Config
     from cmr_lib.core.device import autocast, device
     from cmr_lib.core.grid import label, row_key
-    from cmr_lib.data.slices import preprocessing
+    from cmr_lib.data.slices import preprocess_arguments
     from cmr_lib.evaluation.inference import TEST_CROPS, predict_volume, score_predictions
     from cmr_lib.training.segmenters import load_run_segmenter
 
@@ -113,7 +113,7 @@ def test_crops(work: Path) -> str:
         cells = []
         for centre in TEST_CROPS:
             for vols in tests.values():
-                pairs = [(v, predict_volume(model, v, crop=cfg.crop, **preprocessing(cfg), centre=centre, device=dev,
+                pairs = [(v, predict_volume(model, v, crop=cfg.crop, **preprocess_arguments(cfg.sizes.preprocess), centre=centre, device=dev,
                                             autocast=autocast(cfg.sizes.segmenter.precision, dev))) for v in vols]
                 cells.append(f"{np.nanmean(score_predictions(pairs)[0]['dice'].to_numpy(dtype=float)):.3f}")
         name = run.parents[3].name if run.parents[3] != Path(work) else label(row_key(rec))

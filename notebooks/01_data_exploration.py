@@ -50,7 +50,7 @@ from cmr_lib.report import explore, plots
 cfg = make_config(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
                          output_root=output_root, real_data_dir=real_data_dir)
 print(cfg.summary())
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 print(source)
 
 # %% [markdown]

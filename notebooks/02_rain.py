@@ -53,7 +53,7 @@ from cmr_lib.training.stylizers import resolve_encoder
 cfg = make_config(profile=profile, setting=2, stylizer="rain", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, t2_dir=t2_dir)
 print(stylizers.setup_line(cfg, "rain"))
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 
 # %% [markdown]
 # ## The encoder: VGG-19 to relu4_1

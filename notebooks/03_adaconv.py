@@ -50,7 +50,7 @@ overrides = None if kernel_size is None else {"stylizer.adaconv.kernel_size": ke
 cfg = make_config(profile=profile, setting=2, stylizer="adaconv", data_dir=data_dir, c0_spacing=c0_spacing,
                   seed=seed, output_root=output_root, overrides=overrides, t2_dir=t2_dir)
 print(stylizers.setup_line(cfg, "adaconv"))
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 
 # %% [markdown]
 # ## The model

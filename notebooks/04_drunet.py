@@ -48,7 +48,7 @@ from cmr_lib.training.segmenters import build_segmenter
 cfg = make_config(profile=profile, setting=0, data_dir=data_dir, c0_spacing=c0_spacing, seed=seed,
                   output_root=output_root)
 print(cfg.summary())
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 split = run_split(source, cfg.split, cfg.sizes.segmenter)
 print({role: len(p) for role, p in split.items()}, "patients per role")
 

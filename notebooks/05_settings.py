@@ -84,7 +84,7 @@ if cfg.searches:
 # checkpoint and a finished `run.json`. A killed run resumes from its last checkpoint.
 
 # %%
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 run = runs.run_setting(cfg, source, epsilon_iterations=epsilon_iterations, include_original=include_original)
 rec = run.record
 print(f"run {rec['run_name']}: {run.run_dir}")

@@ -61,7 +61,7 @@ cfg = make_config(profile=profile, setting=0, seed=seed, data_dir=data_dir, c0_s
 print(cfg.summary())
 seeds = check_parameter("seeds", seeds) or [cfg.seed]
 allow_mixed, cross_data = check_parameter("allow_mixed", allow_mixed), check_parameter("cross_data", cross_data)
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 runs = tables.load_runs(cfg.results_dir, profile=cfg.profile, seed=seeds, allow_mixed=allow_mixed,
                           data_root=None if allow_mixed else display_path(source.root))
 first_seed = [r for r in runs if r["seed"] == cfg.seed] or runs          # one run per row for the figures

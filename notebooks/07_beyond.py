@@ -73,7 +73,7 @@ cfg = make_config(profile=profile, setting=1, stylizer="adaconv-vae", data_dir=d
 print(cfg.summary())
 seeds = check_parameter("seeds", seeds) or [cfg.seed]
 where = dict(profile=profile, data_dir=data_dir, c0_spacing=c0_spacing, t2_dir=t2_dir, output_root=output_root)
-source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+source = source_for(**cfg.source_args)
 out_dir = cfg.results_dir / "beyond"
 print(f"profile {cfg.profile}, data {display_path(source.root)}, kernels {kernels}, {', '.join(kinds)}, seeds {seeds}")
 

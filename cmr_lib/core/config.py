@@ -114,6 +114,12 @@ class Config:
         return self.extra.get("t2_dir")
 
     @property
+    def source_args(self) -> dict:
+        """data.sources.source_for's arguments: the data folder (None: the phantom its data section describes) and
+        the C0 voxel-size rule."""
+        return {"data_dir": self.data_dir, "c0_spacing": self.c0_spacing, "phantom_data": self.sizes.data}
+
+    @property
     def inference(self) -> InferencePolicy:
         """How this run's DRU-Net is applied to a volume (evaluation.inference.predict)."""
         return InferencePolicy(crop=self.crop, preprocess=self.sizes.preprocess, precision=self.sizes.segmenter.precision)

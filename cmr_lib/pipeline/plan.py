@@ -171,7 +171,7 @@ def prepare(what: str, parameters: dict) -> None:
         raise CmrError(f"unknown reproduce step 'prepare:{what}'")
     keys = ("profile", "seed", "data_dir", "output_root", "c0_spacing", "t2_dir")
     cfg = make_config(**{k: v for k, v in parameters.items() if k in keys and v is not None})
-    source = source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data, progress=False)
+    source = source_for(**cfg.source_args, progress=False)
     for kind in parameters.get("kinds") or default_kinds():
         train_pairs(cfg, source, kind, progress=False)
 
@@ -202,7 +202,7 @@ def make_plan(profile="demo", *, data_dir=None, seed=0, seeds=None, jobs=None, s
     seed_list = list(range(cfg.seed, cfg.seed + n_seeds))
     steps_list = with_seeds(steps(beyond) if steps_list is None else steps_list, seed_list)
     root = repo_root()
-    source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data)
+    source_for(**cfg.source_args)
     shared = shared_inputs(cfg, t2_dir=t2_dir)
     out_dir = cfg.results_dir / "notebooks" / cfg.profile
     params = {"profile": profile, "seed": cfg.seed,

@@ -103,8 +103,7 @@ def kernel_ablation(kernels, kinds=("adaconv", "adaconv-vae"), *, seeds=(0,), ma
             for k in kernels:
                 cfg = make_config(setting=2, stylizer=kind, seed=seed, overrides={"stylizer.adaconv.kernel_size": k},
                                   **where)
-                source = source or source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data,
-                                              progress=False)
+                source = source or source_for(**cfg.source_args, progress=False)
                 if segmenter is None:                              # one bSSFP network judges every stylizer
                     segmenter = train_segmenter(cfg, source, progress=progress).model
                 ts = train_stylizer(cfg, source, kind, ("C0", "LGE"), progress=progress)

@@ -97,8 +97,7 @@ def run_setting(cfg, source: CMRSource | None = None, *, epsilon_iterations: int
     include_original = check_bool("include_original", include_original)
     t_start = time.perf_counter()
     timings = {}
-    source = source or source_for(cfg.data_dir, c0_spacing=cfg.c0_spacing, phantom_data=cfg.sizes.data,
-                                  progress=progress)
+    source = source or source_for(**cfg.source_args, progress=progress)
     timings["data"] = time.perf_counter() - t_start
     eps = check_epsilon_iterations(epsilon_iterations) if cfg.searches else 0
     include_original = include_original if (cfg.network or cfg.baseline) else False

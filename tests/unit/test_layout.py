@@ -81,3 +81,21 @@ def test_the_checks_can_fail(tmp_path):
     found = [(name, node.lineno) for name, node in _imports(bad)]
     assert found == [("cmr_lib.study.runs", 1), ("cmr_lib.core", 4)]
     assert _layer("cmr_lib.study.runs") > LAYERS.index("core")
+
+
+def test_every_import_of_the_library_resolves_also_inside_functions_and_benchmarks():
+    """A renamed or removed function breaks no benchmark, notebook or test silently: every `from cmr_lib... import
+    name` anywhere in the repository (function bodies included, where only running the code would find it) names
+    something that exists."""
+    import importlib.util
+    import subprocess
+    root = LIB.parent
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=root, capture_output=True, text=True).stdout.split()
+    missing = []
+    for name in files:
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cmr_lib"):
+                module = importlib.import_module(node.module)
+                missing += [f"{name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name) and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert missing == [], missing
