@@ -25,6 +25,19 @@ def structure_kl(images, labels, targets, target_labels, cls: int, bins: int = 6
     return float("nan") if a.size == 0 or b.size == 0 else intensity_kl(a, b, bins)
 
 
+def structure_stats(images, labels, cls: int) -> tuple[float, float]:
+    """Mean and standard deviation of the intensities inside class `cls` of each sample's own labels (pooled)."""
+    a = np.asarray(images)[:, 0][np.asarray(labels) == cls]
+    return (float("nan"), float("nan")) if a.size == 0 else (float(a.mean()), float(a.std()))
+
+
+def appearance(images, labels) -> dict:
+    """What makes a slice look like LGE rather than bSSFP, in two numbers: the myocardium's spread (LGE's scar and
+    nulling make it heterogeneous) and the blood-minus-myocardium contrast."""
+    myo, blood = (structure_stats(images, labels, STRUCTURE_CLASSES[k]) for k in ("myo", "blood"))
+    return {"myo_std": myo[1], "contrast": blood[0] - myo[0]}
+
+
 def grad_energy(images) -> np.ndarray:
     """Per slice, the mean squared finite-difference gradient (sharpness; 0 for a flat image)."""
     x = np.asarray(images, dtype=np.float64)[:, 0]

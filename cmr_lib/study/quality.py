@@ -23,7 +23,7 @@ from cmr_lib.core.schema import SEARCHING, load_settings
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import run_split, style_split
-from cmr_lib.evaluation.quality import STRUCTURE_CLASSES, c2st, dice_kept, grad_ratio, structure_kl
+from cmr_lib.evaluation.quality import STRUCTURE_CLASSES, appearance, c2st, dice_kept, grad_ratio, structure_kl
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots
 from cmr_lib.study.ablation import segment
@@ -32,7 +32,8 @@ from cmr_lib.training.stylizers import STYLIZERS, TrainedStylizer, train_stylize
 
 COLUMNS = ["stylizer", "direction", "train_seconds", "iterations", "content_slices", "target_slices", "dice_kept",
            "kl_myo", "kl_myo_raw", "kl_blood", "kl_blood_raw", "c2st", "c2st_raw", "grad_ratio", "search_change",
-           "dice_kept_search"]
+           "dice_kept_search", "myo_std", "myo_std_raw", "myo_std_target", "contrast", "contrast_raw",
+           "contrast_target"]
 DIRECTIONS = (("C0", "LGE"), ("C0", "T2"))
 
 
@@ -121,6 +122,9 @@ def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net) -> dict:
     row["c2st"] = c2st(q.stylized, q.target, seed=cfg.seed)
     row["c2st_raw"] = c2st(q.content, q.target, seed=cfg.seed)
     row["grad_ratio"] = grad_ratio(q.stylized, q.content)
+    for suffix, images, labels in (("", q.stylized, q.content_label), ("_raw", q.content, q.content_label),
+                                   ("_target", q.target, q.target_label)):
+        row.update({f"{k}{suffix}": v for k, v in appearance(images, labels).items()})
     if q.searched is not None:
         row["search_change"] = float((q.searched - q.stylized).abs().mean())
         row["dice_kept_search"] = dice_kept(segment(judge_net, q.searched), pred_content, q.content_label)
