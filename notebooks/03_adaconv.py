@@ -125,6 +125,9 @@ stylizers.stylizer_reports(cfg).round(3)
 #   slices (0.5: cannot tell them apart). `c2st_raw` is the same for raw bSSFP, the gap to close.
 # - `search_change`, `dice_kept_search` (stylizers with a style search): how much five rounds of the search move
 #   the image, and whether the heart survives them.
+# - `myo_std`, `contrast` (with `_raw` and `_target`): the spread of the myocardium's grey levels and the
+#   blood-minus-myocardium contrast. Real LGE's myocardium is nulled with bright scar, so it spreads far more than
+#   bSSFP's; a stylizer that keeps the content's structure keeps its even myocardium, which is why `kl_myo` is hard.
 
 # %%
 from cmr_lib.study.quality import stylizer_quality
