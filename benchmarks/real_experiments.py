@@ -9,6 +9,7 @@ as one JSON line to benchmarks/results/real_experiments.jsonl.
     python benchmarks/real_experiments.py fidelity   # how much of a real slice the MR autoencoder keeps
     python benchmarks/real_experiments.py crops [DIR]  # every network under DIR, crop at the image centre vs on
                                                        # the heart, on the tuning set (and the test sets, shown)
+    python benchmarks/real_experiments.py crops-choice  # the choice read off test_crop.md's tuning columns
     python benchmarks/real_experiments.py placement  # where each test heart lies against the centred crop (seconds)
 
 Stylizers and networks are cached by configuration under --work (default build/real_experiments), so rows
@@ -118,8 +119,25 @@ def test_crops(work: Path) -> str:
                 cells.append(f"{np.nanmean(score_predictions(pairs)[0]['dice'].to_numpy(dtype=float)):.3f}")
         name = run.parents[3].name if run.parents[3] != Path(work) else label(row_key(rec))
         lines.append(f"| {name} | {rec['config']['seed']} | " + " | ".join(cells) + " |")
-    return ("\n".join(lines) + "\n\nDice AVG (MYO, LV, RV) per set and test crop. The choice is read from the tuning "
-            "columns only; the test columns are shown, not used.\n")
+    table_md = "\n".join(lines) + "\n"
+    return table_md + crop_choice(table_md)
+
+
+CHOICE = "\nDice AVG (MYO, LV, RV) per set and test crop. The choice is read from the tuning columns only"
+
+
+def crop_choice(table_md: str) -> str:
+    """The test-crop choice read off the table's tuning columns only: each crop's mean over the networks, and for
+    how many networks the heart-centred crop was the better one; the test columns are shown, not used."""
+    head = [c.strip() for c in table_md.splitlines()[0].strip("|").split("|")]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table_md.splitlines()[2:] if ln.startswith("| ")]
+    tuning = {c.split(" ")[-1]: head.index(c) for c in head if c.startswith("tuning:")}
+    means = {crop: float(np.mean([float(r[i]) for r in rows])) for crop, i in tuning.items()}
+    better = sum(float(r[tuning["heart"]]) > float(r[tuning["image"]]) for r in rows)
+    pick = max(means, key=means.get)
+    return (f"{CHOICE}; the test columns are shown, not used. Mean on the tuning set over {len(rows)} networks: "
+            + ", ".join(f"{c} {m:.3f}" for c, m in means.items())
+            + f"; the heart-centred crop was better for {better} of them. Chosen: `{pick}`.\n")
 
 
 def placement(work: Path) -> str:
@@ -147,6 +165,12 @@ def main(argv=None) -> int:
         work = Path(argv[1]) if len(argv) > 1 else repo_root() / "build" / "real_experiments"
         out = LOG.parent / name
         write_text(out, report(work))
+        print(out.read_text())
+        return 0
+    if argv[:1] == ["crops-choice"]:                 # the choice appended to a crops table already written
+        out = LOG.parent / "test_crop.md"
+        table_md = out.read_text().split(CHOICE)[0].rstrip("\n") + "\n"
+        write_text(out, table_md + crop_choice(table_md))
         print(out.read_text())
         return 0
     if argv[:1] == ["table"]:

@@ -53,3 +53,13 @@ def test_same_rows_compare_names_any_row_whose_fingerprint_or_metrics_moved():
     assert "| r | same (`setting0_none_abc`) | 0.5000 → 0.5000 | identical |" in text
     assert "| s | DIFFERENT (`setting0_none_def`) | 0.5000 → 0.5000 | DIFFERENT |" in text
     assert "commit `aaa`; after: commit `bbb`" in text
+
+
+def test_the_test_crop_is_chosen_on_the_tuning_columns_only():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_experiments import crop_choice
+    table = ("| run | seed | tuning: T image | test: A image | tuning: T heart | test: A heart |\n|---|---|---|---|---|---|\n"
+             "| r1 | 0 | 0.50 | 0.10 | 0.60 | 0.90 |\n| r2 | 0 | 0.70 | 0.10 | 0.65 | 0.90 |\n")
+    text = crop_choice(table)                      # the test columns favour `heart` by far: they must not count
+    assert "over 2 networks: image 0.600, heart 0.625; the heart-centred crop was better for 1 of them" in text
+    assert text.rstrip().endswith("Chosen: `heart`.")
