@@ -101,10 +101,11 @@ def write_text(path, text: str) -> Path:
 
 def write_json(path, obj) -> Path:
     """Write `obj` as indented, strict JSON atomically: NaN and infinities become null, numpy values plain."""
-    return write_text(path, json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(json_plain(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _plain(obj):
+def json_plain(obj):
+    """`obj` as strict JSON holds it: NaN and infinities None, numpy values and paths plain, tuples lists."""
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, np.ndarray):
@@ -112,9 +113,9 @@ def _plain(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): json_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [json_plain(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmr_lib.core.atomic import read_json, write_json
+from cmr_lib.core.atomic import json_plain, read_json, write_json
 from cmr_lib.core.errors import CmrError
 
 # 1: records written before the version was (no `record_version` key); 2: this layout, which 1 already had
@@ -76,7 +76,7 @@ class RunRecord(Mapping):
         """A record from run.json's content; a missing key, an unknown one or a wrong type is a one-line error."""
         if not isinstance(raw, Mapping):
             raise CmrError(f"{where}: not a run record (a JSON object is needed)")
-        raw = dict(raw)
+        raw = json_plain(dict(raw))                       # as run.json holds it: a record equals its file read back
         raw.pop(_PATH_KEY, None)
         version = raw.setdefault("record_version", 1)
         if not isinstance(version, int) or version > RECORD_VERSION:

@@ -50,7 +50,8 @@ def positive(n, v):
 
 class Params(Mapping):
     """Base of every section: attribute access (`sizes.segmenter.batch`) and read-only mapping access
-    (`sizes.baselines['gin']`, `dict(section)`), and `to_dict()` for records and hashes."""
+    (`sizes.baselines['gin']`, `dict(section)`), and `to_dict()` for records and hashes. Sections compare as
+    mappings (`eq=False` keeps Mapping's equality): a section equals the dict of its values."""
 
     __slots__ = ()
 
@@ -77,7 +78,7 @@ class Params(Mapping):
 # ---------------------------------------------------------------------------------------------
 # the sections, in the order profiles list them
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DataConfig(Params):
     phantom_patients: int = param(45, ck.pos_int, "patients of the built-in phantom (MS-CMRSeg 2019 has 45)")
     phantom_seed: int = param(2019, int_at_least(0), "the phantom is the same data set whatever the run seed")
@@ -90,14 +91,14 @@ class DataConfig(Params):
         return data_root() / "phantom" / f"n{self.phantom_patients}_seed{self.phantom_seed}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CropConfig(Params):
     rain: int = param(96, ck.pos_int, "RAIN's training crop (96 px at 1.5 mm: 144 mm around the heart)", "px")
     adaconv: int = param(96, ck.pos_int, "AdaConv's input size (fixed by its fully connected layer)", "px")
     none: int = param(96, ck.pos_int, "crop of setting 0 and the style-free baselines", "px")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PreprocessConfig(Params):
     spacing_mm: float | None = param(1.5, ck.opt_pos_float,
                                      "in-plane resampling (null: native); coarser than native to fit CPU budgets",
@@ -112,7 +113,7 @@ class PreprocessConfig(Params):
     crop: CropConfig = section(CropConfig, "centre-crop size per network")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AugmentConfig(Params):
     probability: float = param(1.0, ck.probability, "chance that a training slice is transformed")
     scale: list = param([0.9, 1.1], ck.scale_range, "zoom range [min, max]")
@@ -121,7 +122,7 @@ class AugmentConfig(Params):
     shear_deg: float = param(5.0, ck.nonneg_float, "largest shear", "deg")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RainConfig(Params):
     lr_decay: float = param(5.0e-5, ck.nonneg_float, "lr / (1 + lr_decay * step)", "1/step")
     content_weight: float = param(1.0, ck.nonneg_float, "content loss weight (paper eq. 2)")
@@ -139,7 +140,7 @@ class RainConfig(Params):
                         before=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AdaConvConfig(Params):
     lr_decay: float = param(2.0e-4, ck.nonneg_float, "lr / (1 + lr_decay * step), the reference code's", "1/step")
     content_weight: float = param(1.0, ck.nonneg_float, "content loss weight")
@@ -153,20 +154,20 @@ class AdaConvConfig(Params):
     grain: bool = param(False, ck.flag, "as rain's (deviation; false = paper)", before=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ExploreConfig(Params):
     step: float = param(4.0, positive, "style search step in the standardised latent (ASM's 20 wiped out the LV)")
     rule: str = param("asm", one_of("asm", "sign", "plain"), "style search update rule (models.style_search)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AutoencoderConfig(Params):
     iterations: int = param(1000, ck.pos_int, "decoder pretraining steps on MR slices", "steps")
     batch: int = param(8, ck.pos_int, "slices per step", "slices")
     lr: float = param(1.0e-3, positive, "Adam learning rate (an autoencoder converges fast)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StylizerConfig(Params):
     encoder_weights: str = param("auto", ck.encoder_weights,
                                  "auto | imagenet | random | mr | path/to/vgg19.pth (torchvision format)")
@@ -185,7 +186,7 @@ class StylizerConfig(Params):
     autoencoder: AutoencoderConfig = section(AutoencoderConfig, "decoder pretraining (and the offline 'mr' encoder)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SegmenterConfig(Params):
     depth: int = param(5, int_at_least(2), "U-Net levels (reference 5)")
     root: int = param(8, ck.pos_int, "channels at the first level (reference 16, ~3.1 M parameters)")
@@ -206,38 +207,38 @@ class SegmenterConfig(Params):
     precision: str = param("auto", one_of(*PRECISIONS), "auto: bf16 autocast where the hardware supports it")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IntensityConfig(Params):
     control_points: int = param(3, int_at_least(0), "inner points of the random monotone curve")
     gamma: list = param([0.7, 1.5], ck.scale_range, "gamma range, drawn log-uniformly")
     contrast: list = param([0.75, 1.25], ck.scale_range, "contrast range")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GinConfig(Params):
     layers: int = param(4, int_at_least(2), "layers of the random shallow network")
     channels: int = param(2, ck.pos_int, "channels per layer")
     kernel_sizes: list = param([1, 3], ck.odd_kernels, "kernel sizes drawn from", "px")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BaselinesConfig(Params):
     intensity: IntensityConfig = section(IntensityConfig, "BigAug-style curve, gamma and contrast")
     gin: GinConfig = section(GinConfig, "GIN (Ouyang et al. 2022): a random network mixed with the image")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReproduceConfig(Params):
     seeds: int = param(1, ck.pos_int, "seeds per Table 2/3 row in make reproduce (SEEDS=n overrides)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AnalysisConfig(Params):
     hist_bins: int = param(64, ck.pos_int, "bins of the intensity histograms")
     examples: int = param(6, ck.pos_int, "slices shown in example grids", "slices")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Profile(Params):
     profile: str = param("demo", ck.safe_name, "the profile's name (it names result folders)")
     data: DataConfig = section(DataConfig, "the built-in phantom")

@@ -14,13 +14,13 @@ import torch
 
 from cmr_lib.core.atomic import read_json, write_json
 from cmr_lib.core.config import Config
-from cmr_lib.core.digests import fingerprint
+from cmr_lib.core.digests import file_digest, fingerprint, reusable
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.grid import STYLIZER_NAMES, label, table_rows, uses_epsilon
 from cmr_lib.core.paths import recorded_path
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.splits import run_split
-from cmr_lib.evaluation.evaluate import summarize
+from cmr_lib.evaluation.evaluate import COLUMNS, summarize
 from cmr_lib.evaluation.inference import score_volumes
 from cmr_lib.evaluation.metrics import histogram, intensity_kl, region_values
 from cmr_lib.report.cross import DATA_NAMES, scored_patients
@@ -29,7 +29,7 @@ from cmr_lib.report.stats import case_means
 from cmr_lib.report.tables import by_row, first_run_per_row, part_of
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_examples
 from cmr_lib.training.checkpoints import data_fingerprint
-from cmr_lib.training.segmenters import load_run_segmenter
+from cmr_lib.training.segmenters import load_run_segmenter, run_checkpoint
 from cmr_lib.training.stylizers import train_stylizer
 
 
@@ -79,17 +79,17 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
 
 def cross_scores(record, cfg, name: str, src, patients: list[int], model: list, volumes: dict) -> pd.DataFrame:
     """One run's per-case scores on another data set's labelled LGE, cached beside its run.json
-    (cross_<name>.json) under the fingerprint of its network, the preprocessing and the scored files by content: a
+    (cross_<name>.json) under the fingerprint of its weights, the preprocessing and the scored files by content: a
     second notebook 06 reads them instead of running inference again. `model` (a list of at most one network)
     and `volumes` (name -> loaded volumes) are filled on first need and shared by the caller's loop."""
-    key = fingerprint({"segmenter": (record.get("segmenter") or {}).get("checkpoint"),
+    key = fingerprint({"segmenter": file_digest(run_checkpoint(record)),      # the weights, not the folder's name
                        "preprocess": cfg.sizes.preprocess.to_dict(), "postprocess": "none",
                        "data": data_fingerprint(src, {"cross": ("LGE", patients)})})
     where = Path(record["_path"]).parent / f"cross_{_safe(name)}.json" if "_path" in record else None
-    if where is not None and where.is_file():
+    if where is not None and reusable(where):                  # FORCE=1: scored again once
         cached = read_json(where, "cross-dataset scores")
         if isinstance(cached, dict) and cached.get("key") == key:
-            df = pd.DataFrame(cached["metrics"])
+            df = pd.DataFrame(cached["metrics"], columns=COLUMNS)
             return df.astype({c: float for c in df.columns if c not in ("case", "structure")})   # null -> NaN
     if not model:
         model.append(load_run_segmenter(record, cfg))

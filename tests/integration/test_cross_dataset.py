@@ -38,6 +38,21 @@ def test_cross_dataset_scores_each_network_on_the_other_data_sets(tiny_phantom, 
         m.setattr(rebuild, "load_run_segmenter", lambda *a: pytest.fail("the cached scores were not used"))
         again = rebuild.cross_dataset([run.record], own, others, output_root=tmp_path)
     pd.testing.assert_frame_equal(again, df)
+    # another network in the same folder (FORCE=1, or a deleted final.pt retrained): the weights are the key
+    loaded = []
+    with monkeypatch.context() as m:
+        m.setattr(rebuild, "file_digest", lambda path: "other weights")
+        real_load = rebuild.load_run_segmenter
+        m.setattr(rebuild, "load_run_segmenter", lambda *a: loaded.append(1) or real_load(*a))
+        rebuild.cross_dataset([run.record], own, others, output_root=tmp_path)
+    assert loaded == [1]
+    # a set with no scored patient caches an empty table, which reads back with its columns
+    from cmr_lib.core.config import Config
+    from cmr_lib.evaluation.evaluate import COLUMNS
+    run_cfg = Config.from_record(run.record, output_root=tmp_path)
+    for _ in range(2):
+        empty = rebuild.cross_scores(run.record, run_cfg, "nobody", others["phantom"], [], [], {})
+    assert list(empty.columns) == COLUMNS and empty.empty
     # several seeds of a row: every network is scored and a cell is the mean over seeds, as in Table 2
     other_seed = copy.deepcopy(run.record.to_dict())
     other_seed["seed"] = 1

@@ -213,6 +213,7 @@ def test_typed_sections_are_the_one_default_and_derive_schema_records_and_refere
     cfg = make_config(profile="real", setting=1, stylizer="rain")
     sg = cfg.sizes.segmenter
     assert isinstance(sg, sections.SegmenterConfig) and sg.batch == sg["batch"] == 8
+    assert sg == sg.to_dict() and cfg.sizes == load_profile("real")[1] and sg != {**sg.to_dict(), "batch": 9}
     assert cfg.sizes.stylizer.rain.skips is True and dict(cfg.sizes.baselines["gin"])["layers"] == 4
     with pytest.raises(dataclasses.FrozenInstanceError):
         sg.batch = 3

@@ -23,6 +23,9 @@ def test_a_record_round_trips_and_reads_as_attributes_and_as_a_mapping(tmp_path)
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["record_version"] == 1 and RunRecord.read(tmp_path / "again.json") == rec
     assert RunRecord.from_dict({**OLD, "record_version": RECORD_VERSION}, "x").record_version == RECORD_VERSION
+    nan = RunRecord.from_dict({**OLD, "metrics": {"test": [{"hd": float("nan")}]}}, tmp_path / "nan.json")
+    nan.write(tmp_path / "nan.json")                          # as written: NaN -> null, and equal to its file
+    assert nan.metrics["test"][0]["hd"] is None and RunRecord.read(tmp_path / "nan.json") == nan
 
 
 @pytest.mark.parametrize("change, message", [
