@@ -72,9 +72,13 @@ def test_beyond_adds_the_adaconv_vae_rows_their_stylizers_and_notebook_07():
 def test_parallel_steps_run_side_by_side_with_fewer_threads(tmp_path):
     import os
 
+    # each step says it started, then waits (up to a minute) for the other to say so: side by side they both end at
+    # once whatever a loaded machine does to kernel start-up; one after the other, the first waits out the minute
     code = ("import os, time, pathlib\n"
             "p = pathlib.Path(output_root)\np.mkdir(parents=True, exist_ok=True)\n"
-            "t0 = time.time(); time.sleep(3)\n"
+            "t0 = time.time(); (p / f'{name}.started').write_text('')\n"
+            "other = p / ('b.started' if name == 'a' else 'a.started')\n"
+            "while not other.exists() and time.time() - t0 < 60:\n    time.sleep(0.05)\n"
             "(p / f'{name}.txt').write_text(f\"{t0} {time.time()} {os.environ.get('OMP_NUM_THREADS')}\")")
     nbs = []
     for name in ("a", "b"):
