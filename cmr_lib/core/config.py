@@ -255,7 +255,7 @@ def _patients(name, value):
     return None if out is None else sorted(out)
 
 
-def _stylizer_for_setting(stylizer: str, setting: int) -> str:
+def stylizer_for_setting(stylizer: str, setting: int) -> str:
     """Which stylizer values a setting takes. Setting 0 trains on bSSFP alone ('rain'/'adaconv' are ignored
     there, so the notebook's defaults run as-is) or with a style-free augmentation ('intensity', 'gin');
     histmatch takes LGE slices as settings 2 (random) and 3 (same patient) do; the networks need 1-3."""
@@ -291,7 +291,7 @@ def make_config(*, profile="demo", setting=0, stylizer="rain", seed=0, data_dir=
     name, sizes = load_profile(profile)
     sizes = apply_overrides(sizes, overrides, name)
     setting = check_parameter("setting", setting)
-    stylizer = _stylizer_for_setting(check_parameter("stylizer", stylizer), setting)
+    stylizer = stylizer_for_setting(check_parameter("stylizer", stylizer), setting)
     seed = check_parameter("seed", seed)
     data = check_parameter("data_dir", data_dir)
     c0_spacing = check_parameter("c0_spacing", c0_spacing)

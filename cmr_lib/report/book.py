@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from cmr_lib.core.atomic import write_text
+from cmr_lib.core.config import stylizer_for_setting
 from cmr_lib.core.errors import CmrError, cli_main
 from cmr_lib.core.grid import STYLIZER_NAMES, label, uses_epsilon
 from cmr_lib.core.paths import default_output_root, display_path, repo_root
@@ -66,7 +67,10 @@ def _row_label(nb: dict) -> str:
     p = _injected(nb)
     if "setting" not in p or p.get("stylizer") not in STYLIZER_NAMES:
         return ""
-    stylizer = p["stylizer"] if p["setting"] != 0 or p["stylizer"] not in ("rain", "adaconv") else "none"
+    try:
+        stylizer = stylizer_for_setting(p["stylizer"], int(p["setting"]))      # the run's own rule (setting 0: none)
+    except CmrError:
+        return ""
     eps = int(p.get("epsilon_iterations", 5)) if uses_epsilon(stylizer) else 0
     return label((int(p["setting"]), stylizer, eps)) + (f", seed {p['seed']}" if p.get("seed") else "")
 
