@@ -25,6 +25,16 @@ def structure_kl(images, labels, targets, target_labels, cls: int, bins: int = 6
     return float("nan") if a.size == 0 or b.size == 0 else intensity_kl(a, b, bins)
 
 
+def histogram_match(image, reference) -> torch.Tensor:
+    """`image` with its intensities replaced by the reference's at the same rank (a monotone remap that gives it
+    the reference's histogram exactly, keeping its ordering): the best any global intensity style can do."""
+    x = torch.as_tensor(image, dtype=torch.float32)
+    ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
+    flat = x.numpy().ravel()
+    ranks = np.argsort(np.argsort(flat, kind="stable"), kind="stable") / max(flat.size - 1, 1)
+    return torch.from_numpy(np.quantile(ref, ranks).reshape(x.shape).astype(np.float32))
+
+
 def structure_stats(images, labels, cls: int) -> tuple[float, float]:
     """Mean and standard deviation of the intensities inside class `cls` of each sample's own labels (pooled)."""
     a = np.asarray(images)[:, 0][np.asarray(labels) == cls]

@@ -76,17 +76,27 @@ def _stack(ds: SliceDataset, idx) -> tuple[torch.Tensor, np.ndarray]:
     return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items]).numpy()
 
 
-def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices: int = 64, batch: int = 16,
-           iterations: int = 5) -> QualitySample:
-    """Stylize up to max_slices held-out content slices, each with a random held-out target slice as its style
-    (seeded), and, for a stylizer with a style search, once more after `iterations` rounds of the search against
-    the judge (from each style's own code, the profile's step and rule)."""
-    content_ds, target_ds = quality_slices(cfg, source, ts.pretrain, crop=cfg.crop_for(ts.kind))
+def held_out_pairs(cfg, source: CMRSource, pair, *, crop: int, max_slices: int = 64):
+    """(content, content labels, the style slice each is given, target, target labels): up to max_slices held-out
+    content slices and every held-out target slice, the styles drawn from the targets (seeded)."""
+    content_ds, target_ds = quality_slices(cfg, source, pair, crop=crop)
     rng = np.random.default_rng([cfg.seed, 34])
     n = min(max_slices, len(content_ds))
     content, content_label = _stack(content_ds, np.sort(rng.choice(len(content_ds), size=n, replace=False)))
     target, target_label = _stack(target_ds, np.arange(len(target_ds)))
     styles = target[torch.from_numpy(rng.integers(len(target), size=n))]
+    return content, content_label, styles, target, target_label
+
+
+def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices: int = 64, batch: int = 16,
+           iterations: int = 5) -> QualitySample:
+    """Stylize up to max_slices held-out content slices, each with a random held-out target slice as its style
+    (seeded), and, for a stylizer with a style search, once more after `iterations` rounds of the search against
+    the judge (from each style's own code, the profile's step and rule)."""
+    content, content_label, styles, target, target_label = held_out_pairs(cfg, source, ts.pretrain,
+                                                                          crop=cfg.crop_for(ts.kind),
+                                                                          max_slices=max_slices)
+    n = len(content)
     dev = device()
     model = ts.model.to(dev).eval()
     outs, searched = [], []

@@ -96,3 +96,28 @@ def test_the_report_measures_every_stylizer_and_direction_on_slices_no_stylizer_
     written = pd.read_csv(tmp_path / "results" / "stylizer_quality.csv")
     assert list(written.columns) == COLUMNS and len(written) == 4
     assert (tmp_path / "figures" / "quality_rain_C0-LGE.png").is_file()
+
+
+def test_histogram_match_gives_the_reference_histogram_and_keeps_the_order():
+    from cmr_lib.evaluation.quality import histogram_match
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.uniform(0, 1, (1, 16, 16)).astype(np.float32))
+    reference = rng.beta(2, 5, 4096)
+    out = histogram_match(image, reference)
+    assert out.shape == image.shape and out.dtype == torch.float32
+    flat, src = out.numpy().ravel(), image.numpy().ravel()
+    assert np.all(np.diff(flat[np.argsort(src)]) >= 0)                          # monotone in the input
+    assert np.allclose(np.sort(flat), np.quantile(np.sort(reference), np.linspace(0, 1, flat.size)), atol=1e-6)
+
+
+def test_a_global_remap_cannot_fix_a_structure_whose_order_the_target_changes():
+    """Where the target puts one structure's intensities out of the content's order (LGE's nulled myocardium below
+    the background, bSSFP's above it), matching the whole slice's histogram moves that structure the wrong way."""
+    from cmr_lib.evaluation.quality import histogram_match
+    content, labels = _hearts(20, 0, myo=0.6, blood=0.9)              # bg 0.2 < myo 0.6 < blood 0.9
+    target, target_labels = _hearts(20, 1, myo=0.05, blood=0.6)        # myo 0.05 < bg 0.2 < blood 0.6
+    remapped = torch.stack([histogram_match(c, t) for c, t in zip(torch.from_numpy(content), torch.from_numpy(target))])
+    raw = structure_kl(content, labels, target, target_labels, 1)
+    assert structure_kl(remapped.numpy(), labels, target, target_labels, 1) > 0.5 * raw
+    assert structure_kl(remapped.numpy(), labels, target, target_labels, 2) < structure_kl(
+        content, labels, target, target_labels, 2)
