@@ -155,12 +155,15 @@ print(claims_md)
 # ## Does style transfer beat simple appearance augmentation?
 #
 # A table cell is a mean; whether two rows differ is a question about patients. Every row is tested
-# against setting 0, and every row with a stylizer also against the best appearance baseline (the one
-# with the highest Dice, picked on these same patients, so those p-values are optimistic). For each pair,
+# against setting 0; each stylizer alone also against the random intensity curve (the control: a
+# stylizer that does not beat it adds nothing that any perturbation of the grey levels would not); each
+# stylizer + baseline against both of its parts; and every row with a stylizer against the best appearance
+# baseline (the one with the highest Dice, picked on these same patients, so those p-values are
+# optimistic). Holm's correction runs within each metric's family of tests. For each pair,
 # every test (else validation) patient gives one number per row, its Dice or HD averaged over MYO, LV
 # and RV (and over seeds), and a paired Wilcoxon signed-rank test asks whether the differences are
 # centred on zero. With 15 phantom test patients, p < 0.05 needs a consistent difference; with the 5
-# labelled validation patients of the real MS-CMRSeg copy, no difference can reach it (the smallest
+# labelled LGE patients of the real MS-CMRSeg copy, no difference can reach it (the smallest
 # two-sided p with 5 pairs is 0.0625): there, read the differences, not the verdicts.
 
 # %%
@@ -186,10 +189,10 @@ print(reading)
 # LGE volume of the other data sets available here (real MS-CMRSeg 2019 validation patients, MyoPS
 # 2020 patients, the phantom); its own column repeats its Table 2 value. None of these volumes took
 # part in its training. With several seeds, every seed's network is scored and a cell is their mean, as in
-# Table 2. Each stylizer row is then tested, patient by patient, against setting 0 and
-# the best appearance baseline on each data set (`cross_dataset_tests.md`: with 20 MyoPS patients a
-# consistent difference can reach p < 0.05, which the 5 labelled MS-CMRSeg patients cannot), and the
-# baselines are read again on each data set (added to `baselines.md`).
+# Table 2. Each stylizer row is then tested, patient by patient, on each data set against the same rows
+# as above (`cross_dataset_tests.md`: with the 10 MyoPS test patients a consistent difference can reach
+# p < 0.05, which the 5 labelled MS-CMRSeg patients cannot), and the baselines are read again on each data
+# set (added to `baselines.md`).
 
 # %%
 others = cross.cross_sources(cfg, source, cross_data)

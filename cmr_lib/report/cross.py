@@ -14,7 +14,7 @@ from cmr_lib.core.paths import recorded_path
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.data.splits import external_split
-from cmr_lib.report.stats import TEST_COLUMNS, wilcoxon, with_holm
+from cmr_lib.report.stats import TEST_COLUMNS, comparisons, wilcoxon, with_holm
 from cmr_lib.report.tables import key_of, reported_patients, selection_of
 
 DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
@@ -115,21 +115,20 @@ def as_table(df: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def cross_tests(df: pd.DataFrame) -> pd.DataFrame:
-    """Paired Wilcoxon tests on each other data set's patients (cross_dataset's per-patient Dice AVG): every
-    row with a stylizer against setting 0 and against that data set's best appearance baseline (picked on
-    the same patients: optimistic). Columns as report.stats.paired_tests, metric '<data set> DC AVG' (Holm's
-    family: one data set's tests)."""
+    """Paired Wilcoxon tests on each other data set's patients (cross_dataset's per-patient Dice AVG, seeds
+    averaged per patient) for the pairs Table 2's tests ask about (report.stats.comparisons) that involve a
+    stylizer, with that data set's best appearance baseline (picked on the same patients: optimistic). Columns
+    as report.stats.paired_tests, metric '<data set> DC AVG' (Holm's family: one data set's tests)."""
     out = []
     for name, scores in df.attrs.get("per_patient", {}).items():
         means = {k: float(v.mean()) for k, v in scores.items()}
         baselines = [k for k in scores if k[1] in APPEARANCE_BASELINES]
         best = max(baselines, key=lambda k: means[k]) if baselines else None
-        for key in scores:
+        for key, against in dict.fromkeys(comparisons(list(scores), best)):
             if key[1].split("+")[0] not in STYLE_TRANSFER:
                 continue
-            for against in dict.fromkeys(k for k in ((0, "none", 0), best) if k in scores):
-                out.append({"row": label(key), "against": label(against), "metric": f"{name} DC AVG",
-                            **wilcoxon(scores[key], scores[against])})
+            out.append({"row": label(key), "against": label(against), "metric": f"{name} DC AVG",
+                        **wilcoxon(scores[key], scores[against])})
     return with_holm(pd.DataFrame(out, columns=TEST_COLUMNS[:6]))[TEST_COLUMNS]
 
 

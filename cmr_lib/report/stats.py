@@ -11,6 +11,7 @@ from cmr_lib.evaluation.evaluate import STRUCTURES
 from cmr_lib.report.tables import METRIC_NAMES, by_row, key_of, part_of, value
 
 SETTING0 = (0, "none", 0)
+CONTROL = (0, "intensity", 0)        # a random intensity curve: what any restyling must beat to count as style
 
 
 def patient_scores(records: list[dict], metric: str = "dice") -> pd.Series:
@@ -91,9 +92,13 @@ def best_baseline_key(t2: pd.DataFrame) -> tuple | None:
 
 def comparisons(present: list[tuple], best_baseline: tuple | None = None) -> list[tuple[tuple, tuple]]:
     """The pairs the paper and the baselines ask about, among the rows present: every row against setting 0;
-    RAIN against AdaConv in each setting; AdaConv + VAE against AdaConv and RAIN in its setting; each stylizer + a baseline (intensity, SLAug) against the stylizer
-    alone and against that baseline alone; every row with a stylizer against `best_baseline` (best_baseline_key)."""
+    every stylizer alone against the random intensity curve (CONTROL); RAIN against AdaConv in each setting;
+    AdaConv + VAE against AdaConv and RAIN in its setting; each stylizer + a baseline (intensity, SLAug) against
+    the stylizer alone and against that baseline alone; every row with a stylizer against `best_baseline`
+    (best_baseline_key)."""
     out = [(k, SETTING0) for k in present if k != SETTING0 and SETTING0 in present]
+    if CONTROL in present:
+        out += [(k, CONTROL) for k in present if k[1] in STYLE_TRANSFER]
     if best_baseline in present and best_baseline != SETTING0:
         out += [(k, best_baseline) for k in present if k[1].split("+")[0] in STYLE_TRANSFER]
     for s in (1, 2, 3):

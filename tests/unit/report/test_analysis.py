@@ -291,6 +291,9 @@ def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
     assert ("setting 3, RAIN ε5", "setting 3, AdaConv", "DC AVG") in got
     assert ("setting 3, RAIN + intensity ε5", "setting 3, RAIN ε5", "DC AVG") in got
     assert ("setting 3, RAIN + intensity ε5", "setting 0, intensity", "HD AVG") in got
+    for stylizer in ("RAIN ε5", "AdaConv"):                     # each stylizer alone against the intensity control
+        assert (f"setting 3, {stylizer}", "setting 0, intensity", "DC AVG") in got
+    assert ("setting 3, RAIN + intensity ε5", "setting 0, intensity", "DC AVG") in got
     md = stats.tests_markdown(t)
     assert "| setting 3, RAIN ε5 | setting 0 (none) | DC AVG | 8 | +0.050 |" in md
     best = stats.best_baseline_key(tables.table(recs))
@@ -298,7 +301,9 @@ def test_paired_wilcoxon_finds_a_consistent_gain_and_not_noise():
     vs_best = stats.paired_tests(recs, best_baseline=best)
     against = vs_best[vs_best["against"] == "setting 0, intensity"]
     assert set(against["row"]) == {"setting 3, RAIN ε5", "setting 3, AdaConv", "setting 3, RAIN + intensity ε5"}
-    assert len(vs_best) == len(t) + 2 * 2             # RAIN and AdaConv against it are new; RAIN + intensity was there
+    assert len(vs_best) == len(t)                     # the best baseline is the control: no pair is new
+    without = stats.paired_tests(recs[:3] + recs[4:])     # no intensity row: no control pairs, 5 pairs x 2 metrics
+    assert len(without) == 2 * 5 and "setting 0, intensity" not in set(without["against"])
 
 
 def test_adaconv_vae_rows_are_tested_against_adaconv_and_rain_of_their_setting():
@@ -358,7 +363,7 @@ def test_the_post_processed_table_reads_its_own_scores(table2_records):
         tables.table(recs, postprocess="largest_component")
 
 
-def test_cross_tests_pair_each_stylizer_row_with_setting0_and_the_best_baseline():
+def test_cross_tests_pair_each_stylizer_row_with_setting0_the_control_and_the_best_baseline():
     from cmr_lib.report import cross
     cases = [f"p{i}" for i in range(10)]
     base = pd.Series(np.linspace(0.4, 0.6, 10), index=cases)
@@ -368,8 +373,8 @@ def test_cross_tests_pair_each_stylizer_row_with_setting0_and_the_best_baseline(
         (0, "intensity", 0): base - 0.02, (2, "adaconv", 0): base + np.r_[[0.01, -0.01] * 5]}}
     t = cross.cross_tests(df)
     got = {(r["row"], r["against"]): r for _, r in t.iterrows()}
-    assert set(got) == {("setting 1, RAIN ε5", "setting 0 (none)"), ("setting 1, RAIN ε5", "setting 0, GIN"),
-                        ("setting 2, AdaConv", "setting 0 (none)"), ("setting 2, AdaConv", "setting 0, GIN")}
+    assert set(got) == {(row, against) for row in ("setting 1, RAIN ε5", "setting 2, AdaConv")
+                        for against in ("setting 0 (none)", "setting 0, GIN", "setting 0, intensity")}
     gain = got[("setting 1, RAIN ε5", "setting 0 (none)")]
     assert gain["patients"] == 10 and gain["mean difference"] == pytest.approx(0.1) and gain["p (Wilcoxon)"] < 0.01
     assert got[("setting 2, AdaConv", "setting 0 (none)")]["p (Wilcoxon)"] > 0.5
