@@ -20,12 +20,17 @@ PRECISIONS = ("auto", "bf16", "fp32")
 _ABSENT = object()
 
 
-def param(default, check, meaning: str, unit: str = "", *, before=_ABSENT):
+def param(default, check, meaning: str, unit: str = "", *, before=_ABSENT, quiet: bool = False):
     """A profile field: its default, validator `check(name, value)`, one-line meaning and unit; `before` is the
-    value that run records written before the field existed meant (they lack the key)."""
+    value that run records written before the field existed meant (they lack the key). `quiet`: the field is left
+    out of checkpoint identities (Params.identity) while it holds `before`, so adding it renames no network."""
     meta = {"check": check, "meaning": meaning, "unit": unit}
     if before is not _ABSENT:
         meta["before"] = before
+    if quiet:
+        if before is _ABSENT:
+            raise ValueError("a quiet parameter needs the value older records meant (before=)")
+        meta["quiet"] = True
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -73,6 +78,17 @@ class Params(Mapping):
     def to_dict(self) -> dict:
         return {k: v.to_dict() if isinstance(v, Params) else (list(v) if isinstance(v, list) else v)
                 for k, v in ((k, getattr(self, k)) for k in self._names())}
+
+    def identity(self) -> dict:
+        """to_dict() for checkpoint hashes: quiet fields that hold their `before` value are left out, so a network
+        trained before such a field existed keeps its name."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.metadata.get("quiet") and v == f.metadata["before"]:
+                continue
+            out[f.name] = v.identity() if isinstance(v, Params) else (list(v) if isinstance(v, list) else v)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +154,9 @@ class RainConfig(Params):
                         before=False)
     grain: bool = param(False, ck.flag, "learned per-pixel noise at full size, needs skips (deviation; false = paper)",
                         before=False)
+    adversarial_weight: float = param(0.0, ck.nonneg_float,
+                                      "patch critic's loss: stylized against real target slices (deviation; 0 = paper)",
+                                      before=0.0, quiet=True)
 
 
 @dataclass(frozen=True, eq=False)

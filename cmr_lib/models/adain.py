@@ -155,14 +155,43 @@ def intensity_loss(image: torch.Tensor, style: torch.Tensor, quantiles: int = 64
     return F.mse_loss(at(image), at(style.detach()))
 
 
-def deviation_losses(losses: dict, weights: dict, *, feats_out, feats_content, image, style) -> dict:
-    """Add the deviations' losses that have a weight (detail, intensity) to a stylizer's losses and total."""
+class PatchCritic(nn.Module):
+    """A small convolutional critic that scores every ~38-px patch of a slice as real target (high) or stylized
+    (low): the adversarial deviation, which asks for the target's look where it sits in the anatomy."""
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(nn.Conv2d(1, c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(c, 2 * c, 4, 2, 1),
+                                 nn.LeakyReLU(0.2), nn.Conv2d(2 * c, 4 * c, 4, 2, 1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(4 * c, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0 - 1.0)                                             # (B, 1, H/8, W/8) logits
+
+
+def adversarial_losses(critic: nn.Module, image: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(critic loss, stylizer loss), non-saturating: the critic learns real vs the detached stylized image; the
+    stylizer's term scores the image through a frozen copy of the critic's weights, so one optimizer step
+    updates each on its own objective."""
+    l_critic = F.softplus(-critic(real).float()).mean() + F.softplus(critic(image.detach()).float()).mean()
+    frozen = {k: v.detach() for k, v in critic.named_parameters()}
+    l_gen = F.softplus(-torch.func.functional_call(critic, frozen, (image,)).float()).mean()
+    return l_critic, l_gen
+
+
+def deviation_losses(losses: dict, weights: dict, *, feats_out, feats_content, image, style, critic=None) -> dict:
+    """Add the deviations' losses that have a weight (detail, intensity, adversarial: needs `critic`) to a
+    stylizer's losses and total."""
     if weights.get("detail", 0) > 0:
         losses["detail"] = detail_loss(feats_out, feats_content)
         losses["total"] = losses["total"] + weights["detail"] * losses["detail"]
     if weights.get("intensity", 0) > 0:
         losses["intensity"] = intensity_loss(image, style)
         losses["total"] = losses["total"] + weights["intensity"] * losses["intensity"]
+    if weights.get("adversarial", 0) > 0:
+        losses["critic"], losses["adversarial"] = adversarial_losses(critic, image, style)
+        losses["total"] = losses["total"] + weights["adversarial"] * (losses["critic"] + losses["adversarial"])
     return losses
 
 

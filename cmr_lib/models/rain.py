@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmr_lib.core.errors import CmrError
-from cmr_lib.models.adain import (EPS, Decoder, SkipDecoder, adain_stats, content_loss, deviation_losses, grain_noise,
-                                  mean_std, style_loss)
+from cmr_lib.models.adain import (EPS, Decoder, PatchCritic, SkipDecoder, adain_stats, content_loss, deviation_losses,
+                                  grain_noise, mean_std, style_loss)
 from cmr_lib.models.style_search import LatentStyleSearch
 from cmr_lib.models.vgg import VGGEncoder
 
@@ -96,7 +96,8 @@ class RAIN(LatentStyleSearch, nn.Module):
     kind = "rain"
 
     def __init__(self, encoder: VGGEncoder, *, content_weight=1.0, style_weight=1.0, kl_weight=1.0,
-                 rec_weight=5.0, detail_weight=0.0, intensity_weight=0.0, skips: bool = False, grain: bool = False):
+                 rec_weight=5.0, detail_weight=0.0, intensity_weight=0.0, skips: bool = False, grain: bool = False,
+                 adversarial_weight: float = 0.0):
         super().__init__()
         self.encoder = encoder
         c4 = encoder.out_channels["relu4_1"]
@@ -106,11 +107,13 @@ class RAIN(LatentStyleSearch, nn.Module):
         self.decoder = SkipDecoder(width=encoder.width, grain=grain) if self.skips else Decoder(width=encoder.width)
         self.vae = StyleVAE(style_dim=2 * c4, latent_dim=c4, hidden=2 * c4)
         self.weights = dict(content=content_weight, style=style_weight, kl=kl_weight, rec=rec_weight,
-                            detail=detail_weight, intensity=intensity_weight)
+                            detail=detail_weight, intensity=intensity_weight, adversarial=adversarial_weight)
+        self.critic = PatchCritic() if adversarial_weight > 0 else None            # only trained, never used to stylize
 
     def trainable(self):
         """Parameters the optimizer updates (the encoder stays frozen)."""
-        return list(self.decoder.parameters()) + list(self.vae.parameters())
+        critic = [] if self.critic is None else list(self.critic.parameters())
+        return list(self.decoder.parameters()) + list(self.vae.parameters()) + critic
 
     def calibrate(self, styles: torch.Tensor) -> None:
         """Measure the style standardisation on training style images (B, 1, H, W); call before training."""
@@ -138,7 +141,7 @@ class RAIN(LatentStyleSearch, nn.Module):
         w = self.weights
         total = w["content"] * l_c + w["style"] * l_s + w["kl"] * l_kl + w["rec"] * l_rec
         return deviation_losses({"total": total, "content": l_c, "style": l_s, "kl": l_kl, "rec": l_rec}, w,
-                                feats_out=f_o, feats_content=levels_c, image=out, style=style)
+                                feats_out=f_o, feats_content=levels_c, image=out, style=style, critic=self.critic)
 
     # ---- stylization -------------------------------------------------------------------------
     def style_code(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

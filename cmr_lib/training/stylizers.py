@@ -138,14 +138,16 @@ def resolve_encoder(cfg, source: CMRSource, *, split: dict | None = None, progre
     return enc, record
 
 
-def stylizer_parameters(st: StylizerConfig, kind: str) -> dict:
+def stylizer_parameters(st: StylizerConfig, kind: str, *, identity: bool = False) -> dict:
     """The stylizer section's parameters of one stylizer: its own subsection; AdaConv + VAE takes AdaConv's and
-    RAIN's VAE weights (kl_weight, rec_weight), so that its style VAE is weighed as RAIN's is."""
+    RAIN's VAE weights (kl_weight, rec_weight), so that its style VAE is weighed as RAIN's is. identity: as
+    checkpoint names hash them (Params.identity)."""
+    as_dict = (lambda section: section.identity()) if identity else (lambda section: section.to_dict())
     if kind == "adaconv-vae":
-        return {**st.adaconv.to_dict(), "kl_weight": st.rain.kl_weight, "rec_weight": st.rain.rec_weight}
+        return {**as_dict(st.adaconv), "kl_weight": st.rain.kl_weight, "rec_weight": st.rain.rec_weight}
     if kind not in ("rain", "adaconv"):
         raise CmrError(f"parameter 'stylizer' = {kind!r}: choose one of {', '.join(STYLIZERS)}")
-    return st[kind].to_dict()
+    return as_dict(st[kind])
 
 
 def build_stylizer(kind: str, encoder: VGGEncoder, st: StylizerConfig, image_size: int):
@@ -155,7 +157,8 @@ def build_stylizer(kind: str, encoder: VGGEncoder, st: StylizerConfig, image_siz
     if kind == "rain":
         return RAIN(encoder, content_weight=p["content_weight"], style_weight=p["style_weight"],
                     kl_weight=p["kl_weight"], rec_weight=p["rec_weight"], detail_weight=p["detail_weight"],
-                    intensity_weight=p["intensity_weight"], skips=p["skips"], grain=p["grain"])
+                    intensity_weight=p["intensity_weight"], skips=p["skips"], grain=p["grain"],
+                    adversarial_weight=p["adversarial_weight"])
     common = dict(image_size=image_size, kernel_size=p["kernel_size"], style_dim=p["style_dim"],
                   content_weight=p["content_weight"], style_weight=p["style_weight"], skips=p["skips"],
                   grain=p["grain"])
@@ -238,7 +241,8 @@ def stylizer_config(cfg, source: CMRSource, kind: str, pretrain, split: dict, po
     fingerprint["style"] = data_fingerprint(pool[0], {"style": (pretrain[1], pool[1])})
     return {"version": VERSION, "kind": kind, "pretrain": list(pretrain), "crop": cfg.crop_for(kind),
             "preprocess": cfg.sizes.preprocess.to_dict(), "augment": cfg.sizes.augment.to_dict(),
-            "batch": st.batch, "iterations": st.iterations, "lr": st.lr, kind: stylizer_parameters(st, kind),
+            "batch": st.batch, "iterations": st.iterations, "lr": st.lr,
+            kind: stylizer_parameters(st, kind, identity=True),
             "precision": st.precision, "warm_start": st.warm_start,
             "encoder": {k: v for k, v in enc_record.items() if k != "requested"}, "seed": cfg.seed,
             "data": fingerprint, **({"base": base.run_dir.name} if base is not None else {})}

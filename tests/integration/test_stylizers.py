@@ -544,3 +544,31 @@ def test_the_grain_starts_at_zero_and_its_noise_comes_from_the_generator():
         assert not torch.allclose(ada.stylize(xx, ss, generator=gen(1)), ada.stylize(xx, ss, generator=gen(2)))
     with pytest.raises(CmrError, match="needs stylizer.rain.skips"):
         RAIN(enc, grain=True)
+
+
+def test_the_patch_critic_trains_on_its_own_loss_and_the_decoder_on_its_own():
+    """stylizer.rain.adversarial_weight (issue 34): with a weight, RAIN owns a patch critic that the optimizer
+    updates; the critic's loss reaches the critic only (the stylized image is detached), the stylizer's
+    adversarial term reaches the decoder only (a frozen copy of the critic scores it); without a weight there is
+    no critic and the state dict is the paper's."""
+    torch.manual_seed(0)
+    enc = VGGEncoder(width=0.125)
+    x, s = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    assert RAIN(enc, skips=True).critic is None
+    assert not any(k.startswith("critic.") for k in RAIN(enc, skips=True).state_dict())
+    model = RAIN(enc, skips=True, adversarial_weight=0.5)
+    model.calibrate(s)
+    assert set(map(id, model.critic.parameters())) <= set(map(id, model.trainable()))
+    gen = torch.Generator().manual_seed(1)
+
+    def grads(name):
+        model.zero_grad(set_to_none=True)
+        model.losses(x, s, generator=torch.Generator().manual_seed(1))[name].backward()
+        norm = lambda ps: sum(float(p.grad.abs().sum()) for p in ps if p.grad is not None)   # noqa: E731
+        return norm(model.critic.parameters()), norm(model.decoder.parameters())
+    losses = model.losses(x, s, generator=gen)
+    assert {"critic", "adversarial"} <= set(losses) and torch.isfinite(losses["total"])
+    critic_c, decoder_c = grads("critic")
+    critic_a, decoder_a = grads("adversarial")
+    assert critic_c > 0 and decoder_c == 0
+    assert critic_a == 0 and decoder_a > 0

@@ -223,3 +223,20 @@ def test_typed_sections_are_the_one_default_and_derive_schema_records_and_refere
     (tmp_path / "bare.yaml").write_text("profile: bare\nsegmenter: {lr: 0}\n")
     with pytest.raises(CmrError, match=r"bare.yaml: parameter 'segmenter.lr' = 0.0: must be > 0.0"):
         load_profile(str(tmp_path / "bare.yaml"))
+
+
+def test_a_quiet_parameter_at_its_old_value_leaves_checkpoint_identities_alone():
+    """A field added with quiet=True is out of Params.identity() while it holds `before` (no network is renamed by
+    adding it) and in it once set; to_dict() always has it."""
+    import dataclasses
+
+    from cmr_lib.core import sections
+    from cmr_lib.core.sections import RainConfig, StylizerConfig
+    plain = RainConfig()
+    assert "adversarial_weight" in plain.to_dict() and "adversarial_weight" not in plain.identity()
+    assert plain.identity() == {k: v for k, v in plain.to_dict().items() if k != "adversarial_weight"}
+    assert dataclasses.replace(plain, adversarial_weight=0.5).identity()["adversarial_weight"] == 0.5
+    nested = StylizerConfig().identity()
+    assert "adversarial_weight" not in nested["rain"] and nested["rain"]["skips"] is False   # non-quiet fields stay
+    with pytest.raises(ValueError, match="before"):
+        sections.param(0.0, None, "x", quiet=True)
