@@ -171,6 +171,8 @@ class AdaConvConfig(Params):
     intensity_weight: float = param(0.0, ck.nonneg_float, "as rain's (deviation; 0 = paper)", before=0.0)
     skips: bool = param(False, ck.flag, "as rain's (deviation; false = paper)", before=False)
     grain: bool = param(False, ck.flag, "as rain's (deviation; false = paper)", before=False)
+    adversarial_weight: float = param(0.0, ck.nonneg_float, "as rain's (deviation; 0 = paper; AdaConv + VAE's "
+                                      "AdaConv is trained with it, its VAE is not)", before=0.0, quiet=True)
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmr_lib.core.errors import CmrError, check_int
-from cmr_lib.models.adain import (Grain, content_features, content_loss, deviation_losses, grain_noise, instance_norm,
-                                  style_loss, zero_skips)
+from cmr_lib.models.adain import (Grain, PatchCritic, content_features, content_loss, deviation_losses, grain_noise,
+                                  instance_norm, style_loss, zero_skips)
 from cmr_lib.models.vgg import VGGEncoder, scaled
 
 GROUP_DIVISORS = (1, 2, 4, 8)        # groups = channels / divisor: 512, 128, 32, 8 at width 1
@@ -165,7 +165,7 @@ class AdaConv(nn.Module):
 
     def __init__(self, encoder: VGGEncoder, *, image_size: int, kernel_size: int = 3, style_dim: int = 512,
                  content_weight=1.0, style_weight=10.0, detail_weight=0.0, intensity_weight=0.0, skips=False,
-                 grain=False):
+                 grain=False, adversarial_weight=0.0):
         super().__init__()
         if check_int("kernel_size", kernel_size, minimum=1, hint=" and odd") % 2 == 0:
             raise CmrError(f"parameter 'kernel_size' = {kernel_size!r}: must be a positive integer and odd")
@@ -178,10 +178,12 @@ class AdaConv(nn.Module):
         self.decoder = AdaConvDecoder(width=encoder.width, style_dim=self.style_dim, kernel_size=kernel_size,
                                       skips=self.skips, grain=grain)
         self.weights = dict(content=content_weight, style=style_weight, detail=detail_weight,
-                            intensity=intensity_weight)
+                            intensity=intensity_weight, adversarial=adversarial_weight)
+        self.critic = PatchCritic() if adversarial_weight > 0 else None            # only trained, never used to stylize
 
     def trainable(self):
-        return list(self.style_encoder.parameters()) + list(self.decoder.parameters())
+        critic = [] if self.critic is None else list(self.critic.parameters())
+        return list(self.style_encoder.parameters()) + list(self.decoder.parameters()) + critic
 
     def losses(self, content: torch.Tensor, style: torch.Tensor, *, generator=None) -> dict:
         """Content loss on relu4_1 against the content's own features; mean/std style loss (weight 10); the
@@ -196,7 +198,7 @@ class AdaConv(nn.Module):
         l_s = style_loss(f_o, f_s)
         total = self.weights["content"] * l_c + self.weights["style"] * l_s
         return deviation_losses({"total": total, "content": l_c, "style": l_s}, self.weights, feats_out=f_o,
-                                feats_content=levels_c, image=out, style=style)
+                                feats_content=levels_c, image=out, style=style, critic=self.critic)
 
     def decode(self, content_feat, w: torch.Tensor, noise=None) -> torch.Tensor:
         """The decoder on content features (relu4_1, or every level with skips) and a descriptor W (unclipped)."""

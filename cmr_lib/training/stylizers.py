@@ -163,7 +163,8 @@ def build_stylizer(kind: str, encoder: VGGEncoder, st: StylizerConfig, image_siz
                   content_weight=p["content_weight"], style_weight=p["style_weight"], skips=p["skips"],
                   grain=p["grain"])
     if kind == "adaconv":
-        return AdaConv(encoder, **common, detail_weight=p["detail_weight"], intensity_weight=p["intensity_weight"])
+        return AdaConv(encoder, **common, detail_weight=p["detail_weight"], intensity_weight=p["intensity_weight"],
+                       adversarial_weight=p["adversarial_weight"])
     return AdaConvVAE(encoder, **common, kl_weight=p["kl_weight"], rec_weight=p["rec_weight"])
 
 
@@ -299,9 +300,10 @@ def _fit(cfg, source: CMRSource, kind: str, pretrain: tuple, model, split: dict,
 
 
 def take_trained(model, base: TrainedStylizer) -> None:
-    """Copy a trained AdaConv (base) into an AdaConv + VAE: every weight but the VAE's, which must be all it lacks."""
+    """Copy a trained AdaConv (base) into an AdaConv + VAE: every weight but the VAE's, which must be all it lacks
+    (the AdaConv's patch critic, a training aid, is left behind)."""
     own = {k for k in model.state_dict() if not k.startswith("vae.")}
-    state = base.model.state_dict()
+    state = {k: v for k, v in base.model.state_dict().items() if not k.startswith("critic.")}
     if set(state) != own:
         raise CmrError(f"{base.run_dir}: this AdaConv does not match the AdaConv + VAE built around it "
                        f"(missing {sorted(own - set(state))[:3]}, unexpected {sorted(set(state) - own)[:3]})")

@@ -572,3 +572,14 @@ def test_the_patch_critic_trains_on_its_own_loss_and_the_decoder_on_its_own():
     critic_a, decoder_a = grads("adversarial")
     assert critic_c > 0 and decoder_c == 0
     assert critic_a == 0 and decoder_a > 0
+    ada = AdaConv(enc, image_size=64, skips=True, adversarial_weight=0.5)      # AdaConv's, and its VAE leaves it
+    xx, ss = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64)
+    assert {"critic", "adversarial"} <= set(ada.losses(xx, ss)) and ada.critic is not None
+    from pathlib import Path
+
+    from cmr_lib.models.adaconv_vae import AdaConvVAE
+    from cmr_lib.training.stylizers import TrainedStylizer, take_trained
+    vae = AdaConvVAE(enc, image_size=64, skips=True)
+    take_trained(vae, TrainedStylizer(ada, "adaconv", ("C0", "LGE"), Path("."), {}, {}))
+    assert torch.equal(vae.decoder.state_dict()[next(iter(vae.decoder.state_dict()))],
+                       ada.decoder.state_dict()[next(iter(ada.decoder.state_dict()))])
