@@ -4,7 +4,10 @@ benchmarks/results/stylizer_quality/<name>.csv (figures beside it), and `table` 
 benchmarks/results/stylizer_quality.md.
 
     python benchmarks/stylizer_quality.py NAME ['{"stylizer.iterations": 4000}'] [--profile real] [--kinds rain adaconv]
-    python benchmarks/stylizer_quality.py table
+    python benchmarks/stylizer_quality.py table [FOLDER]
+
+--results FOLDER keeps a set of experiments apart (stylizer_quality_tuning/: judged against the MyoPS tuning set's
+LGE, the targets study.quality uses now; stylizer_quality/: against LGE 1-5, before issue 35's protocol).
 
 Stylizers and the judge are cached by configuration under --work (default build/stylizer_quality).
 """
@@ -56,8 +59,9 @@ def main(argv=None) -> int:
     import sys
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["table"]:
-        write_text(OUT.with_suffix(".md"), table())
-        print(OUT.with_suffix(".md").read_text())
+        folder = Path(argv[1]) if len(argv) > 1 else OUT
+        write_text(folder.with_suffix(".md"), table(folder))
+        print(folder.with_suffix(".md").read_text())
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name")
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", nargs="+", default=["rain", "adaconv", "adaconv-vae"])
     ap.add_argument("--targets", nargs="+", default=["LGE", "T2"], help="style sequences (C0 -> each)")
     ap.add_argument("--work", default=str(repo_root() / "build" / "stylizer_quality"))
+    ap.add_argument("--results", default=str(OUT), help="folder of the experiments' tables (its .md gathers them)")
     args = ap.parse_args(argv)
     over = json.loads(args.overrides)
     named = resolve_data("mscmrseg2019")
@@ -81,12 +86,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     df = stylizer_quality(cfg, open_source(named.data_dir, c0_spacing=named.c0_spacing), tuple(args.kinds),
                            directions=tuple(("C0", t) for t in args.targets))
-    write_text(OUT / f"{args.name}.csv", df.reindex(columns=COLUMNS).to_csv(index=False, float_format="%.4g"))
-    write_text(OUT / f"{args.name}.json", json.dumps({"profile": args.profile, "seed": args.seed, "overrides": over,
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / f"{args.name}.csv", df.reindex(columns=COLUMNS).to_csv(index=False, float_format="%.4g"))
+    write_text(out / f"{args.name}.json", json.dumps({"profile": args.profile, "seed": args.seed, "overrides": over,
                                                        "minutes": round((time.perf_counter() - t0) / 60, 1)}))
     for png in (work / "figures").glob("quality_*_C0-LGE.png"):       # the direction the bar is set on
-        (OUT / f"{args.name}_{png.name}").write_bytes(png.read_bytes())
-    write_text(OUT.with_suffix(".md"), table())
+        (out / f"{args.name}_{png.name}").write_bytes(png.read_bytes())
+    write_text(out.with_suffix(".md"), table(out))
     print(df.to_string())
     return 0
 

@@ -3,14 +3,15 @@ stylizer trained on, against what a good stylized image must keep (the heart, it
 structure's intensities, its look as a whole). Written to results/stylizer_quality.csv with a figure per stylizer.
 
 Held-out slices (quality_slices): content = labelled bSSFP of patients the stylizers do not train on (MS-CMRSeg
-31-35, the held-out selection patients; elsewhere the validation and test patients); target = labelled slices of
-the target sequence outside every style pool (MS-CMRSeg LGE 1-5; MyoPS 111-120 for T2; the phantom's test
-patients). The judge is the SLAug row's DRU-Net (real bSSFP, strong appearance augmentation, never a stylized
+31-35, the held-out selection patients; elsewhere the validation and test patients); target (quality_targets) =
+labelled slices of the target sequence that no stylizer saw and no table reports: LGE of the MyoPS tuning set
+(101-110) beside MS-CMRSeg, T2 of MyoPS 111-120 (their T2 is never scored), the phantom's own held-out patients. The judge is the SLAug row's DRU-Net (real bSSFP, strong appearance augmentation, never a stylized
 image), shared with Table 2's SLAug row.
 """
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,8 @@ from cmr_lib.core.config import Section
 from cmr_lib.core.device import autocast, device
 from cmr_lib.core.schema import SEARCHING, load_settings
 from cmr_lib.data.slices import SliceDataset
-from cmr_lib.data.sources import CMRSource
-from cmr_lib.data.splits import run_split, style_split
+from cmr_lib.data.sources import CMRSource, open_source
+from cmr_lib.data.splits import external_split, run_split, style_split
 from cmr_lib.evaluation.quality import STRUCTURE_CLASSES, appearance, c2st, dice_kept, grad_ratio, structure_kl
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots
@@ -51,13 +52,27 @@ class QualitySample:
     searched: torch.Tensor | None = None
 
 
+def quality_targets(cfg, source: CMRSource, split: dict, sequence: str) -> tuple[CMRSource, list[int]]:
+    """(source, patients) of the labelled `sequence` slices a stylizer is judged against. LGE, where `t2_dir`
+    names a second data set with labelled LGE (MyoPS beside MS-CMRSeg): its tuning half (MyoPS 101-110), so that
+    no label a table reports helps choose a stylizer (LGE styles come from the run's own data). Otherwise the
+    labelled patients outside every style pool: the phantom's own; T2 of MyoPS 111-120, whose T2 no table scores."""
+    if sequence == "LGE" and cfg.t2_dir:
+        other = open_source(cfg.t2_dir)
+        if Path(other.root).resolve() != Path(source.root).resolve():
+            tune = [p for p in external_split(other)["tune"] if other.has_label(p, "LGE")]
+            if tune:
+                return other, tune
+    target_src, target_split = style_split(source, split, sequence, t2_dir=cfg.t2_dir)
+    pool = set(target_split["style"])
+    return target_src, [p for p in target_src.patients_with(sequence, labelled=True) if p not in pool]
+
+
 def quality_slices(cfg, source: CMRSource, pair, *, crop: int, max_slices: int = 64):
     """(content SliceDataset, target SliceDataset) of held-out heart slices for a content -> target direction."""
     split = run_split(source, cfg.split, cfg.sizes.segmenter)
     content_pats = [p for p in source.patients_with(pair[0], labelled=True) if p not in split["train"]]
-    target_src, target_split = style_split(source, split, pair[1], t2_dir=cfg.t2_dir)
-    pool = set(target_split["style"])
-    target_pats = [p for p in target_src.patients_with(pair[1], labelled=True) if p not in pool]
+    target_src, target_pats = quality_targets(cfg, source, split, pair[1])
     content = SliceDataset.from_source(source, content_pats, pair[0], **cfg.slicing(train=False, crop=crop),
                                        heart_only=True, label="require")
     target = SliceDataset.from_source(target_src, target_pats, pair[1], **cfg.slicing(train=False, crop=crop),

@@ -121,3 +121,25 @@ def test_a_global_remap_cannot_fix_a_structure_whose_order_the_target_changes():
     assert structure_kl(remapped.numpy(), labels, target, target_labels, 1) > 0.5 * raw
     assert structure_kl(remapped.numpy(), labels, target, target_labels, 2) < structure_kl(
         content, labels, target, target_labels, 2)
+
+
+def test_lge_quality_targets_come_from_the_tuning_set_never_from_reported_patients(mscmrseg_dir, myops_dir, tmp_path):
+    """Beside MS-CMRSeg (whose labelled LGE 1-5 the tables report), a stylizer is judged against MyoPS 101-110's
+    LGE, the tuning set; T2 against MyoPS patients outside the T2 style pool; without MyoPS, the old rule."""
+    from cmr_lib.core.config import make_config
+    from cmr_lib.data.sources import open_source
+    from cmr_lib.data.splits import external_split, run_split
+    from cmr_lib.study.quality import quality_targets
+    src = open_source(mscmrseg_dir, c0_spacing="lge")
+    cfg = make_config(profile="real", data_dir=mscmrseg_dir, c0_spacing="lge", t2_dir=str(myops_dir),
+                      output_root=tmp_path)
+    split = run_split(src, cfg.split, cfg.sizes.segmenter)
+    where, patients = quality_targets(cfg, src, split, "LGE")
+    myops = open_source(myops_dir)
+    assert where.name == myops.name and patients == [p for p in range(101, 111) if myops.has_label(p, "LGE")]
+    assert set(patients) == set(external_split(myops)["tune"]) and patients
+    where, t2 = quality_targets(cfg, src, split, "T2")
+    assert where.name == myops.name and set(t2).isdisjoint(external_split(myops)["style"]) and t2
+    alone = make_config(profile="real", data_dir=mscmrseg_dir, c0_spacing="lge", output_root=tmp_path)
+    where, lge = quality_targets(alone, src, split, "LGE")
+    assert where is src and lge == [1, 2, 3, 4, 5]
