@@ -190,7 +190,8 @@ def baseline_reading(t2: pd.DataFrame, tests: pd.DataFrame, records: list[dict],
     groups = by_row(records)
     best_st, best_bl = st.loc[st["DC AVG"].idxmax()], best_baseline(t2)
     w = wilcoxon(patient_scores(groups[key_of(best_st)]), patient_scores(groups[key_of(best_bl)]))
-    lines = [f"On {data} ({int(best_st['cases'])} {best_st['patients']} patients, setting 0 Dice {s0:.3f}):"]
+    which = "test" if best_st["patients"] == "test" else "labelled LGE"       # 'val': MS-CMRSeg's LGE 1-5
+    lines = [f"On {data} ({int(best_st['cases'])} {which} patients, setting 0 Dice {s0:.3f}):"]
     lines.append(f"- Best style transfer: {label(key_of(best_st))}, Dice {best_st['DC AVG']:.3f}; best appearance "
                  f"baseline: {label(key_of(best_bl))}, Dice {best_bl['DC AVG']:.3f}. Difference "
                  f"{signed(best_st['DC AVG'] - best_bl['DC AVG'])} ({verdict(w['p (Wilcoxon)'])}; both rows picked "
