@@ -1,7 +1,8 @@
 """Ship one trained DRU-Net for `cmr-predict` (issue 36): of every row and seed of a real-data run, the network with the
 best Dice on the tuning set (MyoPS 101-110, which no table reports), saved as models/<name>/model.pt (weights and the
 configuration inference needs, nothing else; weights_only loadable) with its model card, models/<name>/card.json and
-models/README.md, giving its scores on the tuning set and on the two test sets (LGE 1-5, MyoPS 111-120).
+models/README.md, giving its scores on the tuning set and on the two test sets (LGE 1-5, MyoPS 111-120), and every
+candidate's tuning Dice in models/<name>/candidates.csv.
 
     python benchmarks/ship_model.py real/mscmrseg2019 [--name drunet-lge]
 """
@@ -79,12 +80,13 @@ def main(argv=None) -> int:
     root = Path(args.output_root).resolve()
     records = load_runs(root / "results")
     sets = evaluation_sets()
-    dev, best, t0 = device(), None, time.perf_counter()
+    dev, best, t0, candidates = device(), None, time.perf_counter(), []
     for rec in records:
         cfg = Config.from_record(rec, output_root=root)
         model = load_run_segmenter(rec, cfg).to(dev)
         tune = scores(model, sets[TUNING], cfg)
         print(f"{label(row_key(rec))} seed {rec['seed']}: tuning Dice {tune['dice']['AVG']:.3f}", flush=True)
+        candidates.append(f"\"{label(row_key(rec))}\",{rec['seed']},{tune['dice']['AVG']:.3f}")
         if best is None or tune["dice"]["AVG"] > best[0]["dice"]["AVG"]:
             best = (tune, rec, cfg, model)
     tune, rec, cfg, model = best
@@ -104,6 +106,7 @@ def main(argv=None) -> int:
             "scores": {TUNING: tune, **{name: scores(model, vols, cfg) for name, vols in sets.items() if name != TUNING}},
             "seconds_to_choose": round(time.perf_counter() - t0, 1)}
     write_json(out / "card.json", card)
+    write_text(out / "candidates.csv", "row,seed,tuning_dice\n" + "\n".join(candidates) + "\n")   # every network's
     write_text(MODELS / "README.md", card_markdown(card))
     print(json.dumps(card["scores"], indent=1))
     print(f"shipped {out / 'model.pt'} ({(out / 'model.pt').stat().st_size / 1e6:.1f} MB); {tune['dice']['AVG']:.3f} "
