@@ -50,6 +50,7 @@ def table2_bars(records: list[dict], rows=None, part: str | None = None):
         ax.set_xlim(-0.5, len(STRUCTURES) - 0.5)
         ax.set_ylabel(name)
     axes[0].set_ylim(0, 1)
+    axes[1].set_ylim(bottom=0)                    # a distance is never negative; an interval that dips below is cut
     seeds = sorted({r["seed"] for k in present for r in groups[k]})
     fig.suptitle(f"Table 2 per structure: mean over patients (bar), each patient (dot), 95% interval over "
                  f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} (line)")
