@@ -108,10 +108,12 @@ stylizers.stylizer_reports(cfg).round(3)
 # %% [markdown]
 # ## How good are the stylized images? The quality report
 #
-# The figures above show slices of the patients the stylizers trained on. A fair test uses slices no stylizer
-# ever saw: bSSFP of the patients held out from training, each restyled with a held-out slice of the target
-# sequence (MS-CMRSeg: bSSFP 31-35 as LGE 1-5; T2 from MyoPS 111-120). A good stylized slice must **keep** the
-# heart and change its **look**; each column of `stylizer_quality.csv` asks one of those questions:
+# The figures above show slices of the patients the stylizers trained on. A fair test uses content no stylizer
+# ever saw: bSSFP of the patients held out from training, each restyled with a style from the stylizer's own pool
+# (as in training), and compared with labelled slices of the target sequence that no stylizer saw and no table
+# reports (beside MS-CMRSeg: bSSFP 31-35, styled with LGE 6-45, against the LGE of MyoPS 101-110, the tuning set;
+# T2 against MyoPS 111-120's T2). A good stylized slice must **keep** the heart and change its **look**; each
+# column of `stylizer_quality.csv` asks one of those questions:
 #
 # - `dice_kept`: a frozen judge (the SLAug row's DRU-Net, trained on bSSFP with strong appearance augmentation,
 #   never on a stylized image) segments the stylized slice; its Dice over its Dice on the unstylized slice.

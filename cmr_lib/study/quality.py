@@ -23,7 +23,7 @@ from cmr_lib.core.device import autocast, device
 from cmr_lib.core.schema import SEARCHING, load_settings
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource, open_source
-from cmr_lib.data.splits import external_split, run_split, style_split
+from cmr_lib.data.splits import external_split, run_split, style_pool, style_split
 from cmr_lib.evaluation.quality import STRUCTURE_CLASSES, appearance, c2st, dice_kept, grad_ratio, structure_kl
 from cmr_lib.models.drunet import segmentation_loss
 from cmr_lib.report import plots
@@ -40,12 +40,12 @@ DIRECTIONS = (("C0", "LGE"), ("C0", "T2"))
 
 @dataclasses.dataclass
 class QualitySample:
-    """Held-out content slices, the held-out target slice each was given as its style, the stylized result (and
+    """Held-out content slices, the style-pool slice each was given as its style, the stylized result (and
     after one style search, for stylizers that search), with labels."""
 
     content: torch.Tensor
     content_label: np.ndarray
-    style: torch.Tensor                  # the held-out target slice each content slice was given as its style
+    style: torch.Tensor                  # the style-pool slice each content slice was given as its style
     target: torch.Tensor
     target_label: np.ndarray
     stylized: torch.Tensor
@@ -93,19 +93,24 @@ def _stack(ds: SliceDataset, idx) -> tuple[torch.Tensor, np.ndarray]:
 
 def held_out_pairs(cfg, source: CMRSource, pair, *, crop: int, max_slices: int = 64):
     """(content, content labels, the style slice each is given, target, target labels): up to max_slices held-out
-    content slices and every held-out target slice, the styles drawn from the targets (seeded)."""
+    content slices, every held-out target slice, and for each content a slice of the stylizer's own style pool
+    (data.splits.style_pool: the styles it trained on and is used with, never a target), drawn seeded."""
     content_ds, target_ds = quality_slices(cfg, source, pair, crop=crop)
     rng = np.random.default_rng([cfg.seed, 34])
     n = min(max_slices, len(content_ds))
     content, content_label = _stack(content_ds, np.sort(rng.choice(len(content_ds), size=n, replace=False)))
     target, target_label = _stack(target_ds, np.arange(len(target_ds)))
-    styles = target[torch.from_numpy(rng.integers(len(target), size=n))]
+    pool_src, pool_patients = style_pool(source, run_split(source, cfg.split, cfg.sizes.segmenter), pair[1],
+                                         t2_dir=cfg.t2_dir)
+    pool = SliceDataset.from_source(pool_src, pool_patients, pair[1], **cfg.slicing(train=False, crop=crop),
+                                    label="skip")
+    styles = torch.stack([pool[int(i)]["image"] for i in rng.integers(len(pool), size=n)])
     return content, content_label, styles, target, target_label
 
 
 def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices: int = 64, batch: int = 16,
            iterations: int = 5) -> QualitySample:
-    """Stylize up to max_slices held-out content slices, each with a random held-out target slice as its style
+    """Stylize up to max_slices held-out content slices, each with a random slice of the stylizer's style pool
     (seeded), and, for a stylizer with a style search, once more after `iterations` rounds of the search against
     the judge (from each style's own code, the profile's step and rule)."""
     content, content_label, styles, target, target_label = held_out_pairs(cfg, source, ts.pretrain,

@@ -143,3 +143,23 @@ def test_lge_quality_targets_come_from_the_tuning_set_never_from_reported_patien
     alone = make_config(profile="real", data_dir=mscmrseg_dir, c0_spacing="lge", output_root=tmp_path)
     where, lge = quality_targets(alone, src, split, "LGE")
     assert where is src and lge == [1, 2, 3, 4, 5]
+
+
+def test_each_content_is_styled_with_a_slice_of_the_stylizers_own_pool(tiny_phantom, tmp_path):
+    """The quality sample gives each held-out content a style from the pool the stylizer trained on (as its rows
+    use it), never one of the target slices it is then compared with."""
+    from cmr_lib.core.config import make_config
+    from cmr_lib.data.slices import SliceDataset
+    from cmr_lib.data.sources import open_source
+    from cmr_lib.data.splits import run_split, style_pool
+    from cmr_lib.study.quality import held_out_pairs
+    cfg = make_config(profile="smoke", data_dir=tiny_phantom, output_root=tmp_path)
+    src = open_source(tiny_phantom)
+    content, _, styles, target, _ = held_out_pairs(cfg, src, ("C0", "LGE"), crop=cfg.crop, max_slices=6)
+    pool_src, patients = style_pool(src, run_split(src, cfg.split, cfg.sizes.segmenter), "LGE")
+    pool = SliceDataset.from_source(pool_src, patients, "LGE", **cfg.slicing(train=False, crop=cfg.crop), label="skip")
+    pool_images = torch.stack([pool[i]["image"] for i in range(len(pool))])
+    assert len(styles) == len(content)
+    for s in styles:
+        assert any(torch.equal(s, p) for p in pool_images)
+        assert not any(torch.equal(s, t) for t in target)
