@@ -1,7 +1,7 @@
 """How far a global intensity style could go on the stylizer quality bar (issue 34): the held-out bSSFP slices of
 the quality report, remapped without any network to (a) their own style slice's histogram, (b) the pooled target's,
 and (c) each structure to the target's same structure (labels used: a bound no label-free stylizer can reach),
-scored with the report's own metrics and judge beside the committed stylizers' rows.
+scored with the report's own metrics and judge beside the stylizers' rows of stylizer_quality_tuning.md.
 
     python benchmarks/quality_oracles.py [--profile real] [--work build/stylizer_quality/before]
 
@@ -74,16 +74,19 @@ def main(argv=None) -> int:
     }
     rows = [score(k, v, content, label, target, target_label, net, pred_content, cfg) for k, v in candidates.items()]
     rows.append({"images": "real LGE (the target)", **appearance(target, target_label)})
-    committed = repo_root() / "real" / "mscmrseg2019" / "results" / "stylizer_quality.csv"
-    if committed.is_file():
-        q = pd.read_csv(committed)
-        for _, r in q[q.direction == "C0->LGE"].iterrows():
-            rows.append({"images": f"{r.stylizer} (committed report)", **{k: r[k] for k in SHOWN[1:]}})
+    tuning = repo_root() / "benchmarks" / "results" / "stylizer_quality_tuning"
+    for name in ("adopted", "critic"):                    # the stylizers, measured on the same slices and targets
+        if (tuning / f"{name}.csv").is_file():
+            q = pd.read_csv(tuning / f"{name}.csv")
+            for _, r in q[q.direction == "C0->LGE"].iterrows():
+                rows.append({"images": f"{r.stylizer} ({name}, stylizer_quality_tuning)",
+                             **{k: r[k] for k in SHOWN[1:]}})
     df = pd.DataFrame(rows).reindex(columns=SHOWN)
     write_text(OUT.with_suffix(".csv"), df.to_csv(index=False, float_format="%.4g"))
     write_text(OUT.with_suffix(".md"), (
-        f"Held-out slices of the quality report ({len(content)} bSSFP content slices of MS-CMRSeg 31-35, "
-        f"{len(target)} LGE slices of LGE 1-5; profile `{args.profile}`, seed {args.seed}), judged as "
+        f"Held-out slices of the quality report ({len(content)} bSSFP content slices of MS-CMRSeg 31-35, each "
+        f"given a style slice of LGE 6-45; {len(target)} target LGE slices of the tuning set, MyoPS 101-110; profile "
+        f"`{args.profile}`, seed {args.seed}), judged as "
         "study.quality judges a stylizer. The remaps use no network: each is what an ideal stylizer of that kind "
         "would output.\n\n" + df.to_markdown(index=False, floatfmt=".3f") + "\n"))
     print(OUT.with_suffix(".md").read_text())
