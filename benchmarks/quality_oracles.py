@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     }
     rows = [score(k, v, content, label, target, target_label, net, pred_content, cfg) for k, v in candidates.items()]
     rows.append({"images": "real LGE (the target)", **appearance(target, target_label)})
+    # the style slices are real MS-CMRSeg LGE: how far the classifier tells one site's LGE from the other's
+    rows.append({"images": "real LGE of the style pool (MS-CMRSeg 6-45)", "c2st": c2st(styles, target, seed=cfg.seed),
+                 "grad_ratio": grad_ratio(styles, content)})
     tuning = repo_root() / "benchmarks" / "results" / "stylizer_quality_tuning"
     for name in ("adopted", "critic"):                    # the stylizers, measured on the same slices and targets
         if (tuning / f"{name}.csv").is_file():
