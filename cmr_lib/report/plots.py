@@ -195,7 +195,7 @@ def quality_strip(q, n: int = 6, title: str = ""):
     stylized, and (for a stylizer with a style search) stylized after the search, the content's contours
     (MYO green, LV red, RV blue) on every row but the style's; row names on the left."""
     idx = _pick(q.content.shape[0], n)
-    rows = [("content (bSSFP)", q.content, True), ("style (target)", q.style, False),
+    rows = [("content (bSSFP)", q.content, True), ("style (its pool)", q.style, False),
             ("stylized", q.stylized, True)] + ([("after the style search", q.searched, True)]
                                                if q.searched is not None else [])
     fig, axes = plt.subplots(len(rows), len(idx), figsize=(2.1 * len(idx), 2.2 * len(rows)), squeeze=False)
