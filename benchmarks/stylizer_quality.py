@@ -29,7 +29,7 @@ from cmr_lib.study.quality import COLUMNS, stylizer_quality
 
 OUT = repo_root() / "benchmarks" / "results" / "stylizer_quality"
 SHOWN = ["stylizer", "direction", "train_seconds", "dice_kept", "kl_myo", "kl_myo_raw", "kl_blood", "kl_blood_raw",
-         "c2st", "c2st_raw", "grad_ratio", "search_change", "dice_kept_search"]
+         "c2st", "c2st_raw", "c2st_style", "grad_ratio", "search_change", "dice_kept_search"]
 
 
 def table(folder=OUT) -> str:

@@ -124,7 +124,9 @@ stylizers.stylizer_reports(cfg).round(3)
 #   slices' (KL, lower is closer), beside `kl_*_raw`, the same for the untouched bSSFP. A stylizer that works
 #   brings both below their raw values: LGE darkens the (healthy) myocardium and greys the blood pool.
 # - `c2st`: a small classifier learns to tell stylized slices from real target slices; its accuracy on held-out
-#   slices (0.5: cannot tell them apart). `c2st_raw` is the same for raw bSSFP, the gap to close.
+#   slices (0.5: cannot tell them apart). `c2st_raw` is the same for raw bSSFP, the gap to close, and
+#   `c2st_style` for real slices of the stylizer's own style pool: where pool and targets come from different
+#   scanners, even real images of the target sequence are told apart that well, so no stylizer can go below it.
 # - `search_change`, `dice_kept_search` (stylizers with a style search): how much five rounds of the search move
 #   the image, and whether the heart survives them.
 # - `myo_std`, `contrast` (with `_raw` and `_target`): the spread of the myocardium's grey levels and the

@@ -5,7 +5,8 @@ structure's intensities, its look as a whole). Written to results/stylizer_quali
 Held-out slices (quality_slices): content = labelled bSSFP of patients the stylizers do not train on (MS-CMRSeg
 31-35, the held-out selection patients; elsewhere the validation and test patients); target (quality_targets) =
 labelled slices of the target sequence that no stylizer saw and no table reports: LGE of the MyoPS tuning set
-(101-110) beside MS-CMRSeg, T2 of MyoPS 111-120 (their T2 is never scored), the phantom's own held-out patients. The judge is the SLAug row's DRU-Net (real bSSFP, strong appearance augmentation, never a stylized
+(101-110) beside MS-CMRSeg, T2 of MyoPS 111-120 (their T2 is never scored), the phantom's own held-out patients.
+The judge is the SLAug row's DRU-Net (real bSSFP, strong appearance augmentation, never a stylized
 image), shared with Table 2's SLAug row.
 """
 from __future__ import annotations
@@ -32,9 +33,9 @@ from cmr_lib.training.segmenters import TrainedSegmenter, train_setting
 from cmr_lib.training.stylizers import STYLIZERS, TrainedStylizer, train_stylizer
 
 COLUMNS = ["stylizer", "direction", "train_seconds", "iterations", "content_slices", "target_slices", "dice_kept",
-           "kl_myo", "kl_myo_raw", "kl_blood", "kl_blood_raw", "c2st", "c2st_raw", "grad_ratio", "search_change",
-           "dice_kept_search", "myo_std", "myo_std_raw", "myo_std_target", "contrast", "contrast_raw",
-           "contrast_target"]
+           "kl_myo", "kl_myo_raw", "kl_blood", "kl_blood_raw", "c2st", "c2st_raw", "c2st_style", "grad_ratio",
+           "search_change", "dice_kept_search", "myo_std", "myo_std_raw", "myo_std_target", "contrast",
+           "contrast_raw", "contrast_target"]
 DIRECTIONS = (("C0", "LGE"), ("C0", "T2"))
 
 
@@ -151,6 +152,7 @@ def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net) -> dict:
         row[f"kl_{name}_raw"] = structure_kl(q.content, q.content_label, q.target, q.target_label, cls, bins)
     row["c2st"] = c2st(q.stylized, q.target, seed=cfg.seed)
     row["c2st_raw"] = c2st(q.content, q.target, seed=cfg.seed)
+    row["c2st_style"] = c2st(q.style, q.target, seed=cfg.seed)   # real slices of the pool: what a site gap alone gives
     row["grad_ratio"] = grad_ratio(q.stylized, q.content)
     for suffix, images, labels in (("", q.stylized, q.content_label), ("_raw", q.content, q.content_label),
                                    ("_target", q.target, q.target_label)):

@@ -93,6 +93,7 @@ def test_the_report_measures_every_stylizer_and_direction_on_slices_no_stylizer_
                                                          ("adaconv", "C0->LGE"), ("adaconv", "C0->T2")]
     assert df["search_change"].notna().tolist() == [True, True, False, False]
     assert (df["c2st_raw"].between(0, 1)).all() and (df["grad_ratio"] >= 0).all()
+    assert df["c2st_style"].between(0, 1).all()                        # real pool slices against the targets
     written = pd.read_csv(tmp_path / "results" / "stylizer_quality.csv")
     assert list(written.columns) == COLUMNS and len(written) == 4
     assert (tmp_path / "figures" / "quality_rain_C0-LGE.png").is_file()
