@@ -46,7 +46,7 @@ def table(folder=OUT) -> str:
     both = pd.concat(parts)
     n = int(both[["content_slices", "target_slices"]].min(axis=1).min())
     scored = 2 * (n - n // 2)                             # evaluation.quality.c2st scores the halves it did not train on
-    df = both[["experiment", "overrides", *SHOWN]]
+    df = both.reindex(columns=["experiment", "overrides", *SHOWN])          # older experiments lack newer columns
     return (df.to_markdown(index=False, floatfmt=".3f") + "\n\nHeld-out slices only (study.quality); the judge is the "
             "SLAug row's DRU-Net. Bar (issue 34): dice_kept >= 0.85, kl below its raw value, c2st <= 0.75 while "
             "c2st_raw >= 0.9, grad_ratio >= 0.7, RAIN's search_change >= 0.01 with dice_kept_search >= 0.8.\n\n"

@@ -14,7 +14,7 @@ from cmr_lib.core.paths import recorded_path
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
 from cmr_lib.data.splits import external_split
-from cmr_lib.report.stats import TEST_COLUMNS, comparisons, wilcoxon, with_holm
+from cmr_lib.report.stats import STYLIZED, TEST_COLUMNS, comparisons, wilcoxon, with_holm
 from cmr_lib.report.tables import key_of, reported_patients, selection_of
 
 DATA_NAMES = {"phantom": "phantom", "mscmrseg": "MS-CMRSeg 2019", "myops": "MyoPS 2020"}
@@ -125,7 +125,7 @@ def cross_tests(df: pd.DataFrame) -> pd.DataFrame:
         baselines = [k for k in scores if k[1] in APPEARANCE_BASELINES]
         best = max(baselines, key=lambda k: means[k]) if baselines else None
         for key, against in dict.fromkeys(comparisons(list(scores), best)):
-            if key[1].split("+")[0] not in STYLE_TRANSFER:
+            if key[1].split("+")[0] not in STYLIZED:
                 continue
             out.append({"row": label(key), "against": label(against), "metric": f"{name} DC AVG",
                         **wilcoxon(scores[key], scores[against])})

@@ -57,7 +57,9 @@ def quality_targets(cfg, source: CMRSource, split: dict, sequence: str) -> tuple
     """(source, patients) of the labelled `sequence` slices a stylizer is judged against. LGE, where `t2_dir`
     names a second data set with labelled LGE (MyoPS beside MS-CMRSeg): its tuning half (MyoPS 101-110), so that
     no label a table reports helps choose a stylizer (LGE styles come from the run's own data). Otherwise the
-    labelled patients outside every style pool: the phantom's own; T2 of MyoPS 111-120, whose T2 no table scores."""
+    labelled patients outside every style pool: the phantom's own; T2 of MyoPS 111-120, whose T2 no table scores.
+    Without a second data set (the phantom, or MS-CMRSeg run without t2_dir) those are patients a table reports:
+    such a report teaches, and no profile choice may be made on it."""
     if sequence == "LGE" and cfg.t2_dir:
         other = open_source(cfg.t2_dir)
         if Path(other.root).resolve() != Path(source.root).resolve():
@@ -105,7 +107,8 @@ def held_out_pairs(cfg, source: CMRSource, pair, *, crop: int, max_slices: int =
                                          t2_dir=cfg.t2_dir)
     pool = SliceDataset.from_source(pool_src, pool_patients, pair[1], **cfg.slicing(train=False, crop=crop),
                                     label="skip")
-    styles = torch.stack([pool[int(i)]["image"] for i in rng.integers(len(pool), size=n)])
+    draw = rng.choice(len(pool), size=n, replace=n > len(pool))                   # distinct slices where possible
+    styles = torch.stack([pool[int(i)]["image"] for i in draw])
     return content, content_label, styles, target, target_label
 
 

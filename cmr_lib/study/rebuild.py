@@ -26,7 +26,7 @@ from cmr_lib.evaluation.metrics import histogram, intensity_kl, region_values
 from cmr_lib.report.cross import DATA_NAMES, scored_patients
 from cmr_lib.report.plots import row_colours
 from cmr_lib.report.stats import case_means
-from cmr_lib.report.tables import by_row, first_run_per_row, part_of, selection_of
+from cmr_lib.report.tables import by_row, first_run_per_row, part_of, selection_is_clean
 from cmr_lib.training.augment import BatchAugmenter, setting_data, training_examples
 from cmr_lib.training.checkpoints import data_fingerprint
 from cmr_lib.training.segmenters import load_run_segmenter, run_checkpoint
@@ -50,7 +50,7 @@ def cross_dataset(records: list[dict], own, others: dict, rows=None, *, output_r
     for key in present:
         recs = groups[key]
         part = part_of(recs[0])
-        chose = part == "val" and selection_of(recs[0])["rule"] == "target"       # its labels chose the checkpoint
+        chose = part == "val" and not selection_is_clean(recs[0])                 # its labels chose the checkpoint
         own_col = f"{own_name} (own {'val' if chose else 'test'})"
         counts[own_col] = recs[0]["summary"][part]["dice"]["cases"]
         row = {"setting": key[0], "key": key[1], "stylizer": STYLIZER_NAMES[key[1]],

@@ -287,6 +287,8 @@ def _fit(cfg, source: CMRSource, kind: str, pretrain: tuple, model, split: dict,
 
     keys = ("total", "content", "style", "kl", "rec") if hasattr(model, "vae") else ("total", "content", "style")
     keys += tuple(k for k in ("detail", "intensity") if getattr(model, "weights", {}).get(k, 0) > 0)
+    if getattr(model, "weights", {}).get("adversarial", 0) > 0:
+        keys += ("critic", "adversarial")                      # a collapsed critic shows in losses.csv
     model.to(dev).to(memory_format=fmt).train()
     history, meta = run_loop(run_dir, config, model, optimizer, step_fn, keys=keys, iterations=st.iterations,
                              checkpoint_every=st.checkpoint_every, desc=f"{STYLIZERS[kind]} {'->'.join(pretrain)}",

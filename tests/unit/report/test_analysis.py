@@ -370,11 +370,14 @@ def test_cross_tests_pair_each_stylizer_row_with_setting0_the_control_and_the_be
     df = pd.DataFrame()
     df.attrs["per_patient"] = {"MyoPS 2020": {
         (0, "none", 0): base, (1, "rain", 5): base + 0.1, (0, "gin", 0): base + 0.05,
-        (0, "intensity", 0): base - 0.02, (2, "adaconv", 0): base + np.r_[[0.01, -0.01] * 5]}}
+        (0, "intensity", 0): base - 0.02, (2, "adaconv", 0): base + np.r_[[0.01, -0.01] * 5],
+        (2, "adaconv-vae", 5): base + 0.02}}
     t = cross.cross_tests(df)
     got = {(r["row"], r["against"]): r for _, r in t.iterrows()}
-    assert set(got) == {(row, against) for row in ("setting 1, RAIN ε5", "setting 2, AdaConv")
-                        for against in ("setting 0 (none)", "setting 0, GIN", "setting 0, intensity")}
+    assert set(got) == {(row, against) for row in ("setting 1, RAIN ε5", "setting 2, AdaConv",
+                                                   "setting 2, AdaConv + VAE ε5")
+                        for against in ("setting 0 (none)", "setting 0, GIN", "setting 0, intensity")} | {
+        ("setting 2, AdaConv + VAE ε5", "setting 2, AdaConv")}            # the future work against its AdaConv
     gain = got[("setting 1, RAIN ε5", "setting 0 (none)")]
     assert gain["patients"] == 10 and gain["mean difference"] == pytest.approx(0.1) and gain["p (Wilcoxon)"] < 0.01
     assert got[("setting 2, AdaConv", "setting 0 (none)")]["p (Wilcoxon)"] > 0.5
