@@ -127,6 +127,8 @@ def run_loop(run_dir: Path, config: dict, model, optimizer, step_fn, *, keys, it
     if last.is_file():
         state = load_checkpoint(last, model=model, optimizer=optimizer, config=config)
         start, history = state["step"], state["history"]
+        for k in keys:                           # a loss logged since the run began: unknown (NaN) for earlier steps
+            history.setdefault(k, [float("nan")] * len(history["step"]))
     t1 = time.perf_counter()
     done_here = 0
     bar = tqdm(range(start, iterations), desc=desc, initial=start, total=iterations, disable=not progress)
