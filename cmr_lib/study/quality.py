@@ -71,9 +71,9 @@ def quality_targets(cfg, source: CMRSource, split: dict, sequence: str) -> tuple
     return target_src, [p for p in target_src.patients_with(sequence, labelled=True) if p not in pool]
 
 
-def quality_slices(cfg, source: CMRSource, pair, *, crop: int, max_slices: int = 64):
+def quality_slices(cfg, source: CMRSource, pair, *, crop: int, split: dict | None = None):
     """(content SliceDataset, target SliceDataset) of held-out heart slices for a content -> target direction."""
-    split = run_split(source, cfg.split, cfg.sizes.segmenter)
+    split = split or run_split(source, cfg.split, cfg.sizes.segmenter)
     content_pats = [p for p in source.patients_with(pair[0], labelled=True) if p not in split["train"]]
     target_src, target_pats = quality_targets(cfg, source, split, pair[1])
     content = SliceDataset.from_source(source, content_pats, pair[0], **cfg.slicing(train=False, crop=crop),
@@ -98,13 +98,13 @@ def held_out_pairs(cfg, source: CMRSource, pair, *, crop: int, max_slices: int =
     """(content, content labels, the style slice each is given, target, target labels): up to max_slices held-out
     content slices, every held-out target slice, and for each content a slice of the stylizer's own style pool
     (data.splits.style_pool: the styles it trained on and is used with, never a target), drawn seeded."""
-    content_ds, target_ds = quality_slices(cfg, source, pair, crop=crop)
+    split = run_split(source, cfg.split, cfg.sizes.segmenter)
+    content_ds, target_ds = quality_slices(cfg, source, pair, crop=crop, split=split)
     rng = np.random.default_rng([cfg.seed, 34])
     n = min(max_slices, len(content_ds))
     content, content_label = _stack(content_ds, np.sort(rng.choice(len(content_ds), size=n, replace=False)))
     target, target_label = _stack(target_ds, np.arange(len(target_ds)))
-    pool_src, pool_patients = style_pool(source, run_split(source, cfg.split, cfg.sizes.segmenter), pair[1],
-                                         t2_dir=cfg.t2_dir)
+    pool_src, pool_patients = style_pool(source, split, pair[1], t2_dir=cfg.t2_dir)
     pool = SliceDataset.from_source(pool_src, pool_patients, pair[1], **cfg.slicing(train=False, crop=crop),
                                     label="skip")
     draw = rng.choice(len(pool), size=n, replace=n > len(pool))                   # distinct slices where possible
@@ -113,13 +113,13 @@ def held_out_pairs(cfg, source: CMRSource, pair, *, crop: int, max_slices: int =
 
 
 def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices: int = 64, batch: int = 16,
-           iterations: int = 5) -> QualitySample:
+           iterations: int = 5, pairs: tuple | None = None) -> QualitySample:
     """Stylize up to max_slices held-out content slices, each with a random slice of the stylizer's style pool
     (seeded), and, for a stylizer with a style search, once more after `iterations` rounds of the search against
-    the judge (from each style's own code, the profile's step and rule)."""
-    content, content_label, styles, target, target_label = held_out_pairs(cfg, source, ts.pretrain,
-                                                                          crop=cfg.crop_for(ts.kind),
-                                                                          max_slices=max_slices)
+    the judge (from each style's own code, the profile's step and rule). `pairs`: held_out_pairs' result for this
+    direction and crop, when the caller already has it."""
+    content, content_label, styles, target, target_label = pairs or held_out_pairs(
+        cfg, source, ts.pretrain, crop=cfg.crop_for(ts.kind), max_slices=max_slices)
     n = len(content)
     dev = device()
     model = ts.model.to(dev).eval()
@@ -143,8 +143,21 @@ def sample(cfg, source: CMRSource, ts: TrainedStylizer, judge_net, *, max_slices
                          torch.cat(searched) if searched else None)
 
 
-def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net) -> dict:
-    """One row of the quality report (COLUMNS) from a sample."""
+def reference_columns(cfg, q: QualitySample) -> dict:
+    """The columns that do not depend on the stylizer (the raw bSSFP's and the targets' own, the pool's real
+    slices against the targets): one per direction and crop, whichever stylizer is sampled."""
+    bins = cfg.sizes.analysis.hist_bins
+    row = {f"kl_{name}_raw": structure_kl(q.content, q.content_label, q.target, q.target_label, cls, bins)
+           for name, cls in STRUCTURE_CLASSES.items()}
+    row["c2st_raw"] = c2st(q.content, q.target, seed=cfg.seed)
+    row["c2st_style"] = c2st(q.style, q.target, seed=cfg.seed)   # real slices of the pool: what a site gap alone gives
+    for suffix, images, labels in (("_raw", q.content, q.content_label), ("_target", q.target, q.target_label)):
+        row.update({f"{k}{suffix}": v for k, v in appearance(images, labels).items()})
+    return row
+
+
+def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net, reference: dict | None = None) -> dict:
+    """One row of the quality report (COLUMNS) from a sample; `reference`: reference_columns(cfg, q) if known."""
     bins = cfg.sizes.analysis.hist_bins
     pred_content, pred_stylized = segment(judge_net, q.content), segment(judge_net, q.stylized)
     row = {"stylizer": ts.kind, "direction": "->".join(ts.pretrain), "train_seconds": ts.info.get("seconds_train"),
@@ -152,14 +165,10 @@ def quality_row(cfg, ts: TrainedStylizer, q: QualitySample, judge_net) -> dict:
            "target_slices": len(q.target), "dice_kept": dice_kept(pred_stylized, pred_content, q.content_label)}
     for name, cls in STRUCTURE_CLASSES.items():
         row[f"kl_{name}"] = structure_kl(q.stylized, q.content_label, q.target, q.target_label, cls, bins)
-        row[f"kl_{name}_raw"] = structure_kl(q.content, q.content_label, q.target, q.target_label, cls, bins)
     row["c2st"] = c2st(q.stylized, q.target, seed=cfg.seed)
-    row["c2st_raw"] = c2st(q.content, q.target, seed=cfg.seed)
-    row["c2st_style"] = c2st(q.style, q.target, seed=cfg.seed)   # real slices of the pool: what a site gap alone gives
     row["grad_ratio"] = grad_ratio(q.stylized, q.content)
-    for suffix, images, labels in (("", q.stylized, q.content_label), ("_raw", q.content, q.content_label),
-                                   ("_target", q.target, q.target_label)):
-        row.update({f"{k}{suffix}": v for k, v in appearance(images, labels).items()})
+    row.update(appearance(q.stylized, q.content_label))
+    row.update(reference_columns(cfg, q) if reference is None else reference)
     if q.searched is not None:
         row["search_change"] = float((q.searched - q.stylized).abs().mean())
         row["dice_kept_search"] = dice_kept(segment(judge_net, q.searched), pred_content, q.content_label)
@@ -172,12 +181,16 @@ def stylizer_quality(cfg, source: CMRSource, kinds=("rain", "adaconv", "adaconv-
     results/stylizer_quality.csv and figures/quality_<kind>_<C0>-<X>.png (content, style, stylized, and after
     the search, with the content's contours, for six held-out slices)."""
     net = judge(cfg, source, progress=progress).model
-    rows = []
+    rows, pairs, references = [], {}, {}
     for kind in kinds:
         for pair in directions:
             ts = train_stylizer(cfg, source, kind, pair, progress=progress)
-            q = sample(cfg, source, ts, net, max_slices=max_slices)
-            rows.append(quality_row(cfg, ts, q, net))
+            at = (pair, cfg.crop_for(kind))                           # stylizers of one crop share their slices
+            if at not in pairs:
+                pairs[at] = held_out_pairs(cfg, source, pair, crop=at[1], max_slices=max_slices)
+            q = sample(cfg, source, ts, net, max_slices=max_slices, pairs=pairs[at])
+            references[at] = references.get(at) or reference_columns(cfg, q)
+            rows.append(quality_row(cfg, ts, q, net, references[at]))
             name = f"{kind}_{pair[0]}-{pair[1]}"
             save_figure(plots.quality_strip(q, title=f"{STYLIZERS[kind]} {pair[0]}->{pair[1]} on held-out slices "
                                                      f"(bSSFP contours on every row)"),
