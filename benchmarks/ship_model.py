@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from cmr_lib.core.atomic import write_json, write_text
 from cmr_lib.core.config import Config
 from cmr_lib.core.device import device
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
         model = load_run_segmenter(rec, cfg).to(dev)
         tune = scores(model, sets[TUNING], cfg)
         print(f"{label(row_key(rec))} seed {rec['seed']}: tuning Dice {tune['dice']['AVG']:.3f}", flush=True)
-        candidates.append(f"\"{label(row_key(rec))}\",{rec['seed']},{tune['dice']['AVG']:.3f}")
+        candidates.append({"row": label(row_key(rec)), "seed": rec["seed"], "tuning_dice": tune["dice"]["AVG"]})
         if best is None or tune["dice"]["AVG"] > best[0]["dice"]["AVG"]:
             best = (tune, rec, cfg, model)
     tune, rec, cfg, model = best
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
             "scores": {TUNING: tune, **{name: scores(model, vols, cfg) for name, vols in sets.items() if name != TUNING}},
             "seconds_to_choose": round(time.perf_counter() - t0, 1)}
     write_json(out / "card.json", card)
-    write_text(out / "candidates.csv", "row,seed,tuning_dice\n" + "\n".join(candidates) + "\n")   # every network's
+    write_text(out / "candidates.csv", pd.DataFrame(candidates).to_csv(index=False, float_format="%.3f"))
     write_text(MODELS / "README.md", card_markdown(card))
     print(json.dumps(card["scores"], indent=1))
     print(f"shipped {out / 'model.pt'} ({(out / 'model.pt').stat().st_size / 1e6:.1f} MB); {tune['dice']['AVG']:.3f} "

@@ -17,7 +17,7 @@ from cmr_lib.core.atomic import atomic_path
 from cmr_lib.core.digests import note_step_file, reusable
 from cmr_lib.core.device import autocast, device, memory_format, precision_used
 from cmr_lib.core.errors import CmrError
-from cmr_lib.core.sections import StylizerConfig
+from cmr_lib.core.sections import Params, StylizerConfig
 from cmr_lib.data.slices import SliceDataset
 from cmr_lib.data.sources import CMRSource
 from cmr_lib.data.splits import run_split, style_pool
@@ -142,7 +142,7 @@ def stylizer_parameters(st: StylizerConfig, kind: str, *, identity: bool = False
     """The stylizer section's parameters of one stylizer: its own subsection; AdaConv + VAE takes AdaConv's and
     RAIN's VAE weights (kl_weight, rec_weight), so that its style VAE is weighed as RAIN's is. identity: as
     checkpoint names hash them (Params.identity)."""
-    as_dict = (lambda section: section.identity()) if identity else (lambda section: section.to_dict())
+    as_dict = Params.identity if identity else Params.to_dict
     if kind == "adaconv-vae":
         return {**as_dict(st.adaconv), "kl_weight": st.rain.kl_weight, "rec_weight": st.rain.rec_weight}
     if kind not in ("rain", "adaconv"):
