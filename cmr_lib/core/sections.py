@@ -76,18 +76,22 @@ class Params(Mapping):
         return tuple(f.name for f in dataclasses.fields(cls))
 
     def to_dict(self) -> dict:
-        return {k: v.to_dict() if isinstance(v, Params) else (list(v) if isinstance(v, list) else v)
-                for k, v in ((k, getattr(self, k)) for k in self._names())}
+        return self._plain(identity=False)
 
     def identity(self) -> dict:
         """to_dict() for checkpoint hashes: quiet fields that hold their `before` value are left out, so a network
         trained before such a field existed keeps its name."""
+        return self._plain(identity=True)
+
+    def _plain(self, *, identity: bool) -> dict:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.metadata.get("quiet") and v == f.metadata["before"]:
+            if identity and f.metadata.get("quiet") and v == f.metadata["before"]:
                 continue
-            out[f.name] = v.identity() if isinstance(v, Params) else (list(v) if isinstance(v, list) else v)
+            if isinstance(v, Params):
+                v = v._plain(identity=identity)
+            out[f.name] = list(v) if isinstance(v, list) else v
         return out
 
 
