@@ -114,7 +114,8 @@ def test_crops(work: Path) -> str:
         cells = []
         for centre in TEST_CROPS:
             for vols in tests.values():
-                pairs = [(v, predict_volume(model, v, crop=cfg.crop, **preprocess_arguments(cfg.sizes.preprocess), centre=centre, device=dev,
+                pairs = [(v, predict_volume(model, v, crop=cfg.crop, **preprocess_arguments(cfg.sizes.preprocess),
+                                            centre=centre, device=dev,
                                             autocast=autocast(cfg.sizes.segmenter.precision, dev))) for v in vols]
                 cells.append(f"{np.nanmean(score_predictions(pairs)[0]['dice'].to_numpy(dtype=float)):.3f}")
         name = run.parents[3].name if run.parents[3] != Path(work) else label(row_key(rec))
