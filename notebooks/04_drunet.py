@@ -24,7 +24,7 @@
 # (Fig. 6). Settings 1–3 (notebook 05) try to close that gap with stylized training images.
 
 # %% tags=["parameters"]
-profile = "demo"        # smoke | demo | real | real-ref | paper, or the path of a profile YAML file
+profile = "demo"        # smoke | demo | demo-long | real | real-ref | paper, or the path of a profile YAML file
 data_dir = None         # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
 c0_spacing = "header"   # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 seed = 0

@@ -50,7 +50,7 @@
 # ```
 
 # %% tags=["parameters"]
-profile = "demo"          # smoke | demo | real | real-ref | paper, or the path of a profile YAML file
+profile = "demo"          # smoke | demo | demo-long | real | real-ref | paper, or the path of a profile YAML file
 setting = 1               # 0, 1, 2 or 3 (Table 1)
 stylizer = "rain"         # rain | adaconv (ignored in setting 0) | intensity | gin | histmatch | rain+intensity | ...
 epsilon_iterations = 5    # RAIN style-search rounds per batch (Table 3: 1, 3, 5)

@@ -43,7 +43,7 @@
 # ε-search moves $z$ up the gradient of the segmentation loss with RAIN's rule, code shared.
 
 # %% tags=["parameters"]
-profile = "demo"                  # smoke | demo | real | real-ref | paper, or the path of a profile YAML file
+profile = "demo"                  # smoke | demo | demo-long | real | real-ref | paper, or the path of a profile YAML file
 data_dir = None                   # None: the built-in phantom; else an MS-CMRSeg 2019 or MyoPS 2020 folder
 c0_spacing = "header"             # "lge" for the cropped MS-CMRSeg copy, whose C0 headers keep a stale voxel size
 t2_dir = None                     # T2 images when data_dir has none (the MS-CMRSeg copy): a MyoPS 2020 folder

@@ -19,7 +19,7 @@ from cmr_lib.core.checks import choice, fail
 from cmr_lib.core.errors import CmrError
 from cmr_lib.core.paths import check_file, repo_root
 
-PROFILES = ("smoke", "demo", "real", "real-ref", "paper")
+PROFILES = ("smoke", "demo", "demo-long", "real", "real-ref", "paper")
 STYLIZERS = ("rain", "adaconv", "adaconv-vae", "none", "histmatch", "intensity", "gin", "slaug", "rain+intensity",
              "adaconv+intensity", "rain+slaug")
 NETWORKS = ("rain", "adaconv", "adaconv-vae")   # the trained stylizers; the other values are baselines (training.augment)

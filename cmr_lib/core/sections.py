@@ -113,14 +113,14 @@ class DataConfig(Params):
 
 @dataclass(frozen=True, eq=False)
 class CropConfig(Params):
-    rain: int = param(96, ck.pos_int, "RAIN's training crop (96 px at 1.5 mm: 144 mm around the heart)", "px")
-    adaconv: int = param(96, ck.pos_int, "AdaConv's input size (fixed by its fully connected layer)", "px")
-    none: int = param(96, ck.pos_int, "crop of setting 0 and the style-free baselines", "px")
+    rain: int = param(64, ck.pos_int, "RAIN's training crop (64 px at 2.25 mm: 144 mm around the heart)", "px")
+    adaconv: int = param(64, ck.pos_int, "AdaConv's input size (fixed by its fully connected layer)", "px")
+    none: int = param(64, ck.pos_int, "crop of setting 0 and the style-free baselines", "px")
 
 
 @dataclass(frozen=True, eq=False)
 class PreprocessConfig(Params):
-    spacing_mm: float | None = param(1.5, ck.opt_pos_float,
+    spacing_mm: float | None = param(2.25, ck.opt_pos_float,
                                      "in-plane resampling (null: native); coarser than native to fit CPU budgets",
                                      "mm")
     percentiles: list = param([0.5, 99.5], ck.percentiles, "intensity window [low, high] mapped to [0, 1]", "%")
@@ -187,7 +187,7 @@ class ExploreConfig(Params):
 
 @dataclass(frozen=True, eq=False)
 class AutoencoderConfig(Params):
-    iterations: int = param(1000, ck.pos_int, "decoder pretraining steps on MR slices", "steps")
+    iterations: int = param(250, ck.pos_int, "decoder pretraining steps on MR slices", "steps")
     batch: int = param(8, ck.pos_int, "slices per step", "slices")
     lr: float = param(1.0e-3, positive, "Adam learning rate (an autoencoder converges fast)")
 
@@ -200,10 +200,12 @@ class StylizerConfig(Params):
     encoder_width: float = param(0.25, lambda n, v: ck.as_float(n, v, minimum=0.0, maximum=1.0, strict_min=True),
                                  "VGG-19 channel multiplier; ImageNet weights need 1.0")
     batch: int = param(8, ck.pos_int, "content/style pairs per step", "pairs")
-    iterations: int = param(1000, ck.pos_int, "training steps (references: 160k)", "steps")
-    checkpoint_every: int = param(250, ck.pos_int, "steps between checkpoints", "steps")
+    iterations: int = param(250, ck.pos_int, "training steps (references: 160k)", "steps")
+    checkpoint_every: int = param(125, ck.pos_int, "steps between checkpoints", "steps")
     lr: float = param(5.0e-4, positive, "Adam learning rate (references 1e-4)")
-    precision: str = param("auto", one_of(*PRECISIONS), "auto: bf16 autocast where the hardware supports it")
+    precision: str = param("fp32", one_of(*PRECISIONS),
+                           "fp32 | bf16 | auto (bf16 autocast where the hardware supports it); demo: the same floats "
+                           "on every CPU")
     warm_start: bool = param(True, ck.flag, "start decoders from an MR autoencoder (paper: from scratch)")
     rain: RainConfig = section(RainConfig, "RAIN: L = L_c + l1 L_s + l2 L_KL + l3 L_rec (paper eq. 2-6)")
     adaconv: AdaConvConfig = section(AdaConvConfig, "AdaConv (predicted depthwise/pointwise kernels)")
@@ -216,12 +218,12 @@ class SegmenterConfig(Params):
     depth: int = param(5, int_at_least(2), "U-Net levels (reference 5)")
     root: int = param(8, ck.pos_int, "channels at the first level (reference 16, ~3.1 M parameters)")
     head_relu: bool = param(False, ck.flag, "the reference's ReLU on the logits (can kill a class for good)")
-    batch: int = param(8, ck.pos_int, "slices per step", "slices")
-    iterations: int = param(250, ck.pos_int, "training steps", "steps")
-    checkpoint_every: int = param(125, ck.pos_int, "steps between checkpoints", "steps")
+    batch: int = param(4, ck.pos_int, "slices per step", "slices")
+    iterations: int = param(120, ck.pos_int, "training steps", "steps")
+    checkpoint_every: int = param(40, ck.pos_int, "steps between checkpoints", "steps")
     lr: float = param(1.0e-3, positive, "Adam learning rate, halved every lr_halve_every steps")
     lr_halve_every: int = param(1000, ck.pos_int, "steps between halvings of the learning rate", "steps")
-    val_every: int = param(125, ck.pos_int, "steps between checkpoint choices", "steps")
+    val_every: int = param(40, ck.pos_int, "steps between checkpoint choices", "steps")
     select: str = param("source", one_of(*SELECT_RULES),
                         "checkpoint choice: held-out labelled bSSFP, the last one, or LGE labels (paper)",
                         before="target")
@@ -229,7 +231,9 @@ class SegmenterConfig(Params):
                                  "patients", before=5)
     ce_weight: float = param(1.0, ck.nonneg_float, "cross-entropy weight in the loss")
     dice_weight: float = param(1.0, ck.nonneg_float, "soft Dice (foreground) weight in the loss")
-    precision: str = param("auto", one_of(*PRECISIONS), "auto: bf16 autocast where the hardware supports it")
+    precision: str = param("fp32", one_of(*PRECISIONS),
+                           "fp32 | bf16 | auto (bf16 autocast where the hardware supports it); demo: the same floats "
+                           "on every CPU")
 
 
 @dataclass(frozen=True, eq=False)

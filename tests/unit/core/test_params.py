@@ -33,7 +33,7 @@ def test_paper_profile_keeps_the_papers_crops():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"setting": 7}, "parameter 'setting' = 7: choose one of 0, 1, 2, 3"),
-    ({"profile": "fast"}, "parameter 'profile' = 'fast': choose one of 'smoke', 'demo', 'real', 'real-ref', 'paper'"),
+    ({"profile": "fast"}, "parameter 'profile' = 'fast': choose one of 'smoke', 'demo', 'demo-long', 'real', 'real-ref', 'paper'"),
     ({"data_dir": "/no/such/folder"}, "parameter 'data_dir' = '/no/such/folder': no such folder"),
     ({"setting": 2, "stylizer": "none"}, "parameter 'stylizer' = 'none': setting 2 stylizes"),
     ({"stylizer": "cyclegan"}, "parameter 'stylizer' = 'cyclegan': choose one of"),
@@ -97,7 +97,7 @@ def test_config_is_immutable_and_serialisable(tmp_path):
     assert d["extra"] == {"real_data_dir": str(tmp_path)} and d["output_root"] == str(tmp_path.resolve())
     assert make_config().to_dict()["output_root"] == "."          # repository paths are recorded relative
     assert cfg.figures_dir == tmp_path.resolve() / "figures"
-    assert isinstance(cfg.sizes.preprocess, PreprocessConfig) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 96
+    assert isinstance(cfg.sizes.preprocess, PreprocessConfig) and cfg.sizes.preprocess.to_dict()["crop"]["rain"] == 64
 
 
 def test_notebook_readers_see_one_line_not_a_traceback(capsys):
