@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
     for name, setting, stylizer, eps in picked:
         result["rows"][name] = profile_row(args.profile, setting, stylizer, eps, args.reps)
         print(f"{name}: {result['rows'][name]['seconds_per_step']:.3f} s/step", flush=True)
-    save(Path(args.out) / f"profile_row_{args.profile}", result, markdown(result))
+    save(Path(args.out) / f"profile_row_{Path(args.profile).stem}", result, markdown(result))   # a YAML path: its name
     return result
 
 
