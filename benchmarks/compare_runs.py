@@ -41,7 +41,9 @@ def seed_values(records: list[dict]) -> dict[tuple, dict[str, list[float]]]:
     for key, recs in by_row(records).items():
         recs = sorted(recs, key=lambda r: r.get("seed", 0))
         vals = [row_values(r) for r in recs]
-        out[key] = {m: [float(v[m]) for v in vals] for m in METRICS} | {"seeds": [r.get("seed") for r in recs]}
+        # a structure a network never predicts has no HD (None): NaN, so its row's HD mean is undefined, not wrong
+        out[key] = {m: [float("nan") if v[m] is None else float(v[m]) for v in vals] for m in METRICS} \
+            | {"seeds": [r.get("seed") for r in recs]}
     return out
 
 
@@ -90,7 +92,7 @@ def compare(before: list[dict], after: list[dict], *, alpha: float = 0.05) -> di
         raise CmrError("no row was run on both sides; compare reproductions of the same rows")
     shift = {}
     for m in METRICS:
-        d = [r[m]["diff"] for r in rows]
+        d = [r[m]["diff"] for r in rows if not np.isnan(r[m]["diff"])]
         p = float(stats.wilcoxon(d).pvalue) if len(d) >= 6 and any(d) else float("nan")
         shift[m] = {"mean_diff": float(np.mean(d)), "rows": len(d), "p": p}
     verdicts = [r["within_noise"] for r in rows]
@@ -166,6 +168,9 @@ def markdown(result: dict) -> str:
     lines += ["", "Shift over all rows (Wilcoxon signed-rank of the row differences):", ""]
     lines += [f"- {m}: mean Δ {s['mean_diff']:+.3f} over {s['rows']} rows, p {s['p']:.3g}" for m, s in result["shift"].items()]
     lines += [f"- missing on the {x['side']} side: {x['row']}" for x in result["missing"]]
+    if any(np.isnan(r[m]["diff"]) for r in result["rows"] for m in METRICS):
+        lines.append("- nan: in at least one seed a network never predicted a structure, so that seed's HD AVG is "
+                     "undefined (its Dice for the structure is 0); such rows are left out of the shift")
     same = result["same_seed"]
     lines.append(f"- the same row and seed on both sides: {same['identical']} of {same['pairs']} gave identical "
                  f"per-patient metrics, bit for bit")

@@ -115,3 +115,21 @@ def test_one_seed_time_is_modelled_from_the_steps_ledger(tmp_path):
                            str(tmp_path / "bad.json"), "--out", str(tmp_path / "c")])
     with pytest.raises(CmrError, match="no steps of a first seed"):
         compare_runs.modelled_wall({"r1_seed2.ipynb": {"seconds": 1.0, "parallel": True}})
+
+
+def test_a_lost_structure_leaves_that_row_hd_undefined_not_an_error(tmp_path):
+    """A network that never predicts the RV has no RV HD (None in run.json): the row's HD mean is NaN, said so,
+    and left out of the shift, while its Dice still counts."""
+    _side(tmp_path / "a")
+    _side(tmp_path / "b", shift=0.01)
+    path = tmp_path / "b" / "runs" / "demo_setting0_none_seed2" / "run.json"
+    rec = json.loads(path.read_text())
+    rec["summary"]["test"]["hd"].update(RV=None, AVG=None, STD=None)
+    path.write_text(json.dumps(rec))
+    r = compare_runs.main(["--before", str(tmp_path / "a"), "--after", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "cmp")])
+    first = r["rows"][0]
+    assert first["row"] == "setting 0 (none)" and first["HD AVG"]["after"] != first["HD AVG"]["after"]   # NaN
+    assert first["DC AVG"]["diff"] == pytest.approx(0.01)
+    assert r["shift"]["HD AVG"]["rows"] == len(ROWS) - 1 and r["shift"]["DC AVG"]["rows"] == len(ROWS)
+    assert "never predicted a structure" in (tmp_path / "cmp.md").read_text()
