@@ -8,6 +8,12 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.sections import SegmenterConfig
 from cmr_lib.data.sources import CMRSource, open_source
 
+def challenge_split(source: CMRSource) -> bool:
+    """Whether the MS-CMRSeg challenge's own split applies: its real release (labelled LGE 1-5 reported, LGE 6-45
+    the test whose labels were withheld), not the phantom written in its layout."""
+    return source.layout == "mscmrseg" and source.name != "phantom"
+
+
 def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
     """Patients per role, by data source (LGE labels are only ever used for validation and test).
 
@@ -30,7 +36,7 @@ def default_split(source: CMRSource, hold_out: int = 0) -> dict[str, list[int]]:
         example = ("patient{N}_C0.nii.gz with patient{N}_C0_manual.nii.gz" if source.layout == "mscmrseg"
                    else "myops_training_{N}_C0.nii.gz with myops_training_{N}_gd.nii.gz")
         raise CmrError(f"{source.root}: no labelled bSSFP (C0) volumes to train on (expected {example})")
-    if source.layout == "mscmrseg" and source.name != "phantom":
+    if challenge_split(source):
         val = [p for p in source.patients_with("LGE", labelled=True) if p <= 5] or \
             source.patients_with("LGE", labelled=True)[:5]
         test = [p for p in lge if p not in val]
@@ -80,7 +86,7 @@ def split_for(source: CMRSource, given=None, *, hold_out: int = 0) -> dict[str, 
             raise CmrError(f"parameter '{role}_patients' = {list(patients)}: patients {missing} have no {what} "
                            f"in {source.root}")
         split[role] = list(patients)
-    paper_protocol = source.layout == "mscmrseg" and source.name != "phantom"
+    paper_protocol = challenge_split(source)
     test = set(split["test"])
     clashes = [("val", set(split["val"]) & test)] + ([] if paper_protocol else [("train", set(split["train"]) & test)])
     for role, both in clashes:

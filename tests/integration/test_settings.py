@@ -180,6 +180,8 @@ def test_myops_styles_and_tuning_never_meet_its_scored_patients(mscmrseg_dir, my
     ext = external_split(myops)
     assert ext["style"] == ext["tune"] == list(range(101, 111)) and ext["test"] == list(range(111, 121))
     assert scored_patients(myops) == list(range(111, 121))
+    # beside phantom runs MS-CMRSeg reports what its own runs do, LGE 1-5 (its test half has no labels)
+    assert scored_patients(open_source(mscmrseg_dir, c0_spacing="lge")) == [1, 2, 3, 4, 5]
     cfg = make_config(profile="real", setting=1, data_dir=mscmrseg_dir, c0_spacing="lge", t2_dir=str(myops_dir))
     src, pool = style_pool(open_source(mscmrseg_dir, c0_spacing="lge"), {}, "T2", t2_dir=cfg.t2_dir)
     assert src.root == myops.root and pool == list(range(101, 111))
