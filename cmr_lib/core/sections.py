@@ -185,6 +185,9 @@ class ExploreConfig(Params):
     rule: str = param("asm", one_of("asm", "sign", "plain"), "style search update rule (models.style_search)")
 
 
+PRECISION_MEANING = "fp32 | bf16 | auto (bf16 autocast where the hardware supports it); demo: the same floats on every CPU"
+
+
 @dataclass(frozen=True, eq=False)
 class AutoencoderConfig(Params):
     iterations: int = param(250, ck.pos_int, "decoder pretraining steps on MR slices", "steps")
@@ -203,9 +206,7 @@ class StylizerConfig(Params):
     iterations: int = param(250, ck.pos_int, "training steps (references: 160k)", "steps")
     checkpoint_every: int = param(125, ck.pos_int, "steps between checkpoints", "steps")
     lr: float = param(5.0e-4, positive, "Adam learning rate (references 1e-4)")
-    precision: str = param("fp32", one_of(*PRECISIONS),
-                           "fp32 | bf16 | auto (bf16 autocast where the hardware supports it); demo: the same floats "
-                           "on every CPU")
+    precision: str = param("fp32", one_of(*PRECISIONS), PRECISION_MEANING)
     warm_start: bool = param(True, ck.flag, "start decoders from an MR autoencoder (paper: from scratch)")
     rain: RainConfig = section(RainConfig, "RAIN: L = L_c + l1 L_s + l2 L_KL + l3 L_rec (paper eq. 2-6)")
     adaconv: AdaConvConfig = section(AdaConvConfig, "AdaConv (predicted depthwise/pointwise kernels)")
@@ -231,9 +232,7 @@ class SegmenterConfig(Params):
                                  "patients", before=5)
     ce_weight: float = param(1.0, ck.nonneg_float, "cross-entropy weight in the loss")
     dice_weight: float = param(1.0, ck.nonneg_float, "soft Dice (foreground) weight in the loss")
-    precision: str = param("fp32", one_of(*PRECISIONS),
-                           "fp32 | bf16 | auto (bf16 autocast where the hardware supports it); demo: the same floats "
-                           "on every CPU")
+    precision: str = param("fp32", one_of(*PRECISIONS), PRECISION_MEANING)
 
 
 @dataclass(frozen=True, eq=False)
