@@ -445,7 +445,8 @@ def test_the_protocol_summary_names_who_chose_and_who_is_reported_and_flags_each
     leaky = _record(2, "rain", 5, select=("target", "LGE", [0, 1]))
     leaky["stylizer_run"] = {"checkpoint": stylizer("lge", "mscmrseg", [1, 6, 7])}
     own = types.SimpleNamespace(name="mscmrseg")
-    myops = types.SimpleNamespace(name="myops", patients=list(range(101, 121)), has_label=lambda p, s: True)
+    myops = types.SimpleNamespace(name="myops", layout="myops", patients=list(range(101, 121)),
+                                  has_label=lambda p, s: True)
     summary = cross.protocol([clean], own, {"MyoPS": myops})
     assert summary["other_test_sets"]["MyoPS"]["scored"] == list(range(111, 121))
     assert summary["other_test_sets"]["MyoPS"]["served_as_styles"] == [101, 102]
