@@ -8,6 +8,7 @@ from cmr_lib.core.errors import CmrError
 from cmr_lib.core.sections import SegmenterConfig
 from cmr_lib.data.sources import CMRSource, open_source
 
+
 def challenge_split(source: CMRSource) -> bool:
     """Whether the MS-CMRSeg challenge's own split applies: its real release (labelled LGE 1-5 reported, LGE 6-45
     the test whose labels were withheld), not the phantom written in its layout."""
@@ -120,7 +121,11 @@ def external_split(source: CMRSource) -> dict[str, list[int]]:
     half of its patients (rounded up) may serve as styles and are the tuning set (scores looked at to choose a
     setting); the second half is only ever scored, so no patient whose images served a run is reported as a test.
     'val' (the last three of the first half) gives the stylizer reports their style slices. MyoPS 2020's 20
-    training cases: 101-110 style and tuning, 111-120 test."""
+    training cases: 101-110 style and tuning, 111-120 test. The real MS-CMRSeg release keeps the challenge's roles
+    (default_split): its labelled LGE 1-5 are the test, the unlabelled LGE may serve as styles, nothing tunes."""
+    if challenge_split(source):
+        own = default_split(source)
+        return {"style": own["style"], "tune": [], "val": own["style"][-3:], "test": own["val"]}
     patients = sorted(set(source.patients))
     half = (len(patients) + 1) // 2
     first = patients[:half]

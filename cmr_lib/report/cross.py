@@ -13,7 +13,7 @@ from cmr_lib.core.grid import STYLE_TRANSFER, label, row_key
 from cmr_lib.core.paths import recorded_path
 from cmr_lib.core.schema import APPEARANCE_BASELINES
 from cmr_lib.data.sources import find_real_data, open_source
-from cmr_lib.data.splits import challenge_split, default_split, external_split
+from cmr_lib.data.splits import external_split
 from cmr_lib.report.stats import STYLIZED, TEST_COLUMNS, comparisons, wilcoxon, with_holm
 from cmr_lib.report.tables import key_of, reported_patients, selection_of
 
@@ -39,10 +39,7 @@ def other_sources(own, *, real=None, phantom_dir=None) -> dict:
 
 def scored_patients(src) -> list[int]:
     """The patients of a data set beside the runs' own that the cross-dataset table reports: its labelled LGE in
-    the test half of data.splits.external_split (the other half may give styles and tune settings); for the real
-    MS-CMRSeg release, what its own runs report (labelled LGE 1-5), which no stylizer takes styles from."""
-    if challenge_split(src):
-        return default_split(src)["val"]
+    the test part of data.splits.external_split (the other part may give styles and tune settings)."""
     return [p for p in external_split(src)["test"] if src.has_label(p, "LGE")]
 
 
